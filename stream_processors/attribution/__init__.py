@@ -1,0 +1,1 @@
+"""Attribution: pure functions that split a conversion's credit over the touches before it."""

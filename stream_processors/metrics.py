@@ -1,0 +1,144 @@
+"""Every Prometheus metric seedloop exports, defined once.
+
+Dashboards and alert rules are checked against the names registered here (tests/deploy), so a
+metric that is renamed here and not there fails the build instead of a dashboard going blank.
+
+Campaign-level figures are exported by each worker for the partitions it currently owns
+(`seedloop_campaign_*`), so `sum by (campaign)` over all workers is the true figure: no worker
+ever reports another's partitions. Ratios (CPA, ROAS, eCPM, conversion rates) are never exported
+pre-computed from a partial sum; dashboards divide sums (see deploy/).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+WINDOWS_MINUTES: tuple[int, ...] = (1, 5, 15, 60)
+
+
+class PipelineMetrics:
+    """The worker's metrics. One instance per process, on its own registry (no global state)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_consumed = Counter(
+            "seedloop_events_consumed", "Messages read from an action topic", ["topic"], registry=r
+        )
+        self.events_applied = Counter(
+            "seedloop_events_applied",
+            "Valid events applied to Redis state (after dedup)",
+            ["action"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "seedloop_duplicate_events", "Events skipped because their event_id was seen", ["action"], registry=r
+        )
+        self.replayed = Counter(
+            "seedloop_replayed_events",
+            "Messages skipped because their offset was already applied (replay after a crash or rebalance)",
+            ["topic"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "seedloop_dead_letters", "Messages sent to the dead-letter topic", ["reason"], registry=r
+        )
+        self.late_events = Counter(
+            "seedloop_late_events", "Events older than the allowed lateness", ["action"], registry=r
+        )
+        self.batch_seconds = Histogram(
+            "seedloop_batch_apply_seconds",
+            "Time to attribute and apply one partition batch to Redis",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
+        self.latency = Histogram(
+            "seedloop_event_to_redis_latency_seconds",
+            "From an event's production time to its effect being visible in Redis",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "seedloop_consumer_lag", "Messages not yet consumed", ["topic", "partition"], registry=r
+        )
+        self.watermark = Gauge(
+            "seedloop_event_time_watermark_seconds",
+            "Largest event time applied (simulated clock), per partition owned",
+            ["partition"],
+            registry=r,
+        )
+        self.last_applied = Gauge(
+            "seedloop_last_apply_timestamp_seconds", "Wall-clock time of the last applied batch", registry=r
+        )
+        self.owned_partitions = Gauge(
+            "seedloop_owned_partitions", "Partitions this worker currently owns", registry=r
+        )
+        # Per-campaign figures over rolling event-time windows, for the partitions this worker owns.
+        campaign_labels = ["campaign", "channel", "window"]
+        self.campaign_views = Gauge(
+            "seedloop_campaign_views", "Views (impressions)", campaign_labels, registry=r
+        )
+        self.campaign_spend = Gauge(
+            "seedloop_campaign_spend", "Advertiser spend, campaign currency", campaign_labels, registry=r
+        )
+        self.campaign_conversions = Gauge(
+            "seedloop_campaign_conversions",
+            "Attributed conversions (fractional under multi-touch models)",
+            [*campaign_labels, "model", "kind"],
+            registry=r,
+        )
+        self.campaign_gmv = Gauge(
+            "seedloop_campaign_gmv", "Attributed checkout value, campaign currency", [*campaign_labels, "model"],
+            registry=r,
+        )
+
+
+class OptimizerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.decisions = Counter(
+            "seedloop_optimizer_decisions", "Bid decisions taken", ["campaign", "channel", "reason"], registry=r
+        )
+        self.published = Counter(
+            "seedloop_bid_adjustments_published", "Bid adjustments published to Kafka", registry=r
+        )
+        self.bid = Gauge("seedloop_bid", "Current bid (CPM, campaign currency)", ["campaign", "channel"], registry=r)
+        self.observed = Gauge(
+            "seedloop_optimizer_observed",
+            "Efficiency the optimizer saw (CPA or ROAS, per target_kind)",
+            ["campaign", "channel", "target_kind"],
+            registry=r,
+        )
+        self.target = Gauge(
+            "seedloop_campaign_target", "Campaign target (CPA or ROAS)", ["campaign", "target_kind"], registry=r
+        )
+        self.daily_budget = Gauge(
+            "seedloop_campaign_daily_budget", "Campaign daily budget, campaign currency", ["campaign"], registry=r
+        )
+        self.budget_pace = Gauge(
+            "seedloop_campaign_budget_pace",
+            "Spend today divided by the plan for the time of day (1 = on plan)",
+            ["campaign"],
+            registry=r,
+        )
+        self.last_round = Gauge(
+            "seedloop_optimizer_last_round_timestamp_seconds", "Wall-clock time of the last control round",
+            registry=r,
+        )
+        self.rounds = Counter("seedloop_optimizer_rounds", "Control rounds run", registry=r)
+
+
+class SimulatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.produced = Counter(
+            "seedloop_sim_events_produced", "Events acknowledged by the broker", ["topic"], registry=r
+        )
+        self.delivery_failures = Counter(
+            "seedloop_sim_delivery_failures", "Events the broker did not acknowledge", ["topic"], registry=r
+        )
+        self.adjustments_applied = Counter(
+            "seedloop_sim_bid_adjustments_applied", "Bid adjustments the ad scheduler applied", registry=r
+        )
