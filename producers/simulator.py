@@ -1,0 +1,182 @@
+"""The user simulation: a seeded population that sees ads and notes, follows creators, adds SPUs
+to the cart and checks out, with delays between steps. Pure and deterministic: the same seed and
+the same bids give the same events, byte for byte.
+
+The clock is simulated: `advance(until)` produces every event with event_time <= until. The Kafka
+runner maps wall time to simulated time (SEEDLOOP_SIM_SPEED); `seedloop evaluate` runs it as
+fast as the CPU allows.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from producers.scenario import Campaign, Scenario
+from producers.scheduler import AdScheduler
+from producers.traffic import TrafficModel
+from schemas.events import AddToCart, Checkout, Follow, UserAction, View
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    seed: int = 7
+    users: int = 50_000
+    start_ts: float = datetime(2026, 11, 11, tzinfo=UTC).timestamp()
+    tick_s: float = 10.0
+    creatives_per_channel: int = 3
+
+
+@dataclass(slots=True)
+class GroundTruth:
+    """What really caused each conversion: known to the simulator only, used by evaluations."""
+
+    caused_checkouts: dict[str, int] = field(default_factory=dict)
+    caused_gmv_minor: dict[str, int] = field(default_factory=dict)
+    spend_minor: dict[str, int] = field(default_factory=dict)
+    views: dict[str, int] = field(default_factory=dict)
+
+
+def poisson(rng: random.Random, lam: float) -> int:
+    if lam <= 0:
+        return 0
+    if lam > 50:
+        return max(0, round(rng.gauss(lam, math.sqrt(lam))))
+    # Knuth's method: exact, and cheap for the small rates of one tick.
+    limit, k, p = math.exp(-lam), 0, 1.0
+    while True:
+        p *= rng.random()
+        if p <= limit:
+            return k
+        k += 1
+
+
+class Simulator:
+    def __init__(self, scenario: Scenario, traffic: TrafficModel, scheduler: AdScheduler, cfg: SimConfig) -> None:
+        self.scenario = scenario
+        self.traffic = traffic
+        self.scheduler = scheduler
+        self.cfg = cfg
+        self.rng = random.Random(cfg.seed)
+        self.now = cfg.start_ts
+        self.truth = GroundTruth()
+        self._pending: list[tuple[float, int, UserAction, str]] = []
+        self._seq = 0
+        self._follows: set[tuple[int, str]] = set()
+        self._buyers: set[tuple[int, str]] = set()
+        self._spus = scenario.spu_by_id
+        self._segment_ranges = self._assign_segments()
+
+    def _assign_segments(self) -> dict[str, tuple[int, int]]:
+        """Users 0..N-1 split into contiguous ranges by segment share."""
+        total = sum(s.share for s in self.scenario.segments)
+        ranges: dict[str, tuple[int, int]] = {}
+        start = 0
+        for i, s in enumerate(self.scenario.segments):
+            end = self.cfg.users if i == len(self.scenario.segments) - 1 else start + round(self.cfg.users * s.share / total)
+            ranges[s.segment_id] = (start, max(start + 1, end))
+            start = end
+        return ranges
+
+    def _pick_user(self, campaign: Campaign) -> tuple[int, str]:
+        shares = [(s, self._segment_share(s)) for s in campaign.segments]
+        r = self.rng.random() * sum(w for _, w in shares)
+        segment = shares[-1][0]
+        for seg, w in shares:
+            r -= w
+            if r <= 0:
+                segment = seg
+                break
+        lo, hi = self._segment_ranges[segment]
+        return self.rng.randrange(lo, hi), segment
+
+    def _segment_share(self, segment_id: str) -> float:
+        return next(s.share for s in self.scenario.segments if s.segment_id == segment_id)
+
+    def _next_id(self, prefix: str) -> str:
+        self._seq += 1
+        return f"{prefix}-{self.cfg.seed}-{self._seq:010d}"
+
+    def _schedule(self, at: float, event: UserAction, cause: str) -> None:
+        heapq.heappush(self._pending, (at, self._seq, event, cause))
+
+    @staticmethod
+    def _ts(at: float) -> datetime:
+        return datetime.fromtimestamp(round(at, 3), UTC)
+
+    def _creator_for(self, campaign: Campaign, channel: str) -> str | None:
+        creators = campaign.creators
+        if channel in ("kol", "feed"):
+            people = [c for c in creators if c != "brand_official"] or creators
+            return self.rng.choice(people)
+        if channel == "brand":
+            return "brand_official" if "brand_official" in creators else None
+        return None
+
+    def _serve_tick(self, start: float, dt: float) -> None:
+        for campaign in self.scenario.campaigns:
+            for channel in campaign.channels:
+                bid = self.scheduler.bid(campaign.campaign_id, channel)
+                lam = self.traffic.views_per_hour(campaign.campaign_id, channel, bid, start) * dt / 3600.0
+                cost_minor = max(1, round(bid / 10))  # CPM in major units -> minor units per view
+                for _ in range(poisson(self.rng, lam)):
+                    at = start + self.rng.random() * dt
+                    if not self.scheduler.can_serve(campaign.campaign_id, cost_minor, at):
+                        break
+                    self.scheduler.record_spend(campaign.campaign_id, cost_minor, at)
+                    self._serve_view(campaign, channel, bid, cost_minor, at)
+
+    def _serve_view(self, campaign: Campaign, channel: str, bid: float, cost_minor: int, at: float) -> None:
+        cid = campaign.campaign_id
+        user, segment = self._pick_user(campaign)
+        user_id = f"u{user:07d}"
+        rates = self.traffic.funnel(cid, channel, bid, segment, engaged=False, repeat_buyer=(user, cid) in self._buyers)
+        engaged = self.rng.random() < rates.engaged
+        if engaged:
+            rates = self.traffic.funnel(cid, channel, bid, segment, engaged=True,
+                                        repeat_buyer=(user, cid) in self._buyers)
+        creator = self._creator_for(campaign, channel)
+        creative = f"{cid}.{channel}.cr{self.rng.randrange(self.cfg.creatives_per_channel)}"
+        view = View(event_id=self._next_id("v"), user_id=user_id, event_time=self._ts(at), campaign_id=cid,
+                    channel=channel, creative_id=creative, creator_id=creator, segment=segment,
+                    cost_minor=cost_minor, currency=campaign.currency, engaged=engaged)
+        self._schedule(at, view, cid)
+        self.truth.spend_minor[cid] = self.truth.spend_minor.get(cid, 0) + cost_minor
+        self.truth.views[cid] = self.truth.views.get(cid, 0) + 1
+        if creator and (user, creator) not in self._follows and self.rng.random() < rates.follow:
+            self._follows.add((user, creator))
+            t = at + self.rng.expovariate(1 / self.traffic.delay_mean_s("follow"))
+            self._schedule(t, Follow(event_id=self._next_id("f"), user_id=user_id, event_time=self._ts(t),
+                                     creator_id=creator, note_id=creative), cid)
+        if self.rng.random() < rates.add_to_cart:
+            spu = self._spus[self.rng.choice(campaign.spus)]
+            t_cart = at + self.rng.expovariate(1 / self.traffic.delay_mean_s("add_to_cart"))
+            self._schedule(t_cart, AddToCart(event_id=self._next_id("a"), user_id=user_id,
+                                             event_time=self._ts(t_cart), spu_id=spu.spu_id,
+                                             value_minor=spu.price_minor, currency=spu.currency), cid)
+            if self.rng.random() < rates.checkout:
+                t_buy = t_cart + self.rng.expovariate(1 / self.traffic.delay_mean_s("checkout"))
+                self._buyers.add((user, cid))
+                self._schedule(t_buy, Checkout(event_id=self._next_id("o"), user_id=user_id,
+                                               event_time=self._ts(t_buy), spu_id=spu.spu_id,
+                                               value_minor=spu.price_minor, currency=spu.currency,
+                                               order_id=self._next_id("order")), cid)
+                rate = self.scenario.fx.minor_rate(spu.currency) or 1.0
+                self.truth.caused_checkouts[cid] = self.truth.caused_checkouts.get(cid, 0) + 1
+                self.truth.caused_gmv_minor[cid] = self.truth.caused_gmv_minor.get(cid, 0) + round(
+                    spu.price_minor * rate)
+
+    def advance(self, until: float) -> list[UserAction]:
+        """Run the simulated clock to `until`; return the events that happened, in event-time order."""
+        while self.now + self.cfg.tick_s <= until:
+            self._serve_tick(self.now, self.cfg.tick_s)
+            self.now += self.cfg.tick_s
+        return list(self._drain(min(until, self.now)))
+
+    def _drain(self, until: float) -> Iterator[UserAction]:
+        while self._pending and self._pending[0][0] <= until:
+            yield heapq.heappop(self._pending)[2]

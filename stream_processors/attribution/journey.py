@@ -1,0 +1,342 @@
+"""One user's journey: touches, conversions and the credit they earn, as a pure state machine.
+
+`apply_events` takes a user's stored state and a batch of that user's events and returns the new
+state plus integer metric increments. It is order-independent inside the allowed lateness: when a
+touch (or a follow that engages earlier touches) arrives after a conversion that happened later
+in event time, the conversion's stored allocation is recomputed and the difference is emitted, so
+the final figures equal an event-time recount whatever order the topics were read in. That is what
+makes reading four topics in one consumer safe: Kafka orders each partition, never across topics.
+
+Money is integer minor units and conversion counts are integer micro-units (1 conversion =
+1_000_000), so every credit is an exact integer and the parts of a conversion sum to its value.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from schemas.events import AddToCart, Checkout, Follow, UserAction, View
+from stream_processors.attribution.models import (
+    MODEL_NAMES,
+    Lookback,
+    ModelName,
+    Touch,
+    allocate,
+)
+
+MICRO = 1_000_000
+KIND_FIELD = {"follow": "follows", "add_to_cart": "add_to_carts", "checkout": "checkouts"}
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    lookback: Lookback
+    half_life_s: float
+    # Conversions stay re-attributable (and event ids deduplicable) for this long behind the
+    # partition's slowest topic watermark; older arrivals are dead-lettered as late upstream.
+    lateness_s: float
+    bucket_s: int = 60
+    max_touches: int = 200
+    models: tuple[ModelName, ...] = MODEL_NAMES
+
+
+@dataclass(slots=True)
+class TouchRecord:
+    at: float
+    event_id: str
+    campaign_id: str
+    channel: str
+    creative_id: str
+    creator_id: str | None
+    # Event time from which the touch counts as engaged (clicked/opened, or its creator followed).
+    engaged_at: float | None
+
+
+@dataclass(slots=True)
+class ConversionRecord:
+    at: float
+    event_id: str
+    kind: str
+    value_minor: int
+    # model -> [(campaign, channel, creator, credit_micro, credit_value)]
+    alloc: dict[str, list[tuple[str, str, str, int, int]]]
+
+
+@dataclass(slots=True)
+class UserState:
+    touches: list[TouchRecord] = field(default_factory=list)
+    conversions: list[ConversionRecord] = field(default_factory=list)
+    seen: dict[str, float] = field(default_factory=dict)
+    # creator -> earliest follow time: engages touches of that creator seen before it.
+    follows: dict[str, float] = field(default_factory=dict)
+    buyer: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "t": [[t.at, t.event_id, t.campaign_id, t.channel, t.creative_id, t.creator_id, t.engaged_at]
+                      for t in self.touches],
+                "c": [[c.at, c.event_id, c.kind, c.value_minor, c.alloc] for c in self.conversions],
+                "s": self.seen,
+                "f": self.follows,
+                "b": self.buyer,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes | None) -> UserState:
+        if not raw:
+            return cls()
+        data = json.loads(raw)
+        return cls(
+            touches=[TouchRecord(*row) for row in data["t"]],
+            conversions=[
+                ConversionRecord(c[0], c[1], c[2], c[3], {m: [tuple(x) for x in v] for m, v in c[4].items()})
+                for c in data["c"]
+            ],
+            seen=data["s"],
+            follows=data.get("f", {}),
+            buyer=data.get("b", False),
+        )
+
+
+class Increments:
+    """Integer increments keyed by (bucket start or None for all-time totals, field)."""
+
+    __slots__ = ("by_key",)
+
+    def __init__(self) -> None:
+        self.by_key: dict[tuple[int | None, str], int] = {}
+
+    def add(self, bucket: int | None, name: str, amount: int) -> None:
+        if amount:
+            key = (bucket, name)
+            self.by_key[key] = self.by_key.get(key, 0) + amount
+
+    def add_windowed(self, bucket: int, name: str, amount: int) -> None:
+        self.add(bucket, name, amount)
+        self.add(None, name, amount)
+
+    def merge(self, other: Increments) -> None:
+        for key, amount in other.by_key.items():
+            self.by_key[key] = self.by_key.get(key, 0) + amount
+
+
+@dataclass(slots=True)
+class JourneyObservation:
+    """A finished path for the data-driven model: channels in order, converted or not."""
+
+    channels: tuple[str, ...]
+    converted: bool
+
+
+@dataclass(slots=True)
+class UserResult:
+    state: UserState
+    applied: list[UserAction]
+    duplicates: list[UserAction]
+    journeys: list[JourneyObservation]
+
+
+def bucket_of(at: float, bucket_s: int) -> int:
+    return int(at // bucket_s) * bucket_s
+
+
+def apply_events(
+    state: UserState,
+    events: Sequence[UserAction],
+    cfg: EngineConfig,
+    out: Increments,
+    *,
+    horizon: float,
+    channel_weights: Mapping[str, float] | None = None,
+) -> UserResult:
+    """Apply one user's events (any order) to `state`, adding metric increments to `out`.
+
+    `horizon` is the event time before which nothing can change any more (the partition's slowest
+    watermark minus the allowed lateness): conversions older than it are finalised and dropped.
+    """
+    applied: list[UserAction] = []
+    duplicates: list[UserAction] = []
+    journeys: list[JourneyObservation] = []
+    for event in sorted(events, key=lambda e: (e.event_ts, e.event_id)):
+        if event.event_id in state.seen:
+            duplicates.append(event)
+            continue
+        at = event.event_ts
+        state.seen[event.event_id] = at
+        applied.append(event)
+        bucket = bucket_of(at, cfg.bucket_s)
+        if isinstance(event, View):
+            _count_view(event, bucket, out)
+            _insert_touch(state, event, cfg)
+            _reattribute(state, since=at, cfg=cfg, out=out, channel_weights=channel_weights)
+        elif isinstance(event, Follow):
+            out.add_windowed(bucket, "t|follows", 1)
+            state.follows[event.creator_id] = min(at, state.follows.get(event.creator_id, at))
+            engaged_any = False
+            for touch in state.touches:
+                if touch.creator_id == event.creator_id and touch.at <= at and (
+                    touch.engaged_at is None or touch.engaged_at > at
+                ):
+                    touch.engaged_at = at
+                    engaged_any = True
+            if engaged_any:
+                _reattribute(state, since=at, cfg=cfg, out=out, channel_weights=channel_weights)
+            _add_conversion(state, event.event_id, at, "follow", 0, cfg, out, channel_weights)
+        elif isinstance(event, AddToCart | Checkout):
+            kind = event.action
+            out.add_windowed(bucket, f"t|{KIND_FIELD[kind]}", 1)
+            if isinstance(event, Checkout):
+                out.add_windowed(bucket, "t|gmv", event.value_minor)
+                state.buyer = True
+            _add_conversion(state, event.event_id, at, kind, event.value_minor, cfg, out, channel_weights)
+            if kind == "checkout":
+                journeys.append(JourneyObservation(_channel_path(_eligible(state, at, cfg)), True))
+    journeys.extend(_prune(state, horizon, cfg))
+    return UserResult(state, applied, duplicates, journeys)
+
+
+def _count_view(view: View, bucket: int, out: Increments) -> None:
+    out.add_windowed(bucket, "t|views", 1)
+    out.add_windowed(bucket, "t|spend", view.cost_minor)
+    base = f"c|{view.campaign_id}|{view.channel}"
+    out.add_windowed(bucket, f"{base}|views", 1)
+    out.add_windowed(bucket, f"{base}|spend", view.cost_minor)
+    if view.creator_id:
+        out.add_windowed(bucket, f"k|{view.creator_id}|views", 1)
+        out.add_windowed(bucket, f"k|{view.creator_id}|spend", view.cost_minor)
+
+
+def _insert_touch(state: UserState, view: View, cfg: EngineConfig) -> None:
+    record = TouchRecord(
+        at=view.event_ts,
+        event_id=view.event_id,
+        campaign_id=view.campaign_id,
+        channel=view.channel,
+        creative_id=view.creative_id,
+        creator_id=view.creator_id,
+        engaged_at=view.event_ts if view.engaged else None,
+    )
+    followed_at = state.follows.get(view.creator_id) if view.creator_id else None
+    if followed_at is not None and followed_at >= record.at:
+        record.engaged_at = followed_at if record.engaged_at is None else min(record.engaged_at, followed_at)
+    state.touches.append(record)
+    state.touches.sort(key=lambda t: (t.at, t.event_id))
+    if len(state.touches) > cfg.max_touches:
+        del state.touches[: len(state.touches) - cfg.max_touches]
+
+
+def _eligible(state: UserState, conversion_at: float, cfg: EngineConfig) -> list[Touch]:
+    out: list[Touch] = []
+    for t in state.touches:
+        if t.at > conversion_at:
+            break
+        engaged = t.engaged_at is not None and t.engaged_at <= conversion_at
+        limit = cfg.lookback.engaged_s if engaged else cfg.lookback.view_s
+        if conversion_at - t.at <= limit:
+            out.append(Touch(t.at, t.campaign_id, t.channel, t.creative_id, t.creator_id, engaged))
+    return out
+
+
+def _channel_path(touches: Iterable[Touch]) -> tuple[str, ...]:
+    return tuple(t.channel for t in touches)
+
+
+def _allocations(
+    touches: Sequence[Touch], at: float, kind: str, value_minor: int, cfg: EngineConfig,
+    channel_weights: Mapping[str, float] | None,
+) -> dict[str, list[tuple[str, str, str, int, int]]]:
+    result: dict[str, list[tuple[str, str, str, int, int]]] = {}
+    if not touches:
+        return result
+    # The touches are already eligible: an infinite lookback keeps allocate() from filtering again.
+    unlimited = Lookback(view_s=float("inf"), engaged_s=float("inf"))
+    for model in cfg.models:
+        counts = allocate(model, touches, at, MICRO, lookback=unlimited, half_life_s=cfg.half_life_s,
+                          channel_weights=channel_weights)
+        values = (
+            allocate(model, touches, at, value_minor, lookback=unlimited, half_life_s=cfg.half_life_s,
+                     channel_weights=channel_weights)
+            if value_minor
+            else [(t, 0) for t, _ in counts]
+        )
+        merged: dict[tuple[str, str, str], list[int]] = {}
+        for (touch, micro), (_, value) in zip(counts, values, strict=True):
+            key = (touch.campaign_id, touch.channel, touch.creator_id or "")
+            acc = merged.setdefault(key, [0, 0])
+            acc[0] += micro
+            acc[1] += value
+        result[model] = [(c, ch, cr, m, v) for (c, ch, cr), (m, v) in sorted(merged.items())]
+    return result
+
+
+def _emit(
+    alloc: Mapping[str, Sequence[tuple[str, str, str, int, int]]], kind: str, bucket: int, sign: int, out: Increments
+) -> None:
+    kind_field = KIND_FIELD[kind]
+    for model, rows in alloc.items():
+        for campaign, channel, creator, micro, value in rows:
+            base = f"c|{campaign}|{channel}|{model}"
+            out.add_windowed(bucket, f"{base}|{kind_field}", sign * micro)
+            if kind == "checkout":
+                out.add_windowed(bucket, f"{base}|gmv", sign * value)
+            if creator:
+                out.add_windowed(bucket, f"k|{creator}|{model}|{kind_field}", sign * micro)
+                if kind == "checkout":
+                    out.add_windowed(bucket, f"k|{creator}|{model}|gmv", sign * value)
+
+
+def _add_conversion(
+    state: UserState, event_id: str, at: float, kind: str, value_minor: int, cfg: EngineConfig, out: Increments,
+    channel_weights: Mapping[str, float] | None,
+) -> None:
+    alloc = _allocations(_eligible(state, at, cfg), at, kind, value_minor, cfg, channel_weights)
+    bucket = bucket_of(at, cfg.bucket_s)
+    if alloc:
+        _emit(alloc, kind, bucket, +1, out)
+    else:
+        out.add_windowed(bucket, f"u|{KIND_FIELD[kind]}", 1)
+    state.conversions.append(ConversionRecord(at, event_id, kind, value_minor, alloc))
+
+
+def _reattribute(
+    state: UserState, since: float, cfg: EngineConfig, out: Increments, channel_weights: Mapping[str, float] | None
+) -> None:
+    """Recompute the credit of stored conversions at or after `since`; emit only the difference."""
+    for conv in state.conversions:
+        if conv.at < since:
+            continue
+        new = _allocations(_eligible(state, conv.at, cfg), conv.at, conv.kind, conv.value_minor, cfg,
+                           channel_weights)
+        if new == conv.alloc:
+            continue
+        bucket = bucket_of(conv.at, cfg.bucket_s)
+        if conv.alloc:
+            _emit(conv.alloc, conv.kind, bucket, -1, out)
+        else:
+            out.add_windowed(bucket, f"u|{KIND_FIELD[conv.kind]}", -1)
+        if new:
+            _emit(new, conv.kind, bucket, +1, out)
+        else:
+            out.add_windowed(bucket, f"u|{KIND_FIELD[conv.kind]}", 1)
+        conv.alloc = new
+
+
+def _prune(state: UserState, horizon: float, cfg: EngineConfig) -> list[JourneyObservation]:
+    """Drop what can no longer change a figure; report touches that aged out unconverted."""
+    state.conversions = [c for c in state.conversions if c.at >= horizon]
+    state.seen = {eid: at for eid, at in state.seen.items() if at >= horizon}
+    keep_from = horizon - cfg.lookback.engaged_s
+    expired = [t for t in state.touches if t.at < keep_from]
+    if not expired:
+        return []
+    state.touches = [t for t in state.touches if t.at >= keep_from]
+    last_checkout = max((c.at for c in state.conversions if c.kind == "checkout"), default=None)
+    if last_checkout is not None and any(t.at <= last_checkout for t in expired):
+        return []
+    return [JourneyObservation(tuple(t.channel for t in expired), False)]
+

@@ -1,0 +1,300 @@
+"""The Faust worker: one agent over the four action topics, applying each partition batch to Redis.
+
+Why one agent over four topics: the topics are co-partitioned (same partition count, key =
+user_id), and Faust assigns partition N of every topic to the same worker, so one user's whole
+journey is handled by one worker without a repartition (a `group_by` halves throughput,
+DESIGN.md section 3). Cross-topic order is not guaranteed; the journey engine is order-independent
+within the allowed lateness, so that does not matter.
+
+Failure policy (crash-only): Faust acknowledges a batch once the agent body returns, even if it
+raised. So every exception that could leave a batch neither applied nor dead-lettered ends the
+process at once (`os._exit`) before Faust can acknowledge or commit; a supervisor (the demo,
+compose `restart:`) starts it again, and replay is harmless because Redis skips applied offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import redis.asyncio as aioredis
+from faust.types import TP, EventT
+
+from stream_processors.attribution.journey import EngineConfig
+from stream_processors.attribution.markov import MarkovChain
+from stream_processors.figures import campaign_figures
+from stream_processors.metrics import WINDOWS_MINUTES, PipelineMetrics
+from stream_processors.processor import (
+    DeadLetter,
+    ProcessingRules,
+    RawMessage,
+    decode_batch,
+    plan_batch,
+)
+from stream_processors.state import AsyncFigureReader, FencedError, Keys, OffsetConflict, PartitionStore
+from stream_processors.web import register_routes
+
+log = logging.getLogger("seedloop.worker")
+
+EXIT_APPLY_FAILED = 70
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    app_id: str
+    worker_id: str
+    faust_broker_options: Mapping[str, Any]
+    redis_url: str
+    topic_prefix: str
+    partitions: int
+    rules: ProcessingRules
+    batch_max: int
+    batch_within_s: float
+    user_ttl_s: int
+    bucket_ttl_s: int
+    rebalance_timeout_s: float
+    web_host: str
+    web_port: int
+    metrics_refresh_s: float = 5.0
+    markov_refresh_s: float = 30.0
+
+    @property
+    def action_topics(self) -> dict[str, str]:
+        return {f"{self.topic_prefix}.{a}": a for a in ("view", "follow", "add_to_cart", "checkout")}
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return f"{self.topic_prefix}.dead_letters"
+
+
+def dead_letter_headers(dl: DeadLetter, worker_id: str) -> dict[str, bytes]:
+    m = dl.message
+    return {
+        "source_topic": m.topic.encode(),
+        "source_partition": str(m.partition).encode(),
+        "source_offset": str(m.offset).encode(),
+        "error_class": dl.reason.encode(),
+        "error_message": dl.detail[:1000].encode(),
+        "worker": worker_id.encode(),
+    }
+
+
+class AttributionRuntime:
+    """Everything the agent does per batch; separated from the Faust wiring for readability."""
+
+    def __init__(self, app: faust.App, cfg: WorkerConfig, metrics: PipelineMetrics) -> None:
+        self.app = app
+        self.cfg = cfg
+        self.metrics = metrics
+        self.keys = Keys(cfg.topic_prefix)
+        self.redis = aioredis.Redis.from_url(cfg.redis_url)
+        self.store = PartitionStore(self.redis, self.keys, cfg.user_ttl_s, cfg.bucket_ttl_s)
+        self.epochs: dict[int, str] = {}
+        self.owned: set[int] = set()
+        self.channel_weights: dict[str, float] | None = None
+        self.dead_letter_topic = app.topic(cfg.dead_letter_topic, value_serializer="raw", key_serializer="raw")
+        self.last_offsets: dict[tuple[str, int], int] = {}
+        self.reader = AsyncFigureReader(self.redis, self.keys, cfg.partitions, cfg.rules.engine.bucket_s)
+
+    async def on_assigned(self, assigned: set[TP]) -> None:
+        mine = {tp.partition for tp in assigned if tp.topic in self.cfg.action_topics}
+        for partition in sorted(mine - self.owned):
+            self.epochs[partition] = await self.store.claim(partition)
+        for partition in self.owned - mine:
+            self.epochs.pop(partition, None)
+        self.owned = mine
+        self.metrics.owned_partitions.set(len(mine))
+        log.info("partitions assigned", extra={"partitions": sorted(mine), "worker": self.cfg.worker_id})
+
+    async def process(self, events: Sequence[EventT]) -> None:
+        by_partition: dict[int, list[RawMessage]] = defaultdict(list)
+        for event in events:
+            msg = event.message
+            self.metrics.events_consumed.labels(msg.topic).inc()
+            by_partition[msg.partition].append(
+                RawMessage(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.timestamp)
+            )
+        for partition, messages in by_partition.items():
+            await self._process_partition(partition, messages)
+
+    async def _process_partition(self, partition: int, messages: list[RawMessage]) -> None:
+        started = time.perf_counter()
+        batch = decode_batch(partition, messages, self.cfg.action_topics, self.cfg.rules)
+        for attempt in range(5):
+            epoch = self.epochs.get(partition) or await self._claim_late(partition)
+            meta, states = await self.store.read(partition, batch.user_ids)
+            plan = plan_batch(batch, meta, states, self.cfg.rules, self.channel_weights)
+            # Dead letters are durable before the batch counts as applied: a crash in between
+            # replays the batch and may repeat a dead letter (each names its source offset), never lose one.
+            await self._send_dead_letters(plan.dead_letters)
+            try:
+                await self.store.apply(plan, epoch)
+                break
+            except OffsetConflict as exc:
+                log.warning("offset conflict, re-reading", extra={"detail": str(exc), "attempt": attempt})
+            except FencedError:
+                if partition not in self.owned:
+                    # Revoked mid-batch: the new owner replays these messages from Kafka.
+                    log.warning("batch dropped for a partition revoked mid-batch", extra={"partition": partition})
+                    return
+                raise
+        else:
+            raise RuntimeError(f"partition {partition}: offsets kept moving under us")
+        self._record(plan, messages, time.perf_counter() - started)
+
+    async def _claim_late(self, partition: int) -> str:
+        self.epochs[partition] = await self.store.claim(partition)
+        self.owned.add(partition)
+        return self.epochs[partition]
+
+    async def _send_dead_letters(self, dead: list[DeadLetter]) -> None:
+        if not dead:
+            return
+        futures = []
+        for dl in dead:
+            futures.append(await self.dead_letter_topic.send(
+                key=dl.message.key, value=dl.message.value or b"", headers=dead_letter_headers(dl, self.cfg.worker_id)
+            ))
+            self.metrics.dead_letters.labels(dl.reason).inc()
+            if dl.reason == "late":
+                self.metrics.late_events.labels(self.cfg.action_topics.get(dl.message.topic, "unknown")).inc()
+        await asyncio.gather(*futures)
+        log.info("dead-lettered", extra={"count": len(dead), "reasons": sorted({d.reason for d in dead})})
+
+    def _record(self, plan: Any, messages: list[RawMessage], elapsed: float) -> None:
+        m = self.metrics
+        m.batch_seconds.observe(elapsed)
+        now = time.time()
+        m.last_applied.set(now)
+        for decoded in plan.applied:
+            m.events_applied.labels(decoded.event.action).inc()
+            if decoded.message.timestamp:
+                m.latency.observe(max(0.0, now - decoded.message.timestamp))
+        for event in plan.duplicates:
+            m.duplicates.labels(event.action).inc()
+        for topic, n in plan.replayed.items():
+            m.replayed.labels(topic).inc(n)
+        for topic, tp in plan.progress.items():
+            m.watermark.labels(str(plan.partition)).set(max(m.watermark.labels(str(plan.partition))._value.get(),
+                                                            tp.watermark))
+            self.last_offsets[(topic, plan.partition)] = tp.new_offset
+        self._update_lag()
+
+    def _update_lag(self) -> None:
+        consumer = self.app.consumer
+        for (topic, partition), offset in self.last_offsets.items():
+            try:
+                high = consumer.highwater(TP(topic, partition))
+            except Exception:  # highwater unknown before the first fetch
+                continue
+            if high is not None:
+                self.metrics.consumer_lag.labels(topic, str(partition)).set(max(0, high - 1 - offset))
+
+    async def refresh_campaign_gauges(self) -> None:
+        """Export rolling-window figures of the partitions this worker owns (see metrics.py)."""
+        if not self.owned:
+            return
+        now = await self.reader.watermark(self.owned)
+        if now is None:
+            return
+        models = self.cfg.rules.engine.models
+        m = self.metrics
+        for minutes in WINDOWS_MINUTES:
+            fields = await self.reader.window(now - minutes * 60 + 1, now + 1, self.owned)
+            window = f"{minutes}m"
+            for campaign, figs in campaign_figures(fields, models).items():
+                for channel, per_model in figs.by_channel.items():
+                    base = per_model[models[0]]
+                    m.campaign_views.labels(campaign, channel, window).set(base.views)
+                    m.campaign_spend.labels(campaign, channel, window).set(base.spend)
+                    for model, eff in per_model.items():
+                        m.campaign_gmv.labels(campaign, channel, window, model).set(eff.gmv)
+                        for kind, value in (("follow", eff.follows), ("add_to_cart", eff.add_to_carts),
+                                            ("checkout", eff.checkouts)):
+                            m.campaign_conversions.labels(campaign, channel, window, model, kind).set(value)
+
+    async def refresh_markov(self) -> None:
+        """Re-learn channel weights from the journeys every worker has recorded in Redis."""
+        counts = await self.reader.journey_paths()
+        paths: dict[tuple[str, ...], list[float]] = {}
+        for name, n in counts.items():
+            path, converted = name.rsplit("|", 1)
+            acc = paths.setdefault(tuple(path.split(">")), [0.0, 0.0])
+            acc[0 if converted == "1" else 1] += n
+        if not any(v[0] for v in paths.values()):
+            return
+        chain = MarkovChain.from_paths((p, conv, null) for p, (conv, null) in paths.items())
+        weights = chain.channel_weights()
+        if weights:
+            self.channel_weights = weights
+            await self.redis.set(self.keys.markov_weights(), json.dumps(weights))
+
+
+def build_app(cfg: WorkerConfig) -> faust.App:
+    datadir = tempfile.mkdtemp(prefix=f"seedloop-{cfg.worker_id}-")
+    app = faust.App(
+        cfg.app_id,
+        **cfg.faust_broker_options,
+        value_serializer="raw",
+        key_serializer="raw",
+        topic_partitions=cfg.partitions,
+        topic_disable_leader=True,
+        broker_rebalance_timeout=cfg.rebalance_timeout_s,
+        broker_session_timeout=max(10.0, cfg.rebalance_timeout_s),
+        broker_heartbeat_interval=1.0,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False,
+        producer_acks=-1,
+        web_enabled=True,
+        web_bind=cfg.web_host,
+        web_port=cfg.web_port,
+        web_host=cfg.web_host,
+        datadir=datadir,
+        store="memory://",
+    )
+    metrics = PipelineMetrics()
+    runtime = AttributionRuntime(app, cfg, metrics)
+    app.seedloop_runtime = runtime  # type: ignore[attr-defined]
+    source = app.topic(*cfg.action_topics, value_serializer="raw", key_serializer="raw")
+
+    @app.agent(source, concurrency=1)
+    async def attribute(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(cfg.batch_max, within=cfg.batch_within_s):
+            try:
+                await runtime.process(events)
+            except BaseException as exc:  # noqa: BLE001 - see the module docstring: crash-only
+                log.critical("batch could not be applied; exiting before Faust acknowledges it",
+                             exc_info=exc, extra={"worker": cfg.worker_id})
+                logging.shutdown()
+                os._exit(EXIT_APPLY_FAILED)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+        await runtime.on_assigned(assigned)
+
+    @app.timer(cfg.metrics_refresh_s)
+    async def refresh_gauges() -> None:
+        await runtime.refresh_campaign_gauges()
+
+    @app.timer(cfg.markov_refresh_s)
+    async def refresh_markov() -> None:
+        await runtime.refresh_markov()
+
+    register_routes(app, runtime)
+    return app
+
+
+def run_worker(cfg: WorkerConfig, loglevel: str = "WARNING") -> None:
+    app = build_app(cfg)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
