@@ -46,3 +46,8 @@ class BidAdjustment(BaseModel):
     conversions: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
     gmv: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
     dry_run: bool = False
+    # Optional audit figures (absent from older producers' messages).
+    estimate: Annotated[float | None, Field(allow_inf_nan=False)] = None  # shrunk CPA/ROAS acted on
+    pacing_multiplier: Annotated[float | None, Field(gt=0, allow_inf_nan=False)] = None
+    spent_today: Annotated[float | None, Field(ge=0, allow_inf_nan=False)] = None
+    planned_today: Annotated[float | None, Field(ge=0, allow_inf_nan=False)] = None

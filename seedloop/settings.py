@@ -54,8 +54,8 @@ class Settings(BaseSettings):
     seeds_dir: Path = REPO_SEEDS
     seed: int = 7
     rate: float = Field(default=2000.0, gt=0, le=1_000_000, description="target events/s produced")
-    sim_speed: float = Field(default=120.0, gt=0, le=100_000, description="simulated seconds per real second")
-    sim_start: str = "2026-11-11T00:00:00+00:00"
+    sim_speed: float = Field(default=720.0, gt=0, le=100_000, description="simulated seconds per real second")
+    sim_start: str = "2026-11-11T08:00:00+00:00"
     users: int = Field(default=200_000, ge=10)
 
     # --- worker / attribution ---
@@ -67,10 +67,13 @@ class Settings(BaseSettings):
     lookback_engaged_s: float = Field(default=7 * 86_400.0, gt=0, description="engaged-touch lookback (7 days)")
     half_life_s: float = Field(default=6 * 3600.0, gt=0, description="time-decay half-life")
     allowed_lateness_s: float = Field(default=3600.0, ge=0, description="event-time lateness before dead-lettering")
-    max_future_s: float = Field(default=300.0, ge=0, description="how far past the watermark an event may be")
+    max_future_s: float = Field(
+        default=86_400.0, ge=0, description="how far past max(wall clock, watermark) an event time may be"
+    )
     bucket_s: int = Field(default=60, ge=1, description="event-time bucket of the rolling windows")
     state_ttl_s: int = Field(default=14 * 86_400, ge=60, description="Redis expiry of per-user state (wall clock)")
     rebalance_timeout_s: float = Field(default=6.0, gt=0)
+    markov_refresh_s: float = Field(default=30.0, gt=0, description="how often the Markov weights are re-learned")
 
     # --- web / metrics ---
     web_host: str = "127.0.0.1"
@@ -124,6 +127,8 @@ class Settings(BaseSettings):
         """librdkafka properties shared by our producers and consumers (security passes through)."""
         conf: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap,
+            # An idle connection closed by the broker is routine; don't print it as a failure.
+            "log.connection.close": False,
             "security.protocol": self.kafka_security_protocol.lower(),
         }
         if self.kafka_security_protocol.startswith("SASL"):

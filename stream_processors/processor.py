@@ -170,8 +170,14 @@ def plan_batch(
     stored_states: Mapping[str, str | bytes | None],
     rules: ProcessingRules,
     channel_weights: Mapping[str, float] | None = None,
+    *,
+    wall_now: float,
 ) -> BatchPlan:
-    """Decide everything a batch does to the partition's state, given what Redis held."""
+    """Decide everything a batch does to the partition's state, given what Redis held.
+
+    `wall_now` (injected clock) bounds how far in the future an event may claim to be: beyond both
+    the wall clock and the partition's watermark (a simulation may run ahead of the wall clock).
+    """
     lateness = rules.engine.lateness_s
     progress: dict[str, TopicProgress] = {}
     watermarks = dict(meta.watermarks)
@@ -204,9 +210,10 @@ def plan_batch(
                                    f"event_time is {tp.watermark - at:.0f}s behind the watermark "
                                    f"(allowed lateness {lateness:.0f}s)"))
             continue
-        if lead is not None and at > lead + rules.max_future_s:
+        reference = max(wall_now, lead) if lead is not None else wall_now
+        if at > reference + rules.max_future_s:
             dead.append(DeadLetter(decoded.message, "future",
-                                   f"event_time is {at - lead:.0f}s ahead of the watermark "
+                                   f"event_time is {at - reference:.0f}s ahead of the clock and watermark "
                                    f"(max {rules.max_future_s:.0f}s)"))
             continue
         tp.watermark = max(tp.watermark, at)

@@ -132,7 +132,7 @@ class AttributionRuntime:
         for attempt in range(5):
             epoch = self.epochs.get(partition) or await self._claim_late(partition)
             meta, states = await self.store.read(partition, batch.user_ids)
-            plan = plan_batch(batch, meta, states, self.cfg.rules, self.channel_weights)
+            plan = plan_batch(batch, meta, states, self.cfg.rules, self.channel_weights, wall_now=time.time())
             # Dead letters are durable before the batch counts as applied: a crash in between
             # replays the batch and may repeat a dead letter (each names its source offset), never lose one.
             await self._send_dead_letters(plan.dead_letters)
@@ -296,5 +296,6 @@ def build_app(cfg: WorkerConfig) -> faust.App:
 
 def run_worker(cfg: WorkerConfig, loglevel: str = "WARNING") -> None:
     app = build_app(cfg)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    # Our structured logging is already configured; mode must not replace it.
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False)
     worker.execute_from_commandline()

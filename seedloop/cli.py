@@ -1,0 +1,236 @@
+"""`seedloop`: the command line. Every flag also has an environment variable (see README)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from seedloop.logs import configure_logging
+from seedloop.settings import Settings
+
+log = logging.getLogger("seedloop.cli")
+
+DESCRIPTION = """\
+seedloop: simulated social-commerce users -> Kafka -> Faust attribution in Redis -> Prometheus
+metrics -> bid optimizer -> ad scheduler, closing the loop from seeding to purchase.
+
+Services: set KAFKA_BOOTSTRAP_SERVERS and REDIS_URL to use your own; `demo` and `stack` start an
+embedded broker (Tansu) and Redis (valkey) on free localhost ports when they are unset.
+Other settings are SEEDLOOP_* environment variables (e.g. SEEDLOOP_PARTITIONS=8); flags win.
+"""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("common settings (flags override SEEDLOOP_* environment variables)")
+    g.add_argument("--topic-prefix", help="topic and Redis key prefix (SEEDLOOP_TOPIC_PREFIX, default seedloop)")
+    g.add_argument("--partitions", type=int, help="partitions per topic (SEEDLOOP_PARTITIONS, default 4)")
+    g.add_argument("--seeds-dir", type=Path, help="scenario folder (SEEDLOOP_SEEDS_DIR, default ./seeds)")
+    g.add_argument("--log-format", choices=["json", "console"], help="SEEDLOOP_LOG_FORMAT (default console)")
+    g.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="SEEDLOOP_LOG_LEVEL")
+
+
+def _sim_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, help="random seed of the simulation (SEEDLOOP_SEED, default 7)")
+    parser.add_argument("--rate", type=float, help="max events/s produced (SEEDLOOP_RATE, default 2000)")
+    parser.add_argument("--speed", type=float, dest="sim_speed",
+                        help="simulated seconds per real second (SEEDLOOP_SIM_SPEED, default 720)")
+    parser.add_argument("--users", type=int, help="simulated user population (SEEDLOOP_USERS)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seedloop", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="the whole closed loop on embedded services, with a live table and a report",
+                       description="Start the embedded broker and Redis, workers, the optimizer and the simulator; "
+                       "show a live campaign table; at the end write DIR/report.json and DIR/report.md.")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of simulation (default 60)")
+    p.add_argument("--report-dir", type=Path, default=Path("reports/demo"), help="where to write the report")
+    p.add_argument("--workers", type=int, default=2, help="Faust worker processes (default 2)")
+    p.add_argument("--no-live", action="store_true", help="no live table (logs only)")
+    _sim_flags(p)
+    _common(p)
+
+    p = sub.add_parser("stack", help="run the embedded broker and Redis until interrupted",
+                       description="Prints KAFKA_BOOTSTRAP_SERVERS=... and REDIS_URL=... lines to export.")
+    _common(p)
+
+    p = sub.add_parser("simulate", help="produce simulated user actions to the configured broker",
+                       description="Runs the seeded simulation against KAFKA_BOOTSTRAP_SERVERS. With --json, prints "
+                       "what the broker acknowledged.")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--events", type=int, help="stop after this many events")
+    g.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--json", action="store_true", help="print acknowledged totals as JSON on stdout")
+    p.add_argument("--no-bids", action="store_true", help="do not read bid adjustments (open loop)")
+    _sim_flags(p)
+    _common(p)
+
+    p = sub.add_parser("worker", help="run one Faust attribution worker against the configured services")
+    p.add_argument("--worker-id", help="name in logs and dead-letter headers (SEEDLOOP_WORKER_ID)")
+    p.add_argument("--web-port", type=int, help="HTTP port for /metrics and the API (SEEDLOOP_WEB_PORT, default 6066)")
+    _common(p)
+
+    p = sub.add_parser("optimize", help="run the bid optimizer against the configured services")
+    p.add_argument("--once", action="store_true", help="run one control round and exit")
+    p.add_argument("--dry-run", action="store_true", help="decide and record, publish nothing")
+    _common(p)
+
+    p = sub.add_parser("report", help="print the current campaign figures from Redis")
+    p.add_argument("--json", action="store_true", help="JSON instead of a Markdown table")
+    _common(p)
+
+    p = sub.add_parser("attribute", help="attribute exported journeys (path;total_conversions;... CSV)")
+    p.add_argument("--paths", required=True, help="CSV file with header path;total_conversions;"
+                   "total_conversion_value;total_null ('-' for stdin)")
+    p.add_argument("--model", required=True, choices=["first", "last", "linear", "time_decay", "position", "markov"])
+    p.add_argument("--json", action="store_true", help='print {"model": M, "channels": {...}}')
+    return parser
+
+
+_FLAG_SETTINGS = ("topic_prefix", "partitions", "seeds_dir", "log_format", "log_level", "seed", "rate", "sim_speed",
+                  "users", "worker_id", "web_port")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {k: getattr(args, k) for k in _FLAG_SETTINGS if getattr(args, k, None) is not None}
+    if getattr(args, "dry_run", False):
+        overrides["optimizer_mode"] = "dry_run"
+    return Settings(**overrides)
+
+
+def _stop_flag() -> Callable[[], bool]:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop.is_set
+
+
+def cmd_stack(settings: Settings) -> int:
+    from seedloop.embedded import EmbeddedStack
+
+    should_stop = _stop_flag()
+    with EmbeddedStack() as stack:
+        print(f"KAFKA_BOOTSTRAP_SERVERS={stack.bootstrap}", flush=True)
+        print(f"REDIS_URL={stack.redis_url}", flush=True)
+        while not should_stop():
+            time.sleep(0.2)
+    return 0
+
+
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from producers.runner import RunLimits, run_simulation
+    from seedloop import runtime
+    from seedloop.topics import ensure_topics
+
+    scenario = runtime.scenario_of(settings)
+    ensure_topics(settings)
+    sim = runtime.simulator_of(settings, scenario)
+    sink = runtime.event_sink(settings, scenario)
+    reader = None if args.no_bids else runtime.bid_reader(settings, f"{int(time.time())}")
+    limits = RunLimits(max_events=args.events, duration_s=args.duration, rate=settings.rate, speed=settings.sim_speed)
+    started = time.monotonic()
+    produced = run_simulation(sim, sink, reader, limits, should_stop=_stop_flag())
+    elapsed = time.monotonic() - started
+    if reader is not None:
+        reader.close()
+    result = sink.totals.as_json()
+    log.info("simulation finished", extra={"produced": produced, "acknowledged": result["events"],
+                                           "events_per_s": round(produced / elapsed, 1) if elapsed else None})
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return 0 if sink.totals.failed == 0 else 1
+
+
+def cmd_worker(settings: Settings) -> int:
+    from seedloop import runtime
+    from seedloop.topics import ensure_topics
+    from stream_processors.worker import run_worker
+
+    ensure_topics(settings)
+    cfg = runtime.worker_config(settings, runtime.scenario_of(settings))
+    log.info("worker starting", extra={"settings": settings.redacted()})
+    run_worker(cfg, loglevel=settings.log_level)
+    return 0
+
+
+def cmd_optimize(settings: Settings, args: argparse.Namespace) -> int:
+    from prometheus_client import start_http_server
+
+    from seedloop import runtime
+    from seedloop.topics import ensure_topics
+    from stream_processors.metrics import OptimizerMetrics
+
+    ensure_topics(settings)
+    metrics = OptimizerMetrics()
+    service = runtime.optimizer_of(settings, runtime.scenario_of(settings), metrics)
+    if args.once:
+        decisions = service.run_round()
+        print(json.dumps([d.model_dump(mode="json") for d in decisions], indent=2))
+        return 0
+    start_http_server(settings.optimizer_port, addr=settings.web_host, registry=metrics.registry)
+    service.run_forever(settings.optimizer_interval_s, should_stop=_stop_flag())
+    return 0
+
+
+def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
+    from seedloop import runtime
+    from seedloop.report import build_report, report_markdown
+
+    report = build_report(settings, runtime.scenario_of(settings))
+    print(json.dumps(report, indent=2) if args.json else report_markdown(report))
+    return 0
+
+
+def cmd_attribute(args: argparse.Namespace) -> int:
+    from stream_processors.attribution.paths import PathFormatError, run_attribute
+
+    try:
+        print(run_attribute(args.paths, args.model, args.json))
+    except (PathFormatError, FileNotFoundError) as exc:
+        print(f"seedloop attribute: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "attribute":
+        configure_logging("console", "WARNING")
+        return cmd_attribute(args)
+    try:
+        settings = settings_from(args)
+    except ValueError as exc:
+        print(f"seedloop: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level)
+    if args.command == "demo":
+        from seedloop.demo import run_demo
+
+        return run_demo(settings, args)
+    if args.command == "stack":
+        return cmd_stack(settings)
+    if settings.kafka_bootstrap_servers is None or settings.redis_url is None:
+        print("seedloop: set KAFKA_BOOTSTRAP_SERVERS and REDIS_URL (or run `seedloop stack` and export its "
+              "output, or use `seedloop demo`)", file=sys.stderr)
+        return 2
+    handlers: dict[str, Callable[[], int]] = {
+        "simulate": lambda: cmd_simulate(settings, args),
+        "worker": lambda: cmd_worker(settings),
+        "optimize": lambda: cmd_optimize(settings, args),
+        "report": lambda: cmd_report(settings, args),
+    }
+    return handlers[args.command]()

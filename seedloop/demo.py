@@ -1,0 +1,222 @@
+"""`seedloop demo`: the whole loop in one process tree.
+
+Embedded broker and Redis (unless configured), N Faust worker processes, the optimizer on a
+timer, and the simulator with its ad scheduler in this process, while a live table shows the
+campaigns. Everything is stopped on exit, Ctrl-C and errors (a `finally` and the stack's atexit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from producers.runner import RunLimits, run_simulation
+from producers.scenario import Scenario
+from seedloop import runtime
+from seedloop.embedded import EmbeddedStack, free_port
+from seedloop.report import build_report, report_markdown
+from seedloop.settings import Settings
+from seedloop.topics import caught_up, ensure_topics
+from stream_processors.attribution.models import MODEL_NAMES
+from stream_processors.figures import campaign_figures
+from stream_processors.state import FigureReader, Keys
+
+log = logging.getLogger("seedloop.demo")
+
+
+class WorkerPool:
+    """Worker subprocesses, restarted if one dies (as a supervisor would in production)."""
+
+    def __init__(self, settings: Settings, count: int, log_dir: Path) -> None:
+        self.settings = settings
+        self.count = count
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.ports: dict[str, int] = {}
+        self.restarts = 0
+
+    def _env(self, worker_id: str, port: int) -> dict[str, str]:
+        s = self.settings
+        env = dict(os.environ)
+        env.update({
+            "KAFKA_BOOTSTRAP_SERVERS": s.bootstrap,
+            "REDIS_URL": s.redis_url_value,
+            "SEEDLOOP_TOPIC_PREFIX": s.topic_prefix,
+            "SEEDLOOP_PARTITIONS": str(s.partitions),
+            "SEEDLOOP_SEEDS_DIR": str(s.seeds_dir),
+            "SEEDLOOP_WORKER_ID": worker_id,
+            "SEEDLOOP_WEB_PORT": str(port),
+            "SEEDLOOP_WEB_HOST": s.web_host,
+            "SEEDLOOP_LOG_FORMAT": "json",
+            "SEEDLOOP_REBALANCE_TIMEOUT_S": str(s.rebalance_timeout_s),
+        })
+        return env
+
+    def start(self, worker_id: str) -> None:
+        port = self.ports.get(worker_id) or (self.settings.web_port if not self.ports else free_port())
+        with contextlib.suppress(OSError):
+            # The default port may be taken (another demo, a test): fall back to a free one.
+            import socket
+
+            with socket.socket() as sock:
+                sock.bind((self.settings.web_host, port))
+        self.ports[worker_id] = port
+        logfile = open(self.log_dir / f"{worker_id}.log", "ab")  # noqa: SIM115 - owned by the child
+        self.procs[worker_id] = subprocess.Popen(
+            [sys.executable, "-m", "seedloop", "worker"], env=self._env(worker_id, port),
+            stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+
+    def start_all(self) -> None:
+        for i in range(1, self.count + 1):
+            self.start(f"worker-{i}")
+
+    def supervise(self) -> None:
+        for worker_id, proc in list(self.procs.items()):
+            code = proc.poll()
+            if code is not None:
+                log.warning("worker exited; restarting", extra={"worker": worker_id, "code": code})
+                self.restarts += 1
+                self.start(worker_id)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def live_table(scenario: Scenario, reader: FigureReader, client: redis.Redis, keys: Keys, produced: int,
+               sim_now: float, elapsed: float) -> Table:
+    figs = campaign_figures(reader.totals(), MODEL_NAMES[:1])
+    bids = {k.decode(): float(v) for k, v in client.hgetall(keys.bids()).items()}
+    table = Table(title=f"seedloop demo · {elapsed:5.0f}s · simulated {time.strftime('%a %H:%M', time.gmtime(sim_now))}"
+                        f" · {produced:,} events produced (last-touch)")
+    for col in ("campaign", "target", "spend", "checkouts", "GMV", "CPA", "ROAS", "bids (CPM)"):
+        table.add_column(col, justify="left" if col in ("campaign", "bids (CPM)", "target") else "right")
+    for c in scenario.campaigns:
+        eff = figs[c.campaign_id].total("last") if c.campaign_id in figs else None
+        cpa = eff.cpa if eff else None
+        roas = eff.roas if eff else None
+        table.add_row(
+            c.campaign_id, f"{c.target_kind.upper()} {c.target:g}", f"{eff.spend:,.0f}" if eff else "0",
+            f"{eff.checkouts:,.1f}" if eff else "0", f"{eff.gmv:,.0f}" if eff else "0",
+            f"{cpa:,.1f}" if cpa else "-", f"{roas:.2f}" if roas else "-",
+            " ".join(f"{ch}:{bids.get(f'{c.campaign_id}|{ch}', b):.0f}" for ch, b in c.channels.items()),
+        )
+    return table
+
+
+def run_demo(settings: Settings, args: argparse.Namespace) -> int:
+    report_dir: Path = args.report_dir
+    report_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = report_dir / "logs"
+    log_dir.mkdir(exist_ok=True)
+    stack: EmbeddedStack | None = None
+    pool: WorkerPool | None = None
+    stop = threading.Event()
+    interrupted = False
+    try:
+        if settings.kafka_bootstrap_servers is None or settings.redis_url is None:
+            stack = EmbeddedStack(log_dir=log_dir).start()
+            settings = settings.with_services(settings.kafka_bootstrap_servers or stack.bootstrap,
+                                              settings.redis_url_value if settings.redis_url else stack.redis_url)
+        log.info("services", extra={"kafka": settings.bootstrap, "redis": settings.redacted()["redis_url"]})
+        scenario = runtime.scenario_of(settings)
+        ensure_topics(settings)
+        pool = WorkerPool(settings, args.workers, log_dir)
+        pool.start_all()
+
+        optimizer = runtime.optimizer_of(settings, scenario)
+        opt_thread = threading.Thread(target=optimizer.run_forever, name="optimizer",
+                                      args=(settings.optimizer_interval_s, stop.is_set), daemon=True)
+        opt_thread.start()
+
+        sim = runtime.simulator_of(settings, scenario)
+        sink = runtime.event_sink(settings, scenario)
+        reader_kafka = runtime.bid_reader(settings, f"demo-{os.getpid()}")
+        client = redis.Redis.from_url(settings.redis_url_value)
+        keys = Keys(settings.topic_prefix)
+        reader = FigureReader(client, keys, settings.partitions, settings.bucket_s)
+        console = Console(stderr=False)
+        started = time.monotonic()
+        state: dict[str, Any] = {"produced": 0}
+
+        def on_progress(produced: int, sim_now: float) -> None:
+            state["produced"] = produced
+            pool.supervise() if pool else None
+            if live is not None:
+                live.update(live_table(scenario, reader, client, keys, produced, sim_now, time.monotonic() - started))
+            else:
+                log.info("progress", extra={"produced": produced, "sim_time": sim_now})
+
+        limits = RunLimits(duration_s=args.duration, rate=settings.rate, speed=settings.sim_speed)
+        live: Live | None = None
+        use_live = not args.no_live and console.is_terminal
+        with Live(console=console, refresh_per_second=2) if use_live else contextlib.nullcontext() as live_ctx:
+            live = live_ctx if use_live else None
+            try:
+                produced = run_simulation(sim, sink, reader_kafka, limits, should_stop=stop.is_set,
+                                          on_progress=on_progress)
+            except KeyboardInterrupt:
+                interrupted = True
+                produced = state["produced"]
+                sink.flush(30)
+        reader_kafka.close()
+        sink.close()
+        elapsed = time.monotonic() - started
+        log.info("simulation done; waiting for the workers to catch up",
+                 extra={"produced": produced, "events_per_s": round(produced / elapsed, 1)})
+        deadline = time.monotonic() + 90
+        while not caught_up(settings, reader):
+            if time.monotonic() > deadline:
+                log.error("workers did not catch up within 90 s; the report shows what was applied")
+                break
+            pool.supervise()
+            time.sleep(0.5)
+        stop.set()
+        opt_thread.join(timeout=30)
+        optimizer.run_round()  # a last round on the final figures
+        report = build_report(settings, scenario, extra={
+            "events_produced": sink.totals.events,
+            "events_per_s_produced": round(sink.totals.events / elapsed, 1) if elapsed else None,
+            "worker_restarts": pool.restarts,
+            "simulated_until": sim.now,
+            "settings": settings.redacted(),
+        })
+        (report_dir / "report.json").write_text(json.dumps(report, indent=2))
+        (report_dir / "report.md").write_text(report_markdown(report))
+        console.print(report_markdown(report))
+        console.print(f"report written to {report_dir / 'report.json'} and {report_dir / 'report.md'}")
+        client.close()
+        return 130 if interrupted else 0
+    except KeyboardInterrupt:
+        log.warning("interrupted")
+        return 130
+    finally:
+        stop.set()
+        if pool is not None:
+            pool.stop()
+        if stack is not None:
+            stack.stop()

@@ -1,0 +1,84 @@
+"""Wiring: settings + scenario -> the configured parts. The one place that knows both sides."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import redis
+
+from producers.kafka_sink import BidAdjustmentReader, EventSink
+from producers.scenario import Scenario, load_scenario
+from producers.scheduler import AdScheduler
+from producers.simulator import SimConfig, Simulator
+from producers.traffic import TrafficModel, load_truth
+from seedloop.settings import Settings
+from stream_processors.attribution.journey import EngineConfig
+from stream_processors.attribution.models import Lookback
+from stream_processors.metrics import OptimizerMetrics
+from stream_processors.optimizer.controller import ControlPolicy
+from stream_processors.optimizer.service import OptimizerConfig, OptimizerService
+from stream_processors.processor import Catalogue, ProcessingRules
+from stream_processors.state import FigureReader, Keys
+from stream_processors.worker import WorkerConfig
+
+
+def scenario_of(settings: Settings) -> Scenario:
+    return load_scenario(settings.seeds_dir)
+
+
+def processing_rules(settings: Settings, scenario: Scenario) -> ProcessingRules:
+    engine = EngineConfig(
+        lookback=Lookback(view_s=settings.lookback_view_s, engaged_s=settings.lookback_engaged_s),
+        half_life_s=settings.half_life_s,
+        lateness_s=settings.allowed_lateness_s,
+        bucket_s=settings.bucket_s,
+    )
+    catalogue = Catalogue(scenario.campaign_channels(), scenario.fx.base, scenario.rates_to_base())
+    return ProcessingRules(engine=engine, max_future_s=settings.max_future_s, catalogue=catalogue)
+
+
+def worker_config(settings: Settings, scenario: Scenario) -> WorkerConfig:
+    return WorkerConfig(
+        app_id=settings.consumer_group if settings.topic_prefix == "seedloop"
+        else f"{settings.consumer_group}-{settings.topic_prefix}",
+        worker_id=settings.worker_id,
+        faust_broker_options=settings.faust_broker_options(),
+        redis_url=settings.redis_url_value,
+        topic_prefix=settings.topic_prefix,
+        partitions=settings.partitions,
+        rules=processing_rules(settings, scenario),
+        batch_max=settings.batch_max,
+        batch_within_s=settings.batch_within_s,
+        user_ttl_s=settings.state_ttl_s,
+        bucket_ttl_s=settings.state_ttl_s,
+        rebalance_timeout_s=settings.rebalance_timeout_s,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        markov_refresh_s=settings.markov_refresh_s,
+    )
+
+
+def simulator_of(settings: Settings, scenario: Scenario) -> Simulator:
+    traffic = TrafficModel(load_truth(settings.seeds_dir))
+    cfg = SimConfig(seed=settings.seed, users=settings.users,
+                    start_ts=datetime.fromisoformat(settings.sim_start).timestamp())
+    return Simulator(scenario, traffic, AdScheduler(scenario), cfg)
+
+
+def event_sink(settings: Settings, scenario: Scenario) -> EventSink:
+    return EventSink(settings.confluent_config(), settings.topic_prefix, scenario.rates_to_base())
+
+
+def bid_reader(settings: Settings, instance: str) -> BidAdjustmentReader:
+    return BidAdjustmentReader(settings.confluent_config(), settings.topic("bid_adjustments"),
+                               group_id=f"seedloop-scheduler-{settings.topic_prefix}-{instance}")
+
+
+def optimizer_of(settings: Settings, scenario: Scenario, metrics: OptimizerMetrics | None = None) -> OptimizerService:
+    client = redis.Redis.from_url(settings.redis_url_value)
+    keys = Keys(settings.topic_prefix)
+    reader = FigureReader(client, keys, settings.partitions, settings.bucket_s)
+    policy = ControlPolicy(max_step=settings.max_step, min_conversions=settings.min_conversions)
+    cfg = OptimizerConfig(topic=settings.topic("bid_adjustments"), window_s=settings.optimizer_window_s,
+                          policy=policy, mode=settings.optimizer_mode)
+    return OptimizerService(scenario, reader, client, keys, settings.confluent_config(), cfg, metrics)

@@ -1,0 +1,317 @@
+"""The bid controller: from observed efficiency to a new bid. Pure.
+
+Per campaign and channel, a PI controller on the log of the efficiency error (Zhang et al., WSDM
+2016) steers an *efficiency bid*: the bid at which the channel's CPA (or ROAS) meets the target.
+Log space makes a CPA twice the target and half the target symmetric moves and keeps bids
+positive. The controller is written in velocity form, so its integral is the log of the bid
+itself; anti-windup is integrator clamping (the efficiency bid stays inside [floor, cap]) plus
+conditional integration (no upward integration while pacing, not efficiency, limits the bid).
+
+Guardrails: a learning phase until `min_conversions`; Bayesian shrinkage of the window's
+efficiency toward the campaign's pooled figure (worth `prior_strength` conversions); a deadband;
+a maximum step per round; floors and caps; a cooldown after a large move. Pacing (pacing.py)
+multiplies the efficiency bid by a campaign multiplier <= 1 when the day's budget would otherwise
+run out early. Every decision carries its reason code and the figures it saw.
+
+All state (ChannelState, PacingState) is JSON, so the service can keep it in Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from schemas.decisions import ReasonCode
+from stream_processors.optimizer.pacing import PacingDecision, PacingPolicy, PacingState, pace
+
+
+@dataclass(frozen=True, slots=True)
+class ControlPolicy:
+    gain: float = 0.15  # proportional gain on the change of the log error (kp)
+    integral_gain: float = 0.3  # ki: share of the log error corrected per round
+    derivative_gain: float = 0.0  # kd
+    max_step: float = 0.25  # at most +-25% per round
+    min_conversions: float = 5.0  # learning phase
+    band: float = 0.03  # within +-3% of target: hold
+    prior_strength: float = 4.0  # the prior is worth this many conversions
+    cooldown_step: float = 0.2  # a move of +-20% or more ...
+    cooldown_rounds: int = 1  # ... is followed by this many held rounds
+    # d log(CPA) / d log(bid) assumed by the controller: scales the log error to a bid move.
+    elasticity: float = 1.4
+
+
+@dataclass(slots=True)
+class ChannelState:
+    """Controller memory of one campaign/channel; JSON in Redis (`<ns>:optimizer:state`)."""
+
+    eff_bid: float
+    integral: float = 0.0  # sum of the integral moves (log of eff_bid / starting bid)
+    prev_error: float | None = None
+    prev_error2: float | None = None
+    learned: bool = False
+    cooldown: int = 0
+    rounds: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> ChannelState:
+        return cls(**json.loads(raw))
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    campaign_id: str
+    channel: str
+    target_kind: Literal["cpa", "roas"]
+    target: float
+    bid: float
+    bid_floor: float
+    bid_cap: float
+    spend: float
+    conversions: float
+    gmv: float
+    paused: bool = False
+    budget_exhausted: bool = False
+    # The campaign's pooled efficiency over the same window (the shrinkage prior); None: the target.
+    prior: float | None = None
+    pacing_multiplier: float = 1.0
+    order_value: float | None = None  # the campaign's average order value, for the ROAS prior
+
+    @property
+    def observed(self) -> float | None:
+        if self.target_kind == "cpa":
+            return self.spend / self.conversions if self.conversions > 0 else None
+        return self.gmv / self.spend if self.spend > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    new_bid: float
+    reason: ReasonCode
+    observed: float | None
+    estimate: float | None = None  # the shrunk efficiency the controller acted on
+    error: float | None = None  # log error (positive: room to bid higher)
+
+
+def shrunk_efficiency(obs: Observation, policy: ControlPolicy) -> float | None:
+    """The window's CPA/ROAS pulled toward the prior by `prior_strength` pseudo-conversions."""
+    k = policy.prior_strength
+    prior = obs.prior if obs.prior is not None and obs.prior > 0 else obs.target
+    if obs.target_kind == "cpa":
+        if obs.conversions + k <= 0:
+            return None
+        return (obs.spend + k * prior) / (obs.conversions + k)
+    aov = obs.gmv / obs.conversions if obs.conversions > 0 and obs.gmv > 0 else obs.order_value
+    if aov is None or aov <= 0:
+        return None
+    return (obs.gmv + k * aov) / (obs.spend + k * aov / prior)
+
+
+def _log_error(obs: Observation, estimate: float) -> float:
+    if obs.target_kind == "cpa":
+        return math.log(obs.target / estimate)
+    return math.log(estimate / obs.target)
+
+
+def _clamp(x: float, lo: float, hi: float) -> float:
+    return min(hi, max(lo, x))
+
+
+def decide(obs: Observation, policy: ControlPolicy, state: ChannelState | None = None) -> Decision:
+    """One round for one campaign/channel. Mutates `state` (a fresh one if None)."""
+    st = state if state is not None else ChannelState(eff_bid=obs.bid)
+    observed = obs.observed
+    if obs.paused:
+        return Decision(obs.bid, "paused", observed)
+    if obs.budget_exhausted:
+        return Decision(obs.bid, "budget_exhausted", observed)
+    st.rounds += 1
+    limit = math.log(1 + policy.max_step)
+    m = _clamp(obs.pacing_multiplier, 1e-6, 1.0)
+    floor, cap = obs.bid_floor, obs.bid_cap
+    st.eff_bid = _clamp(st.eff_bid, floor, cap)
+
+    def final(target_bid: float, reason: ReasonCode, estimate: float | None, error: float | None,
+              never_raise: bool = False) -> Decision:
+        wanted = _clamp(target_bid, floor, cap)
+        if never_raise:
+            wanted = min(wanted, obs.bid)
+        lo, hi = obs.bid / (1 + policy.max_step), obs.bid * (1 + policy.max_step)
+        new_bid = _clamp(_clamp(wanted, lo, hi), floor, cap)
+        move = math.log(new_bid / obs.bid)
+        if abs(move) >= math.log(1 + policy.cooldown_step) - 1e-12:
+            st.cooldown = policy.cooldown_rounds
+        if reason in ("toward_target", "pacing_ahead", "pacing_behind"):
+            if new_bid <= floor * (1 + 1e-9) and move < 0:
+                reason = "at_floor"
+            elif new_bid >= cap * (1 - 1e-9) and move > 0:
+                reason = "at_cap"
+        return Decision(new_bid, reason, observed, estimate, error)
+
+    pace_reason: ReasonCode = "pacing_ahead" if m < 1.0 else "pacing_behind"
+    # Spend with no conversions at all is evidence too: once a CPA campaign has spent
+    # min_conversions targets' worth without converting, it is too expensive.
+    starved = obs.target_kind == "cpa" and obs.conversions == 0 and obs.spend >= policy.min_conversions * obs.target
+    if not st.learned and (obs.conversions >= policy.min_conversions or starved):
+        st.learned = True
+    if not st.learned:
+        reason: ReasonCode = pace_reason if st.eff_bid * m < obs.bid * (1 - 1e-9) else "learning"
+        return final(st.eff_bid * m, reason, None, None, never_raise=True)
+    if st.cooldown > 0:
+        st.cooldown -= 1
+        reason = pace_reason if abs(st.eff_bid * m - obs.bid) > 1e-9 * obs.bid else "cooldown"
+        return final(st.eff_bid * m, reason, None, None, never_raise=True)
+    estimate = shrunk_efficiency(obs, policy)
+    if starved:
+        error = -limit * policy.elasticity
+    elif estimate is None or estimate <= 0:
+        error = 0.0
+    else:
+        error = _log_error(obs, estimate)
+    e = error / policy.elasticity
+    in_band = abs(error) <= math.log(1 + policy.band)
+    move = 0.0
+    if not in_band:
+        prev = st.prev_error if st.prev_error is not None else e
+        prev2 = st.prev_error2 if st.prev_error2 is not None else prev
+        integral_move = policy.integral_gain * e
+        # Conditional integration: while pacing holds the bid below the efficiency bid, the
+        # window shows better-than-target efficiency that says nothing about the efficiency bid.
+        if m < 1.0 and integral_move > 0:
+            integral_move = 0.0
+        move = integral_move + policy.gain * (e - prev) + policy.derivative_gain * (e - 2 * prev + prev2)
+        move = _clamp(move, -limit, limit)
+        # Pacing-limited and the window says "too expensive even so": the efficiency bid must sit
+        # below the bid actually applied, not below its own (higher) previous value only.
+        base = st.eff_bid if not (m < 1.0 and e < 0) else min(st.eff_bid, obs.bid)
+        new_eff = _clamp(base * math.exp(move), floor, cap)
+        st.integral += math.log(new_eff / st.eff_bid)
+        st.eff_bid = new_eff
+    st.prev_error2, st.prev_error = st.prev_error, e
+    wanted = st.eff_bid * m
+    if in_band and abs(math.log(wanted / obs.bid)) < 1e-9:
+        return final(wanted, "within_band", estimate, error)
+    if m < 1.0 and wanted < obs.bid and (in_band or move >= 0):
+        return final(wanted, "pacing_ahead", estimate, error)
+    if in_band:
+        return final(wanted, "pacing_behind" if wanted > obs.bid else "within_band", estimate, error)
+    return final(wanted, "toward_target", estimate, error)
+
+
+# --- one control round over every campaign: shared by the service and the evaluation ------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelFigures:
+    spend: float = 0.0
+    conversions: float = 0.0
+    gmv: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignSpec:
+    campaign_id: str
+    target_kind: Literal["cpa", "roas"]
+    target: float
+    daily_budget: float
+    bid_floor: float
+    bid_cap: float
+    channels: tuple[str, ...]
+    start_bids: Mapping[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class RoundInput:
+    seconds_into_day: float
+    # (campaign, channel) -> figures over the efficiency window (spend lagged by the conversion lag)
+    window: Mapping[tuple[str, str], ChannelFigures]
+    spent_today: Mapping[str, float]
+    recent_spend: Mapping[str, float]  # campaign -> spend over the last `recent_s`
+    recent_s: float
+    bids: Mapping[tuple[str, str], float]
+    paused: Iterable[str] = ()
+    overrides: Mapping[tuple[str, str], float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelDecision:
+    campaign_id: str
+    channel: str
+    old_bid: float
+    decision: Decision
+    figures: ChannelFigures
+    pacing: PacingDecision | None
+
+
+class BidOptimizer:
+    """Controller and pacing state of every campaign, and one round over all of them. Pure."""
+
+    def __init__(self, campaigns: Iterable[CampaignSpec], policy: ControlPolicy, pacing: PacingPolicy) -> None:
+        self.campaigns = list(campaigns)
+        self.policy = policy
+        self.pacing_policy = pacing
+        self.channel_states: dict[tuple[str, str], ChannelState] = {}
+        self.pacing_states: dict[str, PacingState] = {}
+
+    def dump_state(self) -> dict[str, str]:
+        out = {f"{c}|{ch}": s.to_json() for (c, ch), s in self.channel_states.items()}
+        out.update({f"pace|{c}": s.to_json() for c, s in self.pacing_states.items()})
+        return out
+
+    def load_state(self, raw: Mapping[str, str | bytes]) -> None:
+        for key, value in raw.items():
+            if key.startswith("pace|"):
+                self.pacing_states[key[5:]] = PacingState.from_json(value)
+            elif "|" in key:
+                c, ch = key.split("|", 1)
+                self.channel_states[(c, ch)] = ChannelState.from_json(value)
+
+    def step(self, inp: RoundInput) -> list[ChannelDecision]:
+        paused = set(inp.paused)
+        out: list[ChannelDecision] = []
+        for c in self.campaigns:
+            cid = c.campaign_id
+            spent = inp.spent_today.get(cid, 0.0)
+            exhausted = spent >= c.daily_budget * 0.999
+            pstate = self.pacing_states.setdefault(cid, PacingState())
+            pacing: PacingDecision | None = None
+            if cid not in paused and not exhausted:
+                pacing = pace(pstate, self.pacing_policy, budget=c.daily_budget, spent_today=spent,
+                              seconds_into_day=inp.seconds_into_day, recent_spend=inp.recent_spend.get(cid, 0.0),
+                              recent_s=inp.recent_s)
+            pooled = ChannelFigures(
+                spend=sum(inp.window.get((cid, ch), ChannelFigures()).spend for ch in c.channels),
+                conversions=sum(inp.window.get((cid, ch), ChannelFigures()).conversions for ch in c.channels),
+                gmv=sum(inp.window.get((cid, ch), ChannelFigures()).gmv for ch in c.channels),
+            )
+            prior: float | None = None
+            if pooled.conversions >= self.policy.min_conversions:
+                prior = pooled.spend / pooled.conversions if c.target_kind == "cpa" else (
+                    pooled.gmv / pooled.spend if pooled.spend > 0 else None)
+            for ch in c.channels:
+                key = (cid, ch)
+                bid = inp.bids.get(key, c.start_bids[ch])
+                figs = inp.window.get(key, ChannelFigures())
+                st = self.channel_states.setdefault(key, ChannelState(eff_bid=bid))
+                if key in inp.overrides and cid not in paused:
+                    manual = min(c.bid_cap, max(c.bid_floor, inp.overrides[key]))
+                    st.eff_bid, st.cooldown = manual, 0
+                    st.prev_error = st.prev_error2 = None
+                    self.pacing_states[cid].multiplier = 1.0
+                    d = Decision(manual, "manual_override", None)
+                else:
+                    obs = Observation(
+                        campaign_id=cid, channel=ch, target_kind=c.target_kind, target=c.target, bid=bid,
+                        bid_floor=c.bid_floor, bid_cap=c.bid_cap, spend=figs.spend, conversions=figs.conversions,
+                        gmv=figs.gmv, paused=cid in paused, budget_exhausted=exhausted, prior=prior,
+                        pacing_multiplier=pstate.multiplier,
+                        order_value=pooled.gmv / pooled.conversions if pooled.conversions > 0 else None,
+                    )
+                    d = decide(obs, self.policy, st)
+                out.append(ChannelDecision(cid, ch, bid, d, figs, pacing))
+        return out

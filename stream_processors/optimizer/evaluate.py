@@ -1,0 +1,457 @@
+"""`seedloop evaluate` for the bid optimizer: the seeded scenario as a pure simulation.
+
+The same code as the live loop (producers.simulator.Simulator, producers.scheduler.AdScheduler,
+producers.traffic.TrafficModel, this package's BidOptimizer), on a simulated clock, without Kafka
+or Redis. Policies:
+
+- `static`: the seeded starting bids, never moved (the scheduler's hard daily cap still applies);
+- `optimizer`: a control round every `round_s` simulated seconds (default 30 minutes). Its input
+  is what the live pipeline would see: the simulated events attributed last-touch by the
+  attribution engine itself (journey.apply_events), summed into event-time buckets, read over the
+  same windows as the service;
+- `oracle`: constant bids chosen knowing the true funnel: per campaign, the bids (grid search over
+  every channel) that maximise expected GMV while meeting the CPA/ROAS target and the daily budget.
+
+Outcomes are scored by ground truth (the GMV the simulator knows each campaign's ads caused), not
+by attribution: attribution is noisy and biased across campaigns, the advertiser's real return is
+not. Settling is judged on the *true* expected efficiency of the bids in force (from the traffic
+model), because the window's observed CPA of a few conversions is noise, not the state of the
+controller: a campaign has settled at round r when from r on its true CPA/ROAS stays within +-10%
+of its reference: the target, or, where the budget binds first, the oracle's budget-limited
+efficiency. A shock scenario halves one campaign's true conversion rate mid-run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from producers.scenario import Campaign, Scenario, load_scenario
+from producers.scheduler import AdScheduler
+from producers.simulator import SimConfig, Simulator
+from producers.traffic import TrafficModel, load_truth
+from schemas.decisions import BidAdjustment
+from stream_processors.attribution.journey import EngineConfig, Increments, UserState, apply_events
+from stream_processors.attribution.models import Lookback
+from stream_processors.figures import campaign_figures
+from stream_processors.optimizer.controller import (
+    BidOptimizer,
+    CampaignSpec,
+    ChannelFigures,
+    ControlPolicy,
+    RoundInput,
+)
+from stream_processors.optimizer.pacing import PacingPolicy, plan_fraction
+
+DAY_S = 86_400.0
+BAND = math.log(1.10)
+POLICIES = ("static", "optimizer", "oracle")
+
+
+@dataclass(frozen=True, slots=True)
+class EvalConfig:
+    days: float = 2.0
+    seed: int = 7
+    round_s: float = 1800.0
+    window_s: float = 6 * 3600.0
+    conversion_lag_s: float = 3600.0
+    users: int = 200_000
+    shock_campaign: str = "c_pmpm_launch"
+    shock_multiplier: float = 0.5
+    policy: ControlPolicy = field(default_factory=ControlPolicy)
+    traffic_shaped_plan: bool = True
+
+
+def campaign_specs(scenario: Scenario) -> list[CampaignSpec]:
+    return [
+        CampaignSpec(c.campaign_id, c.target_kind, c.target, c.daily_budget, c.bid_floor, c.bid_cap,
+                     tuple(c.channels), dict(c.channels))
+        for c in scenario.campaigns
+    ]
+
+
+# --- the truth side: expected daily figures and the oracle -------------------------------------
+
+
+class Economics:
+    """Expected daily spend, checkouts and GMV of a bid, from the traffic model (the hidden truth)."""
+
+    def __init__(self, scenario: Scenario, traffic: TrafficModel) -> None:
+        self.scenario = scenario
+        self.traffic = traffic
+        self.day_mass = sum(traffic.truth.hour_shape)
+        shares = {s.segment_id: s.share for s in scenario.segments}
+        self.weights = {c.campaign_id: {g: shares[g] for g in c.segments} for c in scenario.campaigns}
+        spus = scenario.spu_by_id
+        self.price = {
+            c.campaign_id: sum(spus[p].price_minor * (scenario.fx.minor_rate(spus[p].currency) or 1.0)
+                               for p in c.spus) / len(c.spus) / 100.0
+            for c in scenario.campaigns
+        }
+
+    def daily(self, cid: str, ch: str, bid: float) -> tuple[float, float, float]:
+        ct = self.traffic.channel(cid, ch)
+        views = ct.inventory_per_hour * (1 - math.exp(-bid / ct.bid_scale)) * self.day_mass
+        conv = views * self.traffic.expected_checkouts_per_view(cid, ch, bid, self.weights[cid])
+        spend = views * max(1, round(bid / 10)) / 100.0
+        return spend, conv, conv * self.price[cid]
+
+    def efficiency(self, c: Campaign, bids: Mapping[str, float]) -> float:
+        s = cv = g = 0.0
+        for ch, b in bids.items():
+            sp, co, gm = self.daily(c.campaign_id, ch, b)
+            s, cv, g = s + sp, cv + co, g + gm
+        return s / cv if c.target_kind == "cpa" else g / s
+
+    def oracle(self, c: Campaign, points: int = 60) -> tuple[dict[str, float], float, bool]:
+        """Bids maximising expected GMV under the target and the budget; their efficiency; budget-bound?"""
+        chans = list(c.channels)
+        grid = np.geomspace(c.bid_floor, c.bid_cap, points if len(chans) < 3 else 36)
+        per = [np.array([self.daily(c.campaign_id, ch, float(b)) for b in grid]) for ch in chans]
+        mesh = np.meshgrid(*[np.arange(len(grid))] * len(chans), indexing="ij")
+        spend = sum(per[i][mesh[i], 0] for i in range(len(chans)))
+        conv = sum(per[i][mesh[i], 1] for i in range(len(chans)))
+        gmv = sum(per[i][mesh[i], 2] for i in range(len(chans)))
+        budget = c.daily_budget * 0.97  # a margin: Poisson days above the mean hit the hard cap
+        ok = spend <= budget
+        ok &= (spend <= c.target * conv) if c.target_kind == "cpa" else (gmv >= c.target * spend)
+        if not ok.any():
+            idx = tuple(int(i) for i in np.zeros(len(chans), dtype=int))
+        else:
+            score = np.where(ok, gmv, -1.0)
+            idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(score)), score.shape))
+        bids = {ch: float(grid[idx[i]]) for i, ch in enumerate(chans)}
+        eff = self.efficiency(c, bids)
+        bound = float(spend[idx]) >= budget * 0.95
+        return bids, eff, bound
+
+
+# --- in-process attribution: the figures the live optimizer would read from Redis ---------------
+
+
+class FigureStore:
+    def __init__(self, bucket_s: int) -> None:
+        self.bucket_s = bucket_s
+        self.cfg = EngineConfig(lookback=Lookback(view_s=DAY_S, engaged_s=7 * DAY_S), half_life_s=6 * 3600.0,
+                                lateness_s=3600.0, bucket_s=bucket_s, models=("last",))
+        self.users: dict[str, UserState] = defaultdict(UserState)
+        self.buckets: dict[int, dict[str, int]] = defaultdict(dict)
+
+    def apply(self, events: Sequence[Any], now: float) -> None:
+        out = Increments()
+        horizon = now - 2 * 3600.0
+        for e in events:
+            apply_events(self.users[e.user_id], [e], self.cfg, out, horizon=horizon)
+        for (bucket, name), amount in out.by_key.items():
+            if bucket is not None:
+                b = self.buckets[bucket]
+                b[name] = b.get(name, 0) + amount
+
+    def window(self, start: float, end: float) -> dict[tuple[str, str], ChannelFigures]:
+        fields: dict[str, int] = {}
+        first = -(-int(start) // self.bucket_s) * self.bucket_s
+        for b in range(first, int(end), self.bucket_s):
+            for k, v in self.buckets.get(b, {}).items():
+                fields[k] = fields.get(k, 0) + v
+        out: dict[tuple[str, str], ChannelFigures] = {}
+        for cid, fig in campaign_figures(fields, ("last",)).items():
+            for ch, per_model in fig.by_channel.items():
+                e = per_model["last"]
+                out[(cid, ch)] = ChannelFigures(e.spend, e.checkouts, e.gmv)
+        return out
+
+
+# --- one run --------------------------------------------------------------------------------------
+
+
+def _run(seeds_dir: Path, cfg: EvalConfig, policy: str, shock: bool) -> dict[str, Any]:
+    scenario = load_scenario(seeds_dir)
+    traffic = TrafficModel(load_truth(seeds_dir))
+    econ = Economics(scenario, traffic)
+    scheduler = AdScheduler(scenario)
+    sim = Simulator(scenario, traffic, scheduler, SimConfig(seed=cfg.seed, users=cfg.users))
+    start = sim.now
+    n_rounds = max(1, round(cfg.days * DAY_S / cfg.round_s))
+    shock_round = n_rounds // 2 if shock else None
+    oracle = {c.campaign_id: econ.oracle(c) for c in scenario.campaigns}
+    pacing = PacingPolicy(hour_shape=tuple(traffic.truth.hour_shape) if cfg.traffic_shaped_plan else None)
+    optimizer = BidOptimizer(campaign_specs(scenario), cfg.policy, pacing)
+    store = FigureStore(int(cfg.round_s)) if policy == "optimizer" else None
+    if policy == "oracle":
+        _set_bids(scheduler, {c.campaign_id: oracle[c.campaign_id][0] for c in scenario.campaigns})
+    trace: dict[str, dict[str, list[Any]]] = {
+        c.campaign_id: {"eff": [], "ref": [], "spent": [], "plan": [], "bids": []} for c in scenario.campaigns}
+    reasons: dict[str, int] = defaultdict(int)
+    for r in range(1, n_rounds + 1):
+        if shock_round is not None and r == shock_round + 1:
+            traffic.set_conversion_multiplier(cfg.shock_campaign, cfg.shock_multiplier)
+            c = scenario.campaign(cfg.shock_campaign)
+            oracle[c.campaign_id] = econ.oracle(c)
+            if policy == "oracle":
+                _set_bids(scheduler, {c.campaign_id: oracle[c.campaign_id][0]})
+        t = start + r * cfg.round_s
+        events = sim.advance(t)
+        day_start = (t // DAY_S) * DAY_S if (t % DAY_S) else t - DAY_S
+        if store is not None:
+            store.apply(events, t)
+            lagged = store.window(t - cfg.window_s - cfg.conversion_lag_s, t - cfg.conversion_lag_s)
+            convs = store.window(t - cfg.window_s, t)
+            window = {k: ChannelFigures(lagged.get(k, ChannelFigures()).spend, v.conversions, v.gmv)
+                      for k, v in convs.items()}
+            for k, v in lagged.items():
+                window.setdefault(k, ChannelFigures(v.spend, 0.0, 0.0))
+            today = store.window(day_start, t)
+            recent = store.window(t - cfg.round_s, t)
+            inp = RoundInput(
+                seconds_into_day=t - day_start, window=window,
+                spent_today=_by_campaign(today), recent_spend=_by_campaign(recent), recent_s=cfg.round_s,
+                bids=dict(scheduler.bids),
+            )
+            at = datetime.fromtimestamp(t, UTC)
+            for d in optimizer.step(inp):
+                reasons[d.decision.reason] += 1
+                c = scenario.campaign(d.campaign_id)
+                scheduler.apply(BidAdjustment(
+                    decision_id=f"{d.campaign_id}:{d.channel}:{r}", campaign_id=d.campaign_id, channel=d.channel,
+                    decided_at=at, as_of=at, round=r, old_bid=d.old_bid, new_bid=d.decision.new_bid,
+                    reason=d.decision.reason, target_kind=c.target_kind, target=c.target,
+                ))
+        spent_day = {cid: v / 100.0 for cid, v in scheduler.spend_today_minor.items()}
+        frac = plan_fraction(t - day_start, traffic.truth.hour_shape if cfg.traffic_shaped_plan else None)
+        for c in scenario.campaigns:
+            bids = {ch: scheduler.bid(c.campaign_id, ch) for ch in c.channels}
+            tr = trace[c.campaign_id]
+            tr["eff"].append(econ.efficiency(c, bids))
+            tr["ref"].append(oracle[c.campaign_id][1])
+            tr["spent"].append(spent_day.get(c.campaign_id, 0.0) if scheduler.day == int(t // DAY_S) or (
+                t % DAY_S) else spent_day.get(c.campaign_id, 0.0))
+            tr["plan"].append(c.daily_budget * frac)
+            tr["bids"].append(bids)
+    campaigns = []
+    for c in scenario.campaigns:
+        cid = c.campaign_id
+        tr = trace[cid]
+        spend = sim.truth.spend_minor.get(cid, 0) / 100.0
+        gmv = sim.truth.caused_gmv_minor.get(cid, 0) / 100.0
+        conv = sim.truth.caused_checkouts.get(cid, 0)
+        bound = oracle[cid][2]
+        rounds_per_day = round(DAY_S / cfg.round_s)
+        errs = []
+        for i, (s, p) in enumerate(zip(tr["spent"], tr["plan"], strict=True)):
+            over = (s - p) / c.daily_budget
+            errs.append((i, max(over, -over if bound else 0.0)))
+        later = [e for i, e in errs if i >= rounds_per_day] or [e for _, e in errs]
+        end = shock_round if shock_round is not None else n_rounds
+        row: dict[str, Any] = {
+            "campaign_id": cid, "target_kind": c.target_kind, "target": c.target, "daily_budget": c.daily_budget,
+            "spend": round(spend, 2), "gmv": round(gmv, 2), "checkouts": conv,
+            "roas": round(gmv / spend, 4) if spend else None, "cpa": round(spend / conv, 2) if conv else None,
+            "budget_bound": bound, "reference": round(tr["ref"][0], 4),
+            "settle_rounds": _settle(tr["eff"][:end], tr["ref"][:end], c.target_kind),
+            "final_efficiency": round(tr["eff"][end - 1], 4),
+            "pacing_error": round(max(later), 4), "pacing_error_all": round(max(e for _, e in errs), 4),
+            "oracle_bids": {ch: round(b, 1) for ch, b in oracle[cid][0].items()},
+            "final_bids": {ch: round(b, 1) for ch, b in tr["bids"][end - 1].items()},
+        }
+        if shock_round is not None and cid == cfg.shock_campaign:
+            row["settle_rounds_after_shock"] = _settle(tr["eff"][shock_round:], tr["ref"][shock_round:],
+                                                       c.target_kind)
+        campaigns.append(row)
+    spend = sum(r["spend"] for r in campaigns)
+    gmv = sum(r["gmv"] for r in campaigns)
+    settles = [r["settle_rounds"] for r in campaigns]
+    return {
+        "policy": policy, "shock": shock, "rounds": n_rounds, "shock_round": shock_round,
+        "gmv": round(gmv, 2), "spend": round(spend, 2), "roas": round(gmv / spend, 4) if spend else None,
+        "settle_rounds": None if any(s is None for s in settles) else max(settles),
+        "pacing_error": max(r["pacing_error"] for r in campaigns),
+        "reasons": dict(reasons), "campaigns": campaigns,
+        "trace": {cid: {k: v for k, v in tr.items()} for cid, tr in trace.items()},
+    }
+
+
+def _set_bids(scheduler: AdScheduler, bids: Mapping[str, Mapping[str, float]]) -> None:
+    for cid, per in bids.items():
+        for ch, b in per.items():
+            scheduler.bids[(cid, ch)] = b
+
+
+def _by_campaign(window: Mapping[tuple[str, str], ChannelFigures]) -> dict[str, float]:
+    out: dict[str, float] = defaultdict(float)
+    for (cid, _), f in window.items():
+        out[cid] += f.spend
+    return dict(out)
+
+
+def _settle(eff: Sequence[float], ref: Sequence[float], kind: str) -> int | None:
+    """First round (1-based) from which the true efficiency stays within +-10% of the reference."""
+    settled: int | None = None
+    for i, (e, r) in enumerate(zip(eff, ref, strict=True)):
+        inside = e > 0 and r > 0 and abs(math.log(e / r)) <= BAND
+        if not inside:
+            settled = None
+        elif settled is None:
+            settled = i + 1
+    return settled
+
+
+# --- the whole evaluation -------------------------------------------------------------------------
+
+
+def run_evaluate(
+    seeds_dir: Path, json_path: Path | None, plots_dir: Path | None, *, days: float = 2.0, seed: int = 7,
+    workers: int = 2, cfg: EvalConfig | None = None,
+) -> dict[str, Any]:
+    base = cfg or EvalConfig()
+    cfg = EvalConfig(**{**{f: getattr(base, f) for f in base.__dataclass_fields__}, "days": days, "seed": seed})
+    jobs = [(p, False) for p in POLICIES] + [("optimizer", True), ("static", True)]
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            runs = list(pool.map(_run, [seeds_dir] * len(jobs), [cfg] * len(jobs),
+                                 [p for p, _ in jobs], [s for _, s in jobs]))
+    else:
+        runs = [_run(seeds_dir, cfg, p, s) for p, s in jobs]
+    by = {(r["policy"], r["shock"]): r for r in runs}
+    oracle_gmv = by[("oracle", False)]["gmv"]
+    static_gmv = by[("static", False)]["gmv"]
+    opt = by[("optimizer", False)]
+    shock_opt, shock_static = by[("optimizer", True)], by[("static", True)]
+    shocked = next(c for c in shock_opt["campaigns"] if c["campaign_id"] == cfg.shock_campaign)
+    result: dict[str, Any] = {
+        "config": {"days": cfg.days, "seed": cfg.seed, "round_minutes": cfg.round_s / 60,
+                   "window_hours": cfg.window_s / 3600, "conversion_lag_hours": cfg.conversion_lag_s / 3600,
+                   "plan": "traffic-shaped" if cfg.traffic_shaped_plan else "even",
+                   "figures": "last-touch, attributed in-process by journey.apply_events",
+                   "scored_by": "ground truth (simulator-caused GMV and spend)"},
+        "policies": {p: {k: v for k, v in by[(p, False)].items() if k not in ("trace", "policy", "shock")}
+                     for p in POLICIES},
+        "comparison": {
+            "optimizer_gmv_vs_oracle": round(opt["gmv"] / oracle_gmv, 4) if oracle_gmv else None,
+            "optimizer_gmv_vs_static": round(opt["gmv"] / static_gmv, 4) if static_gmv else None,
+            "optimizer_roas_vs_oracle": _ratio(opt["roas"], by[("oracle", False)]["roas"]),
+            "optimizer_roas_vs_static": _ratio(opt["roas"], by[("static", False)]["roas"]),
+        },
+        "shock": {
+            "campaign": cfg.shock_campaign, "multiplier": cfg.shock_multiplier,
+            "at_round": shock_opt["shock_round"],
+            "settle_rounds_after_shock": shocked.get("settle_rounds_after_shock"),
+            "optimizer": {k: v for k, v in shock_opt.items() if k not in ("trace", "policy", "shock")},
+            "static": {k: v for k, v in shock_static.items() if k not in ("trace", "policy", "shock")},
+        },
+    }
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=1))
+    if plots_dir is not None:
+        write_plots(plots_dir, {("shock" if s else p): by[(p, s)] for p, s in jobs if p != "static" or not s},
+                    load_scenario(seeds_dir), cfg)
+    return result
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 4) if a is not None and b else None
+
+
+def format_evaluation(result: Mapping[str, Any]) -> str:
+    cfg = result["config"]
+    lines = [f"bid optimizer evaluation: {cfg['days']} simulated days, seed {cfg['seed']}, control round every "
+             f"{cfg['round_minutes']:.0f} min, window {cfg['window_hours']:.0f} h (spend lagged "
+             f"{cfg['conversion_lag_hours']:.0f} h), {cfg['plan']} plan; scored by {cfg['scored_by']}", ""]
+    lines.append(f"{'policy':<10} {'spend':>10} {'gmv':>11} {'roas':>6} {'settle':>7} {'pacing':>7}")
+    for name, p in result["policies"].items():
+        settle = "-" if p["settle_rounds"] is None else str(p["settle_rounds"])
+        lines.append(f"{name:<10} {p['spend']:>10.0f} {p['gmv']:>11.0f} {p['roas'] or 0:>6.2f} {settle:>7} "
+                     f"{p['pacing_error']:>7.1%}")
+    cmp_ = result["comparison"]
+    lines += ["", f"optimizer GMV / oracle {cmp_['optimizer_gmv_vs_oracle']}, / static {cmp_['optimizer_gmv_vs_static']};"
+              f" ROAS / oracle {cmp_['optimizer_roas_vs_oracle']}, / static {cmp_['optimizer_roas_vs_static']}", ""]
+    lines.append(f"{'campaign':<18} {'kind':>4} {'target':>7} {'ref':>7} | " + " | ".join(
+        f"{n:^30}" for n in result["policies"]))
+    lines.append(f"{'':<18} {'':>4} {'':>7} {'':>7} | " + " | ".join(
+        f"{'gmv':>8} {'eff':>7} {'settle':>6} {'pace':>6}" for _ in result["policies"]))
+    rows = {n: {c["campaign_id"]: c for c in p["campaigns"]} for n, p in result["policies"].items()}
+    for c in result["policies"]["optimizer"]["campaigns"]:
+        cid = c["campaign_id"]
+        parts = []
+        for n in result["policies"]:
+            r = rows[n][cid]
+            eff = r["cpa"] if r["target_kind"] == "cpa" else r["roas"]
+            settle = "-" if r["settle_rounds"] is None else str(r["settle_rounds"])
+            parts.append(f"{r['gmv']:>8.0f} {eff or 0:>7.2f} {settle:>6} {r['pacing_error']:>6.1%}")
+        lines.append(f"{cid:<18} {c['target_kind']:>4} {c['target']:>7.1f} {c['reference']:>7.2f} | "
+                     + " | ".join(parts))
+    s = result["shock"]
+    settle = s["settle_rounds_after_shock"]
+    lines += ["", f"shock: {s['campaign']} true conversion rate x{s['multiplier']} at round {s['at_round']}: "
+              f"settled again after {'never' if settle is None else settle} rounds; optimizer GMV "
+              f"{s['optimizer']['gmv']:.0f} (ROAS {s['optimizer']['roas']}) vs static {s['static']['gmv']:.0f} "
+              f"(ROAS {s['static']['roas']})"]
+    return "\n".join(lines)
+
+
+def write_plots(plots_dir: Path, runs: Mapping[str, Mapping[str, Any]], scenario: Scenario, cfg: EvalConfig) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    hours = cfg.round_s / 3600.0
+    for name in ("optimizer", "shock"):
+        run = runs[name]
+        n = len(scenario.campaigns)
+        cols = 2
+        for what in ("bids", "efficiency", "spend"):
+            fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(12, 2.4 * ((n + 1) // 2)), sharex=True)
+            for ax, c in zip(axes.flat, scenario.campaigns, strict=False):
+                tr = run["trace"][c.campaign_id]
+                x = [hours * (i + 1) for i in range(len(tr["eff"]))]
+                if what == "bids":
+                    for ch in c.channels:
+                        ax.plot(x, [b[ch] for b in tr["bids"]], label=ch)
+                    ax.set_ylabel("CPM bid")
+                elif what == "efficiency":
+                    ax.plot(x, tr["eff"], label=f"true {c.target_kind.upper()} of the bids")
+                    ax.plot(x, tr["ref"], "--", label="reference")
+                    ax.axhline(c.target, color="grey", lw=0.8, label="target")
+                else:
+                    ax.plot(x, tr["spent"], label="spend today")
+                    ax.plot(x, tr["plan"], "--", label="plan")
+                    ax.axhline(c.daily_budget, color="grey", lw=0.8)
+                ax.set_title(c.campaign_id, fontsize=9)
+                ax.legend(fontsize=7)
+            for ax in axes.flat[n:]:
+                ax.set_visible(False)
+            fig.suptitle(f"{name}: {what} (x: simulated hours)")
+            fig.tight_layout()
+            fig.savefig(plots_dir / f"{name}_{what}.png", dpi=80)
+            plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    ap.add_argument("--seeds", type=Path, default=Path("seeds"))
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--plots", type=Path)
+    ap.add_argument("--days", type=float, default=2.0)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args(argv)
+    result = run_evaluate(args.seeds, args.json, args.plots, days=args.days, seed=args.seed, workers=args.workers)
+    sys.stdout.write(format_evaluation(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

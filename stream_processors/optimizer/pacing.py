@@ -1,0 +1,105 @@
+"""Budget pacing: spend follows the campaign's daily plan. Pure.
+
+The plan is either even through the day or traffic-shaped (the platform's public hour-of-day
+traffic curve). With a constant bid, spend follows the traffic-shaped plan by construction, so a
+pacer that tracks that plan settles on the constant bid that spends exactly the budget: the
+budget-limited best bid. Pacing only ever lowers bids below what the efficiency controller allows
+(a multiplier in (0, 1]); the scheduler's hard daily cap stays the last line of defence.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+DAY_S = 86_400.0
+
+
+def shape_mass(start_s: float, end_s: float, hour_shape: Sequence[float] | None) -> float:
+    """Traffic mass between two times of day (seconds since midnight, 0 <= start <= end <= DAY)."""
+    if end_s <= start_s:
+        return 0.0
+    if hour_shape is None:
+        return (end_s - start_s) / 3600.0
+    total, t = 0.0, start_s
+    while t < end_s - 1e-9:
+        hour = int(t // 3600) % 24
+        nxt = min(end_s, (int(t // 3600) + 1) * 3600.0)
+        total += hour_shape[hour] * (nxt - t) / 3600.0
+        t = nxt
+    return total
+
+
+def plan_fraction(seconds_into_day: float, hour_shape: Sequence[float] | None = None) -> float:
+    """Share of the daily budget the plan has spent by this time of day."""
+    s = min(max(seconds_into_day, 0.0), DAY_S)
+    return shape_mass(0.0, s, hour_shape) / shape_mass(0.0, DAY_S, hour_shape)
+
+
+@dataclass(frozen=True, slots=True)
+class PacingPolicy:
+    gain: float = 0.7
+    min_multiplier: float = 0.15
+    max_step: float = 0.25
+    # d log(spend) / d log(bid): more bid wins more auctions and pays more for each.
+    elasticity: float = 1.5
+    hour_shape: tuple[float, ...] | None = None  # None: even plan
+
+
+@dataclass(slots=True)
+class PacingState:
+    multiplier: float = 1.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes | None) -> PacingState:
+        return cls(**json.loads(raw)) if raw else cls()
+
+
+@dataclass(frozen=True, slots=True)
+class PacingDecision:
+    multiplier: float
+    plan: float  # planned spend by now, campaign currency
+    ratio: float | None  # remaining budget / projected remaining spend at current bids
+
+
+def pace(
+    state: PacingState,
+    policy: PacingPolicy,
+    *,
+    budget: float,
+    spent_today: float,
+    seconds_into_day: float,
+    recent_spend: float,
+    recent_s: float,
+) -> PacingDecision:
+    """Project today's remaining spend from the recent rate and the plan's shape; steer the multiplier."""
+    plan = budget * plan_fraction(seconds_into_day, policy.hour_shape)
+    s = min(max(seconds_into_day, 0.0), DAY_S)
+    recent_mass = shape_mass(max(0.0, s - recent_s), s, policy.hour_shape) if s >= 1.0 else 0.0
+    if recent_mass <= 0 and recent_s > 0:
+        # Just past midnight: the last interval belongs to yesterday's end of day.
+        recent_mass = shape_mass(DAY_S - recent_s, DAY_S, policy.hour_shape)
+    remaining_mass = shape_mass(s, DAY_S, policy.hour_shape)
+    left = max(0.0, budget - spent_today)
+    if recent_mass <= 0 or remaining_mass <= 0:
+        return PacingDecision(state.multiplier, plan, None)
+    projected = recent_spend / recent_mass * remaining_mass
+    if projected <= 0:
+        ratio = math.inf
+    else:
+        ratio = left / projected
+    limit = math.log(1 + policy.max_step)
+    if ratio == math.inf:
+        step = limit
+    elif ratio <= 0:
+        step = -limit
+    else:
+        step = max(-limit, min(limit, policy.gain * math.log(ratio) / policy.elasticity))
+    m = min(1.0, max(policy.min_multiplier, state.multiplier * math.exp(step)))
+    state.multiplier = m
+    return PacingDecision(m, plan, None if ratio == math.inf else ratio)

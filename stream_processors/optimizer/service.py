@@ -1,0 +1,273 @@
+"""The optimizer service: on a timer, read efficiency from Redis, decide, publish, remember.
+
+Its own state (round counter, current bids) lives in Redis, so a restart continues the same
+sequence of rounds: decision ids are `<campaign>:<channel>:<round>` and the scheduler ignores a
+round it has already applied, so a restarted optimizer can neither duplicate nor contradict a
+decision.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import redis
+from confluent_kafka import Producer
+
+from producers.scenario import Scenario
+from schemas.codec import encode
+from schemas.decisions import BidAdjustment
+from stream_processors.figures import campaign_figures
+from stream_processors.metrics import OptimizerMetrics
+from stream_processors.optimizer.controller import (
+    BidOptimizer,
+    CampaignSpec,
+    ChannelFigures,
+    ControlPolicy,
+    RoundInput,
+)
+from stream_processors.optimizer.pacing import PacingPolicy
+from stream_processors.state import FigureReader, Keys
+
+log = logging.getLogger("seedloop.optimizer")
+DAY_S = 86_400
+DECISION_LOG_LEN = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class OptimizerConfig:
+    topic: str
+    window_s: float
+    policy: ControlPolicy
+    mode: Literal["live", "dry_run"] = "live"
+    model: str = "last"
+    pacing: PacingPolicy = field(default_factory=PacingPolicy)
+    # Conversions arrive this long after the spend that caused them: the efficiency window compares
+    # conversions over [now - window, now] with spend over the same window shifted back by the lag.
+    conversion_lag_s: float = 3600.0
+    # Pacing projects the day from the spend rate over this recent stretch.
+    pace_window_s: float = 1800.0
+
+
+def _field(campaign_id: str, channel: str) -> str:
+    return f"{campaign_id}|{channel}"
+
+
+class OptimizerService:
+    """Redis keys (namespace `ns`): `ns:bids` current bids (`campaign|channel`), `ns:optimizer` round
+    counter, `ns:optimizer:state` controller/pacing state (JSON), `ns:optimizer:paused` paused
+    campaigns, `ns:optimizer:overrides` manual bids, `ns:optimizer:decisions` the latest decisions
+    (JSON, newest first, both modes: dry-run decides and records but publishes nothing)."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        reader: FigureReader,
+        client: redis.Redis,
+        keys: Keys,
+        kafka_config: Mapping[str, Any] | None,
+        cfg: OptimizerConfig,
+        metrics: OptimizerMetrics | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.reader = reader
+        self.redis = client
+        self.keys = keys
+        self.cfg = cfg
+        self.metrics = metrics or OptimizerMetrics()
+        self._kafka_config = kafka_config
+        self._producer: Producer | None = None
+        self.published = 0
+        self.specs = [
+            CampaignSpec(c.campaign_id, c.target_kind, c.target, c.daily_budget, c.bid_floor, c.bid_cap,
+                         tuple(c.channels), dict(c.channels))
+            for c in scenario.campaigns
+        ]
+        for c in scenario.campaigns:
+            self.metrics.daily_budget.labels(c.campaign_id).set(c.daily_budget)
+            self.metrics.target.labels(c.campaign_id, c.target_kind).set(c.target)
+
+    # --- keys -------------------------------------------------------------------------------------
+    def _key(self, suffix: str) -> str:
+        return f"{self.keys.optimizer()}:{suffix}"
+
+    def _producer_or_none(self) -> Producer | None:
+        if self._kafka_config is None or self.cfg.mode == "dry_run":
+            return None
+        if self._producer is None:
+            self._producer = Producer({**self._kafka_config, "enable.idempotence": True, "acks": "all",
+                                       "linger.ms": 5})
+        return self._producer
+
+    # --- control ----------------------------------------------------------------------------------
+    def _check(self, campaign_id: str, channel: str | None = None) -> None:
+        c = self.scenario.campaign(campaign_id)  # KeyError for an unknown campaign
+        if channel is not None and channel not in c.channels:
+            raise KeyError(f"{campaign_id} has no channel {channel}")
+
+    def pause(self, campaign_id: str) -> None:
+        """Pause a campaign: the next round publishes `paused` decisions, and the scheduler stops serving it."""
+        self._check(campaign_id)
+        self.redis.sadd(self._key("paused"), campaign_id)
+
+    def resume(self, campaign_id: str) -> None:
+        self._check(campaign_id)
+        self.redis.srem(self._key("paused"), campaign_id)
+
+    def override(self, campaign_id: str, channel: str, bid: float) -> None:
+        """Pin a bid (clamped to the campaign's floor and cap) until clear_override()."""
+        self._check(campaign_id, channel)
+        if not (bid > 0 and bid < float("inf")):
+            raise ValueError("bid must be a positive number")
+        self.redis.hset(self._key("overrides"), _field(campaign_id, channel), repr(float(bid)))
+
+    def clear_override(self, campaign_id: str, channel: str) -> None:
+        self.redis.hdel(self._key("overrides"), _field(campaign_id, channel))
+
+    def overrides(self) -> dict[tuple[str, str], float]:
+        out: dict[tuple[str, str], float] = {}
+        for k, v in self.redis.hgetall(self._key("overrides")).items():
+            cid, ch = k.decode().split("|", 1)
+            out[(cid, ch)] = float(v)
+        return out
+
+    def current_bids(self) -> dict[tuple[str, str], float]:
+        stored = {k.decode(): float(v) for k, v in self.redis.hgetall(self.keys.bids()).items()}
+        bids: dict[tuple[str, str], float] = {}
+        for c in self.scenario.campaigns:
+            for channel, start in c.channels.items():
+                bids[(c.campaign_id, channel)] = stored.get(_field(c.campaign_id, channel), start)
+        return bids
+
+    def paused(self) -> set[str]:
+        return {m.decode() for m in self.redis.smembers(self._key("paused"))}
+
+    def recent_decisions(self, n: int = 100) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in self.redis.lrange(self._key("decisions"), 0, n - 1)]
+
+    def _window(self, start: float, end: float) -> dict[tuple[str, str], ChannelFigures]:
+        out: dict[tuple[str, str], ChannelFigures] = {}
+        for cid, fig in campaign_figures(self.reader.window(start, end), (self.cfg.model,)).items():
+            for ch, per_model in fig.by_channel.items():
+                e = per_model.get(self.cfg.model)
+                if e is not None:
+                    out[(cid, ch)] = ChannelFigures(e.spend, e.checkouts, e.gmv)
+        return out
+
+    def run_round(self) -> list[BidAdjustment]:
+        now_event = self.reader.watermark()
+        if now_event is None:
+            return []
+        round_no = int(self.redis.hincrby(self.keys.optimizer(), "round", 1))
+        lag = self.cfg.conversion_lag_s
+        lagged = self._window(now_event - self.cfg.window_s - lag, now_event - lag + 1)
+        convs = self._window(now_event - self.cfg.window_s, now_event + 1)
+        window = {k: ChannelFigures(lagged.get(k, ChannelFigures()).spend, v.conversions, v.gmv)
+                  for k, v in convs.items()}
+        for k, v in lagged.items():
+            window.setdefault(k, ChannelFigures(v.spend, 0.0, 0.0))
+        day_start = (now_event // DAY_S) * DAY_S
+        today = self._window(day_start, now_event + 1)
+        recent = self._window(now_event - self.cfg.pace_window_s, now_event + 1)
+        spent_today: dict[str, float] = {}
+        recent_spend: dict[str, float] = {}
+        for (cid, _), f in today.items():
+            spent_today[cid] = spent_today.get(cid, 0.0) + f.spend
+        for (cid, _), f in recent.items():
+            recent_spend[cid] = recent_spend.get(cid, 0.0) + f.spend
+        optimizer = BidOptimizer(self.specs, self.cfg.policy, self.cfg.pacing)
+        state_key = self._key("state" if self.cfg.mode == "live" else "dry_state")
+        optimizer.load_state({k.decode(): v for k, v in self.redis.hgetall(state_key).items()})
+        paused = self.paused()
+        inp = RoundInput(
+            seconds_into_day=now_event - day_start, window=window, spent_today=spent_today,
+            recent_spend=recent_spend, recent_s=self.cfg.pace_window_s, bids=self.current_bids(),
+            paused=paused, overrides=self.overrides(),
+        )
+        decided_at = datetime.now(UTC)
+        as_of = datetime.fromtimestamp(now_event, UTC)
+        decisions: list[BidAdjustment] = []
+        for c in self.scenario.campaigns:
+            plan_so_far = c.daily_budget * (now_event - day_start) / DAY_S
+            spent = spent_today.get(c.campaign_id, 0.0)
+            self.metrics.budget_pace.labels(c.campaign_id).set(spent / plan_so_far if plan_so_far > 0 else 0)
+        for cd in optimizer.step(inp):
+            c = self.scenario.campaign(cd.campaign_id)
+            d = cd.decision
+            adj = BidAdjustment(
+                decision_id=f"{cd.campaign_id}:{cd.channel}:{round_no}", campaign_id=cd.campaign_id,
+                channel=cd.channel, decided_at=decided_at, as_of=as_of, round=round_no, old_bid=cd.old_bid,
+                new_bid=d.new_bid, reason=d.reason, target_kind=c.target_kind, target=c.target,
+                observed=d.observed, spend=cd.figures.spend, conversions=cd.figures.conversions,
+                gmv=cd.figures.gmv, dry_run=self.cfg.mode == "dry_run", estimate=d.estimate,
+                pacing_multiplier=cd.pacing.multiplier if cd.pacing else None,
+                spent_today=spent_today.get(cd.campaign_id, 0.0),
+                planned_today=cd.pacing.plan if cd.pacing else None,
+            )
+            decisions.append(adj)
+            self.metrics.decisions.labels(cd.campaign_id, cd.channel, d.reason).inc()
+            self.metrics.bid.labels(cd.campaign_id, cd.channel).set(d.new_bid)
+            if d.observed is not None:
+                self.metrics.observed.labels(cd.campaign_id, cd.channel, c.target_kind).set(d.observed)
+        self._publish(decisions)
+        # Controller state moves on only once the decisions are acknowledged (live) or recorded.
+        state = optimizer.dump_state()
+        if state:
+            self.redis.hset(state_key, mapping=state)  # type: ignore[arg-type]
+        self.metrics.rounds.inc()
+        self.metrics.last_round.set(time.time())
+        return decisions
+
+    def _publish(self, decisions: list[BidAdjustment]) -> None:
+        producer = self._producer_or_none()
+        if producer is not None:
+            failures: list[str] = []
+
+            def on_delivery(err: Any, msg: Any) -> None:
+                if err is not None:
+                    failures.append(str(err))
+
+            for adj in decisions:
+                # Key = campaign and channel: compaction keeps the latest decision of each.
+                producer.produce(self.cfg.topic, encode(adj), f"{adj.campaign_id}:{adj.channel}".encode(),
+                                 on_delivery=on_delivery)
+            remaining = producer.flush(30)
+            if failures or remaining:
+                raise RuntimeError(f"bid adjustments not acknowledged: {failures[:3]} ({remaining} pending)")
+            self.published += len(decisions)
+            self.metrics.published.inc(len(decisions))
+        if self.cfg.mode == "live":
+            # Only after the broker acknowledged them do the decisions become the current bids.
+            mapping = {f"{a.campaign_id}|{a.channel}": a.new_bid for a in decisions}
+            if mapping:
+                self.redis.hset(self.keys.bids(), mapping=mapping)  # type: ignore[arg-type]
+        if decisions:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.lpush(self._key("decisions"), *[a.model_dump_json() for a in reversed(decisions)])
+            pipe.ltrim(self._key("decisions"), 0, DECISION_LOG_LEN - 1)
+            pipe.execute()
+        self.redis.hset(self.keys.optimizer(), mapping={"last_round_at": time.time(),
+                                                        "published": self.published})
+        log.info("control round", extra={"decisions": len(decisions), "mode": self.cfg.mode,
+                                          "moved": sum(1 for a in decisions if a.new_bid != a.old_bid)})
+
+    def run_forever(self, interval_s: float, should_stop: Any = lambda: False) -> None:
+        next_at = time.monotonic()
+        while not should_stop():
+            if time.monotonic() >= next_at:
+                try:
+                    self.run_round()
+                except redis.RedisError:
+                    log.exception("control round failed: Redis unavailable; retrying next round")
+                next_at += interval_s
+            time.sleep(min(0.2, max(0.0, next_at - time.monotonic())))
+
+
+def new_instance_id() -> str:
+    return uuid.uuid4().hex[:8]
