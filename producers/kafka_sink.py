@@ -64,7 +64,9 @@ class DeliveryTotals:
 class EventSink:
     """Produces user actions keyed by user_id to `<prefix>.<action>`; counts only acknowledged ones."""
 
-    def __init__(self, kafka_config: Mapping[str, Any], topic_prefix: str, rates_to_base: Mapping[str, float]) -> None:
+    def __init__(
+        self, kafka_config: Mapping[str, Any], topic_prefix: str, rates_to_base: Mapping[str, float]
+    ) -> None:
         self._config = {
             **kafka_config,
             "enable.idempotence": True,  # retries never duplicate or reorder within a partition
@@ -103,8 +105,9 @@ class EventSink:
 
         while True:
             try:
-                producer.produce(f"{self._prefix}.{event.action}", payload, event.user_id.encode(),
-                                 on_delivery=on_delivery)
+                producer.produce(
+                    f"{self._prefix}.{event.action}", payload, event.user_id.encode(), on_delivery=on_delivery
+                )
                 break
             except BufferError:
                 # Local queue full (broker slow or away): wait for deliveries instead of dropping.
@@ -150,24 +153,26 @@ class BidAdjustmentReader:
             self._consumer = assign_all(Consumer(self._config), self._topic)
         out: list[BidAdjustment] = []
         for msg in self._consumer.consume(max_messages, timeout=0):
-            if msg.error():
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("bid adjustment consumer error", extra={"error": str(msg.error())})
+            error = msg.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("bid adjustment consumer error", extra={"error": str(error)})
                 continue
             try:
                 out.append(decode_bid_adjustment(msg.value() or b""))
             except DecodeError as exc:
                 # Never silently: counted and logged with its position.
                 self.invalid += 1
-                log.error("invalid bid adjustment ignored",
-                          extra={"reason": exc.reason, "detail": exc.detail, "offset": msg.offset()})
+                log.error(
+                    "invalid bid adjustment ignored",
+                    extra={"reason": exc.reason, "detail": exc.detail, "offset": msg.offset()},
+                )
         return out
 
     def close(self) -> None:
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
-
 
 
 def assign_all(consumer: Consumer, topic: str, timeout: float = 10.0) -> Consumer:

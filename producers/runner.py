@@ -61,7 +61,7 @@ def run_simulation(
         allowance = int(limits.rate * elapsed) + int(limits.rate * limits.step_s) - produced
         if limits.max_events is not None:
             allowance = min(allowance, limits.max_events - produced)
-        chunk, backlog = backlog[:max(0, allowance)], backlog[max(0, allowance):]
+        chunk, backlog = backlog[: max(0, allowance)], backlog[max(0, allowance) :]
         for event in chunk:
             sink.produce(event, encode(event))
             if metrics is not None:

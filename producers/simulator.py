@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from producers.scenario import Campaign, Scenario
 from producers.scheduler import AdScheduler
 from producers.traffic import TrafficModel
-from schemas.events import AddToCart, Checkout, Follow, UserAction, View
+from schemas.events import AddToCart, Channel, Checkout, Follow, UserAction, View
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +56,9 @@ def poisson(rng: random.Random, lam: float) -> int:
 
 
 class Simulator:
-    def __init__(self, scenario: Scenario, traffic: TrafficModel, scheduler: AdScheduler, cfg: SimConfig) -> None:
+    def __init__(
+        self, scenario: Scenario, traffic: TrafficModel, scheduler: AdScheduler, cfg: SimConfig
+    ) -> None:
         self.scenario = scenario
         self.traffic = traffic
         self.scheduler = scheduler
@@ -77,7 +79,11 @@ class Simulator:
         ranges: dict[str, tuple[int, int]] = {}
         start = 0
         for i, s in enumerate(self.scenario.segments):
-            end = self.cfg.users if i == len(self.scenario.segments) - 1 else start + round(self.cfg.users * s.share / total)
+            end = (
+                self.cfg.users
+                if i == len(self.scenario.segments) - 1
+                else start + round(self.cfg.users * s.share / total)
+            )
             ranges[s.segment_id] = (start, max(start + 1, end))
             start = end
         return ranges
@@ -130,45 +136,86 @@ class Simulator:
                     self.scheduler.record_spend(campaign.campaign_id, cost_minor, at)
                     self._serve_view(campaign, channel, bid, cost_minor, at)
 
-    def _serve_view(self, campaign: Campaign, channel: str, bid: float, cost_minor: int, at: float) -> None:
+    def _serve_view(self, campaign: Campaign, channel: Channel, bid: float, cost_minor: int, at: float) -> None:
         cid = campaign.campaign_id
         user, segment = self._pick_user(campaign)
         user_id = f"u{user:07d}"
-        rates = self.traffic.funnel(cid, channel, bid, segment, engaged=False, repeat_buyer=(user, cid) in self._buyers)
+        rates = self.traffic.funnel(
+            cid, channel, bid, segment, engaged=False, repeat_buyer=(user, cid) in self._buyers
+        )
         engaged = self.rng.random() < rates.engaged
         if engaged:
-            rates = self.traffic.funnel(cid, channel, bid, segment, engaged=True,
-                                        repeat_buyer=(user, cid) in self._buyers)
+            rates = self.traffic.funnel(
+                cid, channel, bid, segment, engaged=True, repeat_buyer=(user, cid) in self._buyers
+            )
         creator = self._creator_for(campaign, channel)
         creative = f"{cid}.{channel}.cr{self.rng.randrange(self.cfg.creatives_per_channel)}"
-        view = View(event_id=self._next_id("v"), user_id=user_id, event_time=self._ts(at), campaign_id=cid,
-                    channel=channel, creative_id=creative, creator_id=creator, segment=segment,
-                    cost_minor=cost_minor, currency=campaign.currency, engaged=engaged)
+        view = View(
+            event_id=self._next_id("v"),
+            user_id=user_id,
+            event_time=self._ts(at),
+            campaign_id=cid,
+            channel=channel,
+            creative_id=creative,
+            creator_id=creator,
+            segment=segment,
+            cost_minor=cost_minor,
+            currency=campaign.currency,
+            engaged=engaged,
+        )
         self._schedule(at, view, cid)
         self.truth.spend_minor[cid] = self.truth.spend_minor.get(cid, 0) + cost_minor
         self.truth.views[cid] = self.truth.views.get(cid, 0) + 1
         if creator and (user, creator) not in self._follows and self.rng.random() < rates.follow:
             self._follows.add((user, creator))
             t = at + self.rng.expovariate(1 / self.traffic.delay_mean_s("follow"))
-            self._schedule(t, Follow(event_id=self._next_id("f"), user_id=user_id, event_time=self._ts(t),
-                                     creator_id=creator, note_id=creative), cid)
+            self._schedule(
+                t,
+                Follow(
+                    event_id=self._next_id("f"),
+                    user_id=user_id,
+                    event_time=self._ts(t),
+                    creator_id=creator,
+                    note_id=creative,
+                ),
+                cid,
+            )
         if self.rng.random() < rates.add_to_cart:
             spu = self._spus[self.rng.choice(campaign.spus)]
             t_cart = at + self.rng.expovariate(1 / self.traffic.delay_mean_s("add_to_cart"))
-            self._schedule(t_cart, AddToCart(event_id=self._next_id("a"), user_id=user_id,
-                                             event_time=self._ts(t_cart), spu_id=spu.spu_id,
-                                             value_minor=spu.price_minor, currency=spu.currency), cid)
+            self._schedule(
+                t_cart,
+                AddToCart(
+                    event_id=self._next_id("a"),
+                    user_id=user_id,
+                    event_time=self._ts(t_cart),
+                    spu_id=spu.spu_id,
+                    value_minor=spu.price_minor,
+                    currency=spu.currency,
+                ),
+                cid,
+            )
             if self.rng.random() < rates.checkout:
                 t_buy = t_cart + self.rng.expovariate(1 / self.traffic.delay_mean_s("checkout"))
                 self._buyers.add((user, cid))
-                self._schedule(t_buy, Checkout(event_id=self._next_id("o"), user_id=user_id,
-                                               event_time=self._ts(t_buy), spu_id=spu.spu_id,
-                                               value_minor=spu.price_minor, currency=spu.currency,
-                                               order_id=self._next_id("order")), cid)
+                self._schedule(
+                    t_buy,
+                    Checkout(
+                        event_id=self._next_id("o"),
+                        user_id=user_id,
+                        event_time=self._ts(t_buy),
+                        spu_id=spu.spu_id,
+                        value_minor=spu.price_minor,
+                        currency=spu.currency,
+                        order_id=self._next_id("order"),
+                    ),
+                    cid,
+                )
                 rate = self.scenario.fx.minor_rate(spu.currency) or 1.0
                 self.truth.caused_checkouts[cid] = self.truth.caused_checkouts.get(cid, 0) + 1
                 self.truth.caused_gmv_minor[cid] = self.truth.caused_gmv_minor.get(cid, 0) + round(
-                    spu.price_minor * rate)
+                    spu.price_minor * rate
+                )
 
     def advance(self, until: float) -> list[UserAction]:
         """Run the simulated clock to `until`; return the events that happened, in event-time order."""

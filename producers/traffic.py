@@ -80,7 +80,13 @@ class TrafficModel:
         return float((bid / ct.bid_scale) ** -self.truth.quality_decay)
 
     def funnel(
-        self, campaign_id: str, channel: str, bid: float, segment: str | None, engaged: bool, repeat_buyer: bool
+        self,
+        campaign_id: str,
+        channel: str,
+        bid: float,
+        segment: str | None,
+        engaged: bool,
+        repeat_buyer: bool,
     ) -> FunnelRates:
         ct = self.channel(campaign_id, channel)
         lift = self.quality(campaign_id, channel, bid) * self._conversion_multiplier.get(campaign_id, 1.0)

@@ -42,7 +42,7 @@ MinorUnits = Annotated[int, Field(ge=0, le=10**12)]
 class _Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     event_id: Identifier
     user_id: Identifier
     event_time: UtcDatetime

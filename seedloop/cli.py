@@ -30,7 +30,9 @@ Other settings are SEEDLOOP_* environment variables (e.g. SEEDLOOP_PARTITIONS=8)
 
 def _common(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("common settings (flags override SEEDLOOP_* environment variables)")
-    g.add_argument("--topic-prefix", help="topic and Redis key prefix (SEEDLOOP_TOPIC_PREFIX, default seedloop)")
+    g.add_argument(
+        "--topic-prefix", help="topic and Redis key prefix (SEEDLOOP_TOPIC_PREFIX, default seedloop)"
+    )
     g.add_argument("--partitions", type=int, help="partitions per topic (SEEDLOOP_PARTITIONS, default 4)")
     g.add_argument("--seeds-dir", type=Path, help="scenario folder (SEEDLOOP_SEEDS_DIR, default ./seeds)")
     g.add_argument("--log-format", choices=["json", "console"], help="SEEDLOOP_LOG_FORMAT (default console)")
@@ -40,19 +42,27 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def _sim_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="random seed of the simulation (SEEDLOOP_SEED, default 7)")
     parser.add_argument("--rate", type=float, help="max events/s produced (SEEDLOOP_RATE, default 2000)")
-    parser.add_argument("--speed", type=float, dest="sim_speed",
-                        help="simulated seconds per real second (SEEDLOOP_SIM_SPEED, default 720)")
+    parser.add_argument(
+        "--speed",
+        type=float,
+        dest="sim_speed",
+        help="simulated seconds per real second (SEEDLOOP_SIM_SPEED, default 720)",
+    )
     parser.add_argument("--users", type=int, help="simulated user population (SEEDLOOP_USERS)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seedloop", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="seedloop", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="the whole closed loop on embedded services, with a live table and a report",
-                       description="Start the embedded broker and Redis, workers, the optimizer and the simulator; "
-                       "show a live campaign table; at the end write DIR/report.json and DIR/report.md.")
+    p = sub.add_parser(
+        "demo",
+        help="the whole closed loop on embedded services, with a live table and a report",
+        description="Start the embedded broker and Redis, workers, the optimizer and the simulator; "
+        "show a live campaign table; at the end write DIR/report.json and DIR/report.md.",
+    )
     p.add_argument("--duration", type=float, default=60.0, help="seconds of simulation (default 60)")
     p.add_argument("--report-dir", type=Path, default=Path("reports/demo"), help="where to write the report")
     p.add_argument("--workers", type=int, default=2, help="Faust worker processes (default 2)")
@@ -60,13 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
     _sim_flags(p)
     _common(p)
 
-    p = sub.add_parser("stack", help="run the embedded broker and Redis until interrupted",
-                       description="Prints KAFKA_BOOTSTRAP_SERVERS=... and REDIS_URL=... lines to export.")
+    p = sub.add_parser(
+        "stack",
+        help="run the embedded broker and Redis until interrupted",
+        description="Prints KAFKA_BOOTSTRAP_SERVERS=... and REDIS_URL=... lines to export.",
+    )
     _common(p)
 
-    p = sub.add_parser("simulate", help="produce simulated user actions to the configured broker",
-                       description="Runs the seeded simulation against KAFKA_BOOTSTRAP_SERVERS. With --json, prints "
-                       "what the broker acknowledged.")
+    p = sub.add_parser(
+        "simulate",
+        help="produce simulated user actions to the configured broker",
+        description="Runs the seeded simulation against KAFKA_BOOTSTRAP_SERVERS. With --json, prints "
+        "what the broker acknowledged.",
+    )
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--events", type=int, help="stop after this many events")
     g.add_argument("--duration", type=float, help="stop after this many seconds")
@@ -77,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="run one Faust attribution worker against the configured services")
     p.add_argument("--worker-id", help="name in logs and dead-letter headers (SEEDLOOP_WORKER_ID)")
-    p.add_argument("--web-port", type=int, help="HTTP port for /metrics and the API (SEEDLOOP_WEB_PORT, default 6066)")
+    p.add_argument(
+        "--web-port", type=int, help="HTTP port for /metrics and the API (SEEDLOOP_WEB_PORT, default 6066)"
+    )
     _common(p)
 
     p = sub.add_parser("optimize", help="run the bid optimizer against the configured services")
@@ -90,19 +108,37 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("attribute", help="attribute exported journeys (path;total_conversions;... CSV)")
-    p.add_argument("--paths", required=True, help="CSV file with header path;total_conversions;"
-                   "total_conversion_value;total_null ('-' for stdin)")
-    p.add_argument("--model", required=True, choices=["first", "last", "linear", "time_decay", "position", "markov"])
+    p.add_argument(
+        "--paths",
+        required=True,
+        help="CSV file with header path;total_conversions;total_conversion_value;total_null ('-' for stdin)",
+    )
+    p.add_argument(
+        "--model", required=True, choices=["first", "last", "linear", "time_decay", "position", "markov"]
+    )
     p.add_argument("--json", action="store_true", help='print {"model": M, "channels": {...}}')
     return parser
 
 
-_FLAG_SETTINGS = ("topic_prefix", "partitions", "seeds_dir", "log_format", "log_level", "seed", "rate", "sim_speed",
-                  "users", "worker_id", "web_port")
+_FLAG_SETTINGS = (
+    "topic_prefix",
+    "partitions",
+    "seeds_dir",
+    "log_format",
+    "log_level",
+    "seed",
+    "rate",
+    "sim_speed",
+    "users",
+    "worker_id",
+    "web_port",
+)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    overrides: dict[str, Any] = {k: getattr(args, k) for k in _FLAG_SETTINGS if getattr(args, k, None) is not None}
+    overrides: dict[str, Any] = {
+        k: getattr(args, k) for k in _FLAG_SETTINGS if getattr(args, k, None) is not None
+    }
     if getattr(args, "dry_run", False):
         overrides["optimizer_mode"] = "dry_run"
     return Settings(**overrides)
@@ -141,15 +177,23 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     sim = runtime.simulator_of(settings, scenario)
     sink = runtime.event_sink(settings, scenario)
     reader = None if args.no_bids else runtime.bid_reader(settings, f"{int(time.time())}")
-    limits = RunLimits(max_events=args.events, duration_s=args.duration, rate=settings.rate, speed=settings.sim_speed)
+    limits = RunLimits(
+        max_events=args.events, duration_s=args.duration, rate=settings.rate, speed=settings.sim_speed
+    )
     started = time.monotonic()
     produced = run_simulation(sim, sink, reader, limits, should_stop=_stop_flag())
     elapsed = time.monotonic() - started
     if reader is not None:
         reader.close()
     result = sink.totals.as_json()
-    log.info("simulation finished", extra={"produced": produced, "acknowledged": result["events"],
-                                           "events_per_s": round(produced / elapsed, 1) if elapsed else None})
+    log.info(
+        "simulation finished",
+        extra={
+            "produced": produced,
+            "acknowledged": result["events"],
+            "events_per_s": round(produced / elapsed, 1) if elapsed else None,
+        },
+    )
     if args.json:
         print(json.dumps(result, indent=2))
     return 0 if sink.totals.failed == 0 else 1
@@ -224,8 +268,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "stack":
         return cmd_stack(settings)
     if settings.kafka_bootstrap_servers is None or settings.redis_url is None:
-        print("seedloop: set KAFKA_BOOTSTRAP_SERVERS and REDIS_URL (or run `seedloop stack` and export its "
-              "output, or use `seedloop demo`)", file=sys.stderr)
+        print(
+            "seedloop: set KAFKA_BOOTSTRAP_SERVERS and REDIS_URL (or run `seedloop stack` and export its "
+            "output, or use `seedloop demo`)",
+            file=sys.stderr,
+        )
         return 2
     handlers: dict[str, Callable[[], int]] = {
         "simulate": lambda: cmd_simulate(settings, args),

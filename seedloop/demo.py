@@ -34,7 +34,7 @@ from seedloop.settings import Settings
 from seedloop.topics import caught_up, ensure_topics
 from stream_processors.attribution.models import MODEL_NAMES
 from stream_processors.figures import campaign_figures
-from stream_processors.state import FigureReader, Keys
+from stream_processors.state import FigureReader, Keys, text
 
 log = logging.getLogger("seedloop.demo")
 
@@ -53,18 +53,20 @@ class WorkerPool:
     def _env(self, worker_id: str, port: int) -> dict[str, str]:
         s = self.settings
         env = dict(os.environ)
-        env.update({
-            "KAFKA_BOOTSTRAP_SERVERS": s.bootstrap,
-            "REDIS_URL": s.redis_url_value,
-            "SEEDLOOP_TOPIC_PREFIX": s.topic_prefix,
-            "SEEDLOOP_PARTITIONS": str(s.partitions),
-            "SEEDLOOP_SEEDS_DIR": str(s.seeds_dir),
-            "SEEDLOOP_WORKER_ID": worker_id,
-            "SEEDLOOP_WEB_PORT": str(port),
-            "SEEDLOOP_WEB_HOST": s.web_host,
-            "SEEDLOOP_LOG_FORMAT": "json",
-            "SEEDLOOP_REBALANCE_TIMEOUT_S": str(s.rebalance_timeout_s),
-        })
+        env.update(
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": s.bootstrap,
+                "REDIS_URL": s.redis_url_value,
+                "SEEDLOOP_TOPIC_PREFIX": s.topic_prefix,
+                "SEEDLOOP_PARTITIONS": str(s.partitions),
+                "SEEDLOOP_SEEDS_DIR": str(s.seeds_dir),
+                "SEEDLOOP_WORKER_ID": worker_id,
+                "SEEDLOOP_WEB_PORT": str(port),
+                "SEEDLOOP_WEB_HOST": s.web_host,
+                "SEEDLOOP_LOG_FORMAT": "json",
+                "SEEDLOOP_REBALANCE_TIMEOUT_S": str(s.rebalance_timeout_s),
+            }
+        )
         return env
 
     def start(self, worker_id: str) -> None:
@@ -78,8 +80,12 @@ class WorkerPool:
         self.ports[worker_id] = port
         logfile = open(self.log_dir / f"{worker_id}.log", "ab")  # noqa: SIM115 - owned by the child
         self.procs[worker_id] = subprocess.Popen(
-            [sys.executable, "-m", "seedloop", "worker"], env=self._env(worker_id, port),
-            stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            [sys.executable, "-m", "seedloop", "worker"],
+            env=self._env(worker_id, port),
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
     def start_all(self) -> None:
@@ -107,12 +113,21 @@ class WorkerPool:
                 proc.wait(5)
 
 
-def live_table(scenario: Scenario, reader: FigureReader, client: redis.Redis, keys: Keys, produced: int,
-               sim_now: float, elapsed: float) -> Table:
+def live_table(
+    scenario: Scenario,
+    reader: FigureReader,
+    client: redis.Redis,
+    keys: Keys,
+    produced: int,
+    sim_now: float,
+    elapsed: float,
+) -> Table:
     figs = campaign_figures(reader.totals(), MODEL_NAMES[:1])
-    bids = {k.decode(): float(v) for k, v in client.hgetall(keys.bids()).items()}
-    table = Table(title=f"seedloop demo · {elapsed:5.0f}s · simulated {time.strftime('%a %H:%M', time.gmtime(sim_now))}"
-                        f" · {produced:,} events produced (last-touch)")
+    bids = {text(k): float(v) for k, v in client.hgetall(keys.bids()).items()}
+    table = Table(
+        title=f"seedloop demo · {elapsed:5.0f}s · simulated {time.strftime('%a %H:%M', time.gmtime(sim_now))}"
+        f" · {produced:,} events produced (last-touch)"
+    )
     for col in ("campaign", "target", "spend", "checkouts", "GMV", "CPA", "ROAS", "bids (CPM)"):
         table.add_column(col, justify="left" if col in ("campaign", "bids (CPM)", "target") else "right")
     for c in scenario.campaigns:
@@ -120,9 +135,13 @@ def live_table(scenario: Scenario, reader: FigureReader, client: redis.Redis, ke
         cpa = eff.cpa if eff else None
         roas = eff.roas if eff else None
         table.add_row(
-            c.campaign_id, f"{c.target_kind.upper()} {c.target:g}", f"{eff.spend:,.0f}" if eff else "0",
-            f"{eff.checkouts:,.1f}" if eff else "0", f"{eff.gmv:,.0f}" if eff else "0",
-            f"{cpa:,.1f}" if cpa else "-", f"{roas:.2f}" if roas else "-",
+            c.campaign_id,
+            f"{c.target_kind.upper()} {c.target:g}",
+            f"{eff.spend:,.0f}" if eff else "0",
+            f"{eff.checkouts:,.1f}" if eff else "0",
+            f"{eff.gmv:,.0f}" if eff else "0",
+            f"{cpa:,.1f}" if cpa else "-",
+            f"{roas:.2f}" if roas else "-",
             " ".join(f"{ch}:{bids.get(f'{c.campaign_id}|{ch}', b):.0f}" for ch, b in c.channels.items()),
         )
     return table
@@ -140,8 +159,10 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     try:
         if settings.kafka_bootstrap_servers is None or settings.redis_url is None:
             stack = EmbeddedStack(log_dir=log_dir).start()
-            settings = settings.with_services(settings.kafka_bootstrap_servers or stack.bootstrap,
-                                              settings.redis_url_value if settings.redis_url else stack.redis_url)
+            settings = settings.with_services(
+                settings.kafka_bootstrap_servers or stack.bootstrap,
+                settings.redis_url_value if settings.redis_url else stack.redis_url,
+            )
         log.info("services", extra={"kafka": settings.bootstrap, "redis": settings.redacted()["redis_url"]})
         scenario = runtime.scenario_of(settings)
         ensure_topics(settings)
@@ -149,8 +170,12 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         pool.start_all()
 
         optimizer = runtime.optimizer_of(settings, scenario)
-        opt_thread = threading.Thread(target=optimizer.run_forever, name="optimizer",
-                                      args=(settings.optimizer_interval_s, stop.is_set), daemon=True)
+        opt_thread = threading.Thread(
+            target=optimizer.run_forever,
+            name="optimizer",
+            args=(settings.optimizer_interval_s, stop.is_set),
+            daemon=True,
+        )
         opt_thread.start()
 
         sim = runtime.simulator_of(settings, scenario)
@@ -167,18 +192,23 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             state["produced"] = produced
             pool.supervise() if pool else None
             if live is not None:
-                live.update(live_table(scenario, reader, client, keys, produced, sim_now, time.monotonic() - started))
+                live.update(
+                    live_table(scenario, reader, client, keys, produced, sim_now, time.monotonic() - started)
+                )
             else:
                 log.info("progress", extra={"produced": produced, "sim_time": sim_now})
 
         limits = RunLimits(duration_s=args.duration, rate=settings.rate, speed=settings.sim_speed)
         live: Live | None = None
         use_live = not args.no_live and console.is_terminal
-        with Live(console=console, refresh_per_second=2) if use_live else contextlib.nullcontext() as live_ctx:
+        with (
+            Live(console=console, refresh_per_second=2) if use_live else contextlib.nullcontext() as live_ctx
+        ):
             live = live_ctx if use_live else None
             try:
-                produced = run_simulation(sim, sink, reader_kafka, limits, should_stop=stop.is_set,
-                                          on_progress=on_progress)
+                produced = run_simulation(
+                    sim, sink, reader_kafka, limits, should_stop=stop.is_set, on_progress=on_progress
+                )
             except KeyboardInterrupt:
                 interrupted = True
                 produced = state["produced"]
@@ -186,8 +216,10 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         reader_kafka.close()
         sink.close()
         elapsed = time.monotonic() - started
-        log.info("simulation done; waiting for the workers to catch up",
-                 extra={"produced": produced, "events_per_s": round(produced / elapsed, 1)})
+        log.info(
+            "simulation done; waiting for the workers to catch up",
+            extra={"produced": produced, "events_per_s": round(produced / elapsed, 1)},
+        )
         deadline = time.monotonic() + 90
         while not caught_up(settings, reader):
             if time.monotonic() > deadline:
@@ -198,13 +230,17 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         stop.set()
         opt_thread.join(timeout=30)
         optimizer.run_round()  # a last round on the final figures
-        report = build_report(settings, scenario, extra={
-            "events_produced": sink.totals.events,
-            "events_per_s_produced": round(sink.totals.events / elapsed, 1) if elapsed else None,
-            "worker_restarts": pool.restarts,
-            "simulated_until": sim.now,
-            "settings": settings.redacted(),
-        })
+        report = build_report(
+            settings,
+            scenario,
+            extra={
+                "events_produced": sink.totals.events,
+                "events_per_s_produced": round(sink.totals.events / elapsed, 1) if elapsed else None,
+                "worker_restarts": pool.restarts,
+                "simulated_until": sim.now,
+                "settings": settings.redacted(),
+            },
+        )
         (report_dir / "report.json").write_text(json.dumps(report, indent=2))
         (report_dir / "report.md").write_text(report_markdown(report))
         console.print(report_markdown(report))

@@ -79,7 +79,11 @@ class ManagedProcess:
         log_file = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         # start_new_session: a terminal Ctrl-C goes to our process group only; we stop children in order.
         self.proc = subprocess.Popen(
-            self.argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            self.argv,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         _wait_for_port(self.host, self.port, self.proc, self.name, timeout)
         log.info("started %s", self.name, extra={"port": self.port, "pid": self.proc.pid})
@@ -105,18 +109,45 @@ class ManagedProcess:
 def broker_process(port: int | None = None, log_path: Path | None = None) -> ManagedProcess:
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
-    argv = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/", "--silent"]
+    argv = [
+        str(tansu_binary()),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+        "--silent",
+    ]
     return ManagedProcess("kafka-broker(tansu)", argv, port, log_path=log_path)
 
 
 def redis_process(
-    port: int | None = None, workdir: Path | None = None, password: str | None = None, log_path: Path | None = None
+    port: int | None = None,
+    workdir: Path | None = None,
+    password: str | None = None,
+    log_path: Path | None = None,
 ) -> ManagedProcess:
     port = port or free_port()
     workdir = workdir or Path(tempfile.mkdtemp(prefix="seedloop-redis-"))
-    argv = [str(valkey_binary()), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", str(workdir), "--protected-mode", "yes", "--loglevel", "warning"]
+    argv = [
+        str(valkey_binary()),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+        "--protected-mode",
+        "yes",
+        "--loglevel",
+        "warning",
+    ]
     if password:
         argv += ["--requirepass", password]
     return ManagedProcess("redis(valkey)", argv, port, log_path=log_path)
@@ -131,7 +162,9 @@ class EmbeddedStack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.redis_password = redis_password
         self.broker = broker_process(log_path=self.log_dir / "broker.log")
-        self.redis = redis_process(workdir=self.log_dir, password=redis_password, log_path=self.log_dir / "redis.log")
+        self.redis = redis_process(
+            workdir=self.log_dir, password=redis_password, log_path=self.log_dir / "redis.log"
+        )
         self._started = False
 
     @property
@@ -165,5 +198,7 @@ class EmbeddedStack:
     def __enter__(self) -> EmbeddedStack:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

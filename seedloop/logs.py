@@ -17,7 +17,8 @@ _RESERVED = set(logging.LogRecord("x", 0, "x", 0, "x", None, None).__dict__) | {
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -36,7 +37,9 @@ class KeyValueFormatter(logging.Formatter):
         extras = " ".join(
             f"{k}={v}" for k, v in record.__dict__.items() if k not in _RESERVED and not k.startswith("_")
         )
-        line = f"{ts} {record.levelname:<7} {record.name}: {record.getMessage()}" + (f" {extras}" if extras else "")
+        line = f"{ts} {record.levelname:<7} {record.name}: {record.getMessage()}" + (
+            f" {extras}" if extras else ""
+        )
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

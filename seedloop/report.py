@@ -11,19 +11,21 @@ from seedloop.settings import Settings
 from seedloop.topics import end_offsets
 from stream_processors.attribution.models import MODEL_NAMES
 from stream_processors.figures import campaign_figures, totals
-from stream_processors.state import FigureReader, Keys
+from stream_processors.state import FigureReader, Keys, text
 
 REPORT_MODEL = "last"
 
 
-def build_report(settings: Settings, scenario: Scenario, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_report(
+    settings: Settings, scenario: Scenario, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     client = redis.Redis.from_url(settings.redis_url_value)
     try:
         keys = Keys(settings.topic_prefix)
         reader = FigureReader(client, keys, settings.partitions, settings.bucket_s)
         fields = reader.totals()
         figs = campaign_figures(fields, MODEL_NAMES)
-        bids = {k.decode(): float(v) for k, v in client.hgetall(keys.bids()).items()}
+        bids = {text(k): float(v) for k, v in client.hgetall(keys.bids()).items()}
         watermark = reader.watermark()
     finally:
         client.close()
@@ -31,15 +33,28 @@ def build_report(settings: Settings, scenario: Scenario, extra: dict[str, Any] |
     for c in scenario.campaigns:
         f = figs.get(c.campaign_id)
         eff = f.total(REPORT_MODEL) if f else None
-        row: dict[str, Any] = {"campaign_id": c.campaign_id, "name": c.name, "target_kind": c.target_kind,
-                               "target": c.target}
+        row: dict[str, Any] = {
+            "campaign_id": c.campaign_id,
+            "name": c.name,
+            "target_kind": c.target_kind,
+            "target": c.target,
+        }
         base = eff.as_dict() if eff else {}
         for key in ("spend", "views", "follows", "add_to_carts", "checkouts", "gmv", "cpa", "roas"):
             row[key] = base.get(key, 0 if key not in ("cpa", "roas") else None)
         row["bids"] = {ch: bids.get(f"{c.campaign_id}|{ch}", start) for ch, start in c.channels.items()}
-        row["models"] = {m: {k: v for k, v in f.total(m).as_dict().items()
-                             if k in ("follows", "add_to_carts", "checkouts", "gmv", "cpa", "roas")}
-                         for m in MODEL_NAMES} if f else {}
+        row["models"] = (
+            {
+                m: {
+                    k: v
+                    for k, v in f.total(m).as_dict().items()
+                    if k in ("follows", "add_to_carts", "checkouts", "gmv", "cpa", "roas")
+                }
+                for m in MODEL_NAMES
+            }
+            if f
+            else {}
+        )
         campaigns.append(row)
     t = totals(fields)
     offsets = end_offsets(settings, [settings.topic("dead_letters"), settings.topic("bid_adjustments")])
@@ -87,12 +102,17 @@ def report_markdown(report: dict[str, Any]) -> str:
     for c in report["campaigns"]:
         target = f"{c['target_kind'].upper()} {c['target']:g}"
         bids = ", ".join(f"{ch} {b:.0f}" for ch, b in c["bids"].items())
-        lines.append(
-            f"| {c['campaign_id']} | {target} | {_fmt(c['spend'])} | {_fmt(c['views'])} | {_fmt(c['follows'], 1)} | "
-            f"{_fmt(c['add_to_carts'], 1)} | {_fmt(c['checkouts'], 1)} | {_fmt(c['gmv'])} | {_fmt(c['cpa'])} | "
-            f"{_fmt(c['roas'])} | {bids} |"
-        )
+        cells = [
+            c["campaign_id"], target, _fmt(c["spend"]), _fmt(c["views"]),
+            _fmt(c["follows"], 1), _fmt(c["add_to_carts"], 1), _fmt(c["checkouts"], 1),
+            _fmt(c["gmv"]), _fmt(c["cpa"]), _fmt(c["roas"]), bids,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     t = report["totals"]
-    lines += ["", "Totals over every processed event (attributed or not): "
-              + ", ".join(f"{k} {_fmt(v)}" for k, v in t.items()), ""]
+    lines += [
+        "",
+        "Totals over every processed event (attributed or not): "
+        + ", ".join(f"{k} {_fmt(v)}" for k, v in t.items()),
+        "",
+    ]
     return "\n".join(lines)

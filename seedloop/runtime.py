@@ -39,7 +39,8 @@ def processing_rules(settings: Settings, scenario: Scenario) -> ProcessingRules:
 
 def worker_config(settings: Settings, scenario: Scenario) -> WorkerConfig:
     return WorkerConfig(
-        app_id=settings.consumer_group if settings.topic_prefix == "seedloop"
+        app_id=settings.consumer_group
+        if settings.topic_prefix == "seedloop"
         else f"{settings.consumer_group}-{settings.topic_prefix}",
         worker_id=settings.worker_id,
         faust_broker_options=settings.faust_broker_options(),
@@ -60,8 +61,11 @@ def worker_config(settings: Settings, scenario: Scenario) -> WorkerConfig:
 
 def simulator_of(settings: Settings, scenario: Scenario) -> Simulator:
     traffic = TrafficModel(load_truth(settings.seeds_dir))
-    cfg = SimConfig(seed=settings.seed, users=settings.users,
-                    start_ts=datetime.fromisoformat(settings.sim_start).timestamp())
+    cfg = SimConfig(
+        seed=settings.seed,
+        users=settings.users,
+        start_ts=datetime.fromisoformat(settings.sim_start).timestamp(),
+    )
     return Simulator(scenario, traffic, AdScheduler(scenario), cfg)
 
 
@@ -70,15 +74,24 @@ def event_sink(settings: Settings, scenario: Scenario) -> EventSink:
 
 
 def bid_reader(settings: Settings, instance: str) -> BidAdjustmentReader:
-    return BidAdjustmentReader(settings.confluent_config(), settings.topic("bid_adjustments"),
-                               group_id=f"seedloop-scheduler-{settings.topic_prefix}-{instance}")
+    return BidAdjustmentReader(
+        settings.confluent_config(),
+        settings.topic("bid_adjustments"),
+        group_id=f"seedloop-scheduler-{settings.topic_prefix}-{instance}",
+    )
 
 
-def optimizer_of(settings: Settings, scenario: Scenario, metrics: OptimizerMetrics | None = None) -> OptimizerService:
+def optimizer_of(
+    settings: Settings, scenario: Scenario, metrics: OptimizerMetrics | None = None
+) -> OptimizerService:
     client = redis.Redis.from_url(settings.redis_url_value)
     keys = Keys(settings.topic_prefix)
     reader = FigureReader(client, keys, settings.partitions, settings.bucket_s)
     policy = ControlPolicy(max_step=settings.max_step, min_conversions=settings.min_conversions)
-    cfg = OptimizerConfig(topic=settings.topic("bid_adjustments"), window_s=settings.optimizer_window_s,
-                          policy=policy, mode=settings.optimizer_mode)
+    cfg = OptimizerConfig(
+        topic=settings.topic("bid_adjustments"),
+        window_s=settings.optimizer_window_s,
+        policy=policy,
+        mode=settings.optimizer_mode,
+    )
     return OptimizerService(scenario, reader, client, keys, settings.confluent_config(), cfg, metrics)

@@ -24,16 +24,19 @@ class Settings(BaseSettings):
 
     # --- external services (unset = embedded) ---
     kafka_bootstrap_servers: str | None = Field(
-        default=None, validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "SEEDLOOP_KAFKA_BOOTSTRAP_SERVERS")
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "SEEDLOOP_KAFKA_BOOTSTRAP_SERVERS"),
     )
     redis_url: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("REDIS_URL", "SEEDLOOP_REDIS_URL")
     )
     kafka_security_protocol: SecurityProtocol = Field(
-        default="PLAINTEXT", validation_alias=AliasChoices("KAFKA_SECURITY_PROTOCOL", "SEEDLOOP_KAFKA_SECURITY_PROTOCOL")
+        default="PLAINTEXT",
+        validation_alias=AliasChoices("KAFKA_SECURITY_PROTOCOL", "SEEDLOOP_KAFKA_SECURITY_PROTOCOL"),
     )
     kafka_sasl_mechanism: SaslMechanism = Field(
-        default="PLAIN", validation_alias=AliasChoices("KAFKA_SASL_MECHANISM", "SEEDLOOP_KAFKA_SASL_MECHANISM")
+        default="PLAIN",
+        validation_alias=AliasChoices("KAFKA_SASL_MECHANISM", "SEEDLOOP_KAFKA_SASL_MECHANISM"),
     )
     kafka_sasl_username: str | None = Field(
         default=None, validation_alias=AliasChoices("KAFKA_SASL_USERNAME", "SEEDLOOP_KAFKA_SASL_USERNAME")
@@ -64,16 +67,24 @@ class Settings(BaseSettings):
     batch_max: int = Field(default=2000, ge=1, le=100_000)
     batch_within_s: float = Field(default=0.2, gt=0, le=10)
     lookback_view_s: float = Field(default=86_400.0, gt=0, description="plain-view lookback (1 day)")
-    lookback_engaged_s: float = Field(default=7 * 86_400.0, gt=0, description="engaged-touch lookback (7 days)")
+    lookback_engaged_s: float = Field(
+        default=7 * 86_400.0, gt=0, description="engaged-touch lookback (7 days)"
+    )
     half_life_s: float = Field(default=6 * 3600.0, gt=0, description="time-decay half-life")
-    allowed_lateness_s: float = Field(default=3600.0, ge=0, description="event-time lateness before dead-lettering")
+    allowed_lateness_s: float = Field(
+        default=3600.0, ge=0, description="event-time lateness before dead-lettering"
+    )
     max_future_s: float = Field(
         default=86_400.0, ge=0, description="how far past max(wall clock, watermark) an event time may be"
     )
     bucket_s: int = Field(default=60, ge=1, description="event-time bucket of the rolling windows")
-    state_ttl_s: int = Field(default=14 * 86_400, ge=60, description="Redis expiry of per-user state (wall clock)")
+    state_ttl_s: int = Field(
+        default=14 * 86_400, ge=60, description="Redis expiry of per-user state (wall clock)"
+    )
     rebalance_timeout_s: float = Field(default=6.0, gt=0)
-    markov_refresh_s: float = Field(default=30.0, gt=0, description="how often the Markov weights are re-learned")
+    markov_refresh_s: float = Field(
+        default=30.0, gt=0, description="how often the Markov weights are re-learned"
+    )
 
     # --- web / metrics ---
     web_host: str = "127.0.0.1"
@@ -121,7 +132,9 @@ class Settings(BaseSettings):
         return self.kafka_bootstrap_servers
 
     def with_services(self, bootstrap: str, redis_url: str) -> Settings:
-        return self.model_copy(update={"kafka_bootstrap_servers": bootstrap, "redis_url": SecretStr(redis_url)})
+        return self.model_copy(
+            update={"kafka_bootstrap_servers": bootstrap, "redis_url": SecretStr(redis_url)}
+        )
 
     def confluent_config(self) -> dict[str, Any]:
         """librdkafka properties shared by our producers and consumers (security passes through)."""
@@ -134,7 +147,9 @@ class Settings(BaseSettings):
         if self.kafka_security_protocol.startswith("SASL"):
             conf["sasl.mechanism"] = self.kafka_sasl_mechanism
             conf["sasl.username"] = self.kafka_sasl_username
-            conf["sasl.password"] = self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else ""
+            conf["sasl.password"] = (
+                self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else ""
+            )
         if self.kafka_ssl_cafile is not None:
             conf["ssl.ca.location"] = str(self.kafka_ssl_cafile)
         return conf
@@ -175,10 +190,10 @@ class Settings(BaseSettings):
 
     def redacted(self) -> dict[str, Any]:
         """Settings safe to log or write into a report."""
-        return {k: ("**********" if v is not None and ("password" in k or "token" in k) else v)
-                for k, v in self.model_dump(mode="json").items()} | {
-            "redis_url": _redact_url(self.redis_url.get_secret_value()) if self.redis_url else None
-        }
+        return {
+            k: ("**********" if v is not None and ("password" in k or "token" in k) else v)
+            for k, v in self.model_dump(mode="json").items()
+        } | {"redis_url": _redact_url(self.redis_url.get_secret_value()) if self.redis_url else None}
 
 
 def _redact_url(url: str) -> str:

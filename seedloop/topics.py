@@ -19,7 +19,9 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
     n, rf = settings.partitions, settings.replication_factor
     specs = [NewTopic(settings.topic(a), n, rf) for a in ACTIONS]
     specs.append(NewTopic(settings.topic("bid_adjustments"), n, rf, config={"cleanup.policy": "compact"}))
-    specs.append(NewTopic(settings.topic("dead_letters"), n, rf, config={"retention.ms": str(30 * 86_400_000)}))
+    specs.append(
+        NewTopic(settings.topic("dead_letters"), n, rf, config={"retention.ms": str(30 * 86_400_000)})
+    )
     return specs
 
 
@@ -41,8 +43,10 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
     for a in ACTIONS:
         count = len(meta[settings.topic(a)].partitions)
         if count != settings.partitions:
-            raise RuntimeError(f"topic {settings.topic(a)} has {count} partitions, settings say "
-                               f"{settings.partitions}: the action topics must be co-partitioned")
+            raise RuntimeError(
+                f"topic {settings.topic(a)} has {count} partitions, settings say "
+                f"{settings.partitions}: the action topics must be co-partitioned"
+            )
 
 
 def end_offsets(settings: Settings, topics: list[str], timeout: float = 10.0) -> dict[tuple[str, int], int]:

@@ -41,8 +41,14 @@ class Efficiency:
 
     def as_dict(self) -> dict[str, float | int | None]:
         out: dict[str, float | int | None] = dict(asdict(self))
-        out.update(cpa=self.cpa, roas=self.roas, cost_per_follow=self.cost_per_follow,
-                   cost_per_add_to_cart=self.cost_per_add_to_cart, cost_per_checkout=self.cpa, ecpm=self.ecpm)
+        out.update(
+            cpa=self.cpa,
+            roas=self.roas,
+            cost_per_follow=self.cost_per_follow,
+            cost_per_add_to_cart=self.cost_per_add_to_cart,
+            cost_per_checkout=self.cpa,
+            ecpm=self.ecpm,
+        )
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in out.items()}
 
     def add(self, other: Efficiency) -> None:

@@ -32,7 +32,10 @@ class PipelineMetrics:
             registry=r,
         )
         self.duplicates = Counter(
-            "seedloop_duplicate_events", "Events skipped because their event_id was seen", ["action"], registry=r
+            "seedloop_duplicate_events",
+            "Events skipped because their event_id was seen",
+            ["action"],
+            registry=r,
         )
         self.replayed = Counter(
             "seedloop_replayed_events",
@@ -88,7 +91,9 @@ class PipelineMetrics:
             registry=r,
         )
         self.campaign_gmv = Gauge(
-            "seedloop_campaign_gmv", "Attributed checkout value, campaign currency", [*campaign_labels, "model"],
+            "seedloop_campaign_gmv",
+            "Attributed checkout value, campaign currency",
+            [*campaign_labels, "model"],
             registry=r,
         )
 
@@ -98,12 +103,17 @@ class OptimizerMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.decisions = Counter(
-            "seedloop_optimizer_decisions", "Bid decisions taken", ["campaign", "channel", "reason"], registry=r
+            "seedloop_optimizer_decisions",
+            "Bid decisions taken",
+            ["campaign", "channel", "reason"],
+            registry=r,
         )
         self.published = Counter(
             "seedloop_bid_adjustments_published", "Bid adjustments published to Kafka", registry=r
         )
-        self.bid = Gauge("seedloop_bid", "Current bid (CPM, campaign currency)", ["campaign", "channel"], registry=r)
+        self.bid = Gauge(
+            "seedloop_bid", "Current bid (CPM, campaign currency)", ["campaign", "channel"], registry=r
+        )
         self.observed = Gauge(
             "seedloop_optimizer_observed",
             "Efficiency the optimizer saw (CPA or ROAS, per target_kind)",
@@ -111,10 +121,16 @@ class OptimizerMetrics:
             registry=r,
         )
         self.target = Gauge(
-            "seedloop_campaign_target", "Campaign target (CPA or ROAS)", ["campaign", "target_kind"], registry=r
+            "seedloop_campaign_target",
+            "Campaign target (CPA or ROAS)",
+            ["campaign", "target_kind"],
+            registry=r,
         )
         self.daily_budget = Gauge(
-            "seedloop_campaign_daily_budget", "Campaign daily budget, campaign currency", ["campaign"], registry=r
+            "seedloop_campaign_daily_budget",
+            "Campaign daily budget, campaign currency",
+            ["campaign"],
+            registry=r,
         )
         self.budget_pace = Gauge(
             "seedloop_campaign_budget_pace",
@@ -123,7 +139,8 @@ class OptimizerMetrics:
             registry=r,
         )
         self.last_round = Gauge(
-            "seedloop_optimizer_last_round_timestamp_seconds", "Wall-clock time of the last control round",
+            "seedloop_optimizer_last_round_timestamp_seconds",
+            "Wall-clock time of the last control round",
             registry=r,
         )
         self.rounds = Counter("seedloop_optimizer_rounds", "Control rounds run", registry=r)

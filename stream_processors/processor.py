@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from schemas.codec import DecodeError, decode_action
 from schemas.events import AddToCart, Checkout, UserAction, View
@@ -88,7 +89,7 @@ class PartitionMeta:
     watermarks: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def from_hash(cls, raw: Mapping[bytes | str, bytes | str]) -> PartitionMeta:
+    def from_hash(cls, raw: Mapping[Any, Any]) -> PartitionMeta:
         meta = cls()
         for k, v in raw.items():
             key = k.decode() if isinstance(k, bytes) else k
@@ -122,8 +123,9 @@ class BatchPlan:
     replayed: Counter[str]
 
 
-def decode_batch(partition: int, messages: Sequence[RawMessage], topic_actions: Mapping[str, str],
-                 rules: ProcessingRules) -> DecodedBatch:
+def decode_batch(
+    partition: int, messages: Sequence[RawMessage], topic_actions: Mapping[str, str], rules: ProcessingRules
+) -> DecodedBatch:
     events: list[Decoded] = []
     dead: list[DeadLetter] = []
     for msg in messages:
@@ -206,15 +208,25 @@ def plan_batch(
         tp = progress[topic]
         lead = max((w for w in watermarks.values()), default=None)
         if tp.watermark != float("-inf") and at < tp.watermark - lateness:
-            dead.append(DeadLetter(decoded.message, "late",
-                                   f"event_time is {tp.watermark - at:.0f}s behind the watermark "
-                                   f"(allowed lateness {lateness:.0f}s)"))
+            dead.append(
+                DeadLetter(
+                    decoded.message,
+                    "late",
+                    f"event_time is {tp.watermark - at:.0f}s behind the watermark "
+                    f"(allowed lateness {lateness:.0f}s)",
+                )
+            )
             continue
         reference = max(wall_now, lead) if lead is not None else wall_now
         if at > reference + rules.max_future_s:
-            dead.append(DeadLetter(decoded.message, "future",
-                                   f"event_time is {at - reference:.0f}s ahead of the clock and watermark "
-                                   f"(max {rules.max_future_s:.0f}s)"))
+            dead.append(
+                DeadLetter(
+                    decoded.message,
+                    "future",
+                    f"event_time is {at - reference:.0f}s ahead of the clock and watermark "
+                    f"(max {rules.max_future_s:.0f}s)",
+                )
+            )
             continue
         tp.watermark = max(tp.watermark, at)
         watermarks[topic] = tp.watermark
@@ -236,8 +248,9 @@ def plan_batch(
         events = [_in_base_currency(d.event, rules.catalogue) for d in decoded_events]
         originals = {id(e): d for e, d in zip(events, decoded_events, strict=True)}
         by_event.update(originals)
-        result = apply_events(state, events, rules.engine, increments, horizon=horizon,
-                              channel_weights=channel_weights)
+        result = apply_events(
+            state, events, rules.engine, increments, horizon=horizon, channel_weights=channel_weights
+        )
         states[user_id] = result.state.to_json()
         applied.extend(by_event[id(e)] for e in result.applied)
         duplicates.extend(result.duplicates)
@@ -248,4 +261,6 @@ def plan_batch(
     for tp in progress.values():
         if tp.watermark == float("-inf"):
             tp.watermark = -1.0
-    return BatchPlan(batch.partition, progress, states, increments, paths, dead, applied, duplicates, replayed)
+    return BatchPlan(
+        batch.partition, progress, states, increments, paths, dead, applied, duplicates, replayed
+    )

@@ -83,7 +83,9 @@ class PartitionStore:
         """Become the partition's writer: bump its epoch, which fences every older writer."""
         return str(await self._redis.hincrby(self._keys.meta(partition), "epoch", 1))
 
-    async def read(self, partition: int, user_ids: Sequence[str]) -> tuple[PartitionMeta, dict[str, bytes | None]]:
+    async def read(
+        self, partition: int, user_ids: Sequence[str]
+    ) -> tuple[PartitionMeta, dict[str, bytes | None]]:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(self._keys.meta(partition))
             if user_ids:
@@ -117,11 +119,11 @@ class PartitionStore:
         for name, amount in plan.journey_paths.items():
             args += [name, amount]
         result = await self._script(keys=keys, args=args)
-        status = _text(result[0])
+        status = text(result[0])
         if status == "FENCED":
-            raise FencedError(f"partition {p}: epoch {epoch} was superseded by {_text(result[1])}")
+            raise FencedError(f"partition {p}: epoch {epoch} was superseded by {text(result[1])}")
         if status == "CONFLICT":
-            raise OffsetConflict(f"partition {p}: {_text(result[1])} offset is now {_text(result[2])}")
+            raise OffsetConflict(f"partition {p}: {text(result[1])} offset is now {text(result[2])}")
 
 
 def split_increments(incs: Increments) -> tuple[dict[int, dict[str, int]], dict[str, int]]:
@@ -135,7 +137,8 @@ def split_increments(incs: Increments) -> tuple[dict[int, dict[str, int]], dict[
     return buckets, totals
 
 
-def _text(value: bytes | str | int) -> str:
+def text(value: bytes | str | int) -> str:
+    """Redis replies are bytes (or str with decode_responses): one way to read them."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -171,7 +174,11 @@ class _FigureKeys:
     def window(self, start: float, end: float, partitions: Iterable[int] | None) -> list[str]:
         """Buckets whose start lies in [start, end)."""
         first = -(-int(start) // self.bucket_s) * self.bucket_s
-        return [self.keys.bucket(p, b) for p in self.parts(partitions) for b in range(first, int(end), self.bucket_s)]
+        return [
+            self.keys.bucket(p, b)
+            for p in self.parts(partitions)
+            for b in range(first, int(end), self.bucket_s)
+        ]
 
     def metas(self, partitions: Iterable[int] | None) -> list[str]:
         return [self.keys.meta(p) for p in self.parts(partitions)]
@@ -227,7 +234,9 @@ class AsyncFigureReader:
     async def totals(self, partitions: Iterable[int] | None = None) -> dict[str, int]:
         return sum_hashes(await self._hgetall(self._k.totals(partitions)))
 
-    async def window(self, start: float, end: float, partitions: Iterable[int] | None = None) -> dict[str, int]:
+    async def window(
+        self, start: float, end: float, partitions: Iterable[int] | None = None
+    ) -> dict[str, int]:
         return sum_hashes(await self._hgetall(self._k.window(start, end, partitions)))
 
     async def metas(self, partitions: Iterable[int] | None = None) -> dict[int, PartitionMeta]:

@@ -57,6 +57,7 @@ def register_routes(app: faust.App, runtime: AttributionRuntime) -> None:
                     figs = campaign_figures(fields, models).get(campaign_id)
                     windows[f"{minutes}m"] = (
                         {ch: {m: e.as_dict() for m, e in per.items()} for ch, per in figs.by_channel.items()}
-                        if figs else {}
+                        if figs
+                        else {}
                     )
             return self.json({"campaign_id": campaign_id, "watermark": now, "windows": windows})

@@ -29,7 +29,6 @@ import faust
 import redis.asyncio as aioredis
 from faust.types import TP, EventT
 
-from stream_processors.attribution.journey import EngineConfig
 from stream_processors.attribution.markov import MarkovChain
 from stream_processors.figures import campaign_figures
 from stream_processors.metrics import WINDOWS_MINUTES, PipelineMetrics
@@ -101,7 +100,9 @@ class AttributionRuntime:
         self.epochs: dict[int, str] = {}
         self.owned: set[int] = set()
         self.channel_weights: dict[str, float] | None = None
-        self.dead_letter_topic = app.topic(cfg.dead_letter_topic, value_serializer="raw", key_serializer="raw")
+        self.dead_letter_topic = app.topic(
+            cfg.dead_letter_topic, value_serializer="raw", key_serializer="raw"
+        )
         self.last_offsets: dict[tuple[str, int], int] = {}
         self.reader = AsyncFigureReader(self.redis, self.keys, cfg.partitions, cfg.rules.engine.bucket_s)
 
@@ -144,7 +145,9 @@ class AttributionRuntime:
             except FencedError:
                 if partition not in self.owned:
                     # Revoked mid-batch: the new owner replays these messages from Kafka.
-                    log.warning("batch dropped for a partition revoked mid-batch", extra={"partition": partition})
+                    log.warning(
+                        "batch dropped for a partition revoked mid-batch", extra={"partition": partition}
+                    )
                     return
                 raise
         else:
@@ -161,9 +164,13 @@ class AttributionRuntime:
             return
         futures = []
         for dl in dead:
-            futures.append(await self.dead_letter_topic.send(
-                key=dl.message.key, value=dl.message.value or b"", headers=dead_letter_headers(dl, self.cfg.worker_id)
-            ))
+            futures.append(
+                await self.dead_letter_topic.send(
+                    key=dl.message.key,
+                    value=dl.message.value or b"",
+                    headers=dead_letter_headers(dl, self.cfg.worker_id),
+                )
+            )
             self.metrics.dead_letters.labels(dl.reason).inc()
             if dl.reason == "late":
                 self.metrics.late_events.labels(self.cfg.action_topics.get(dl.message.topic, "unknown")).inc()
@@ -184,8 +191,9 @@ class AttributionRuntime:
         for topic, n in plan.replayed.items():
             m.replayed.labels(topic).inc(n)
         for topic, tp in plan.progress.items():
-            m.watermark.labels(str(plan.partition)).set(max(m.watermark.labels(str(plan.partition))._value.get(),
-                                                            tp.watermark))
+            m.watermark.labels(str(plan.partition)).set(
+                max(m.watermark.labels(str(plan.partition))._value.get(), tp.watermark)
+            )
             self.last_offsets[(topic, plan.partition)] = tp.new_offset
         self._update_lag()
 
@@ -218,8 +226,11 @@ class AttributionRuntime:
                     m.campaign_spend.labels(campaign, channel, window).set(base.spend)
                     for model, eff in per_model.items():
                         m.campaign_gmv.labels(campaign, channel, window, model).set(eff.gmv)
-                        for kind, value in (("follow", eff.follows), ("add_to_cart", eff.add_to_carts),
-                                            ("checkout", eff.checkouts)):
+                        for kind, value in (
+                            ("follow", eff.follows),
+                            ("add_to_cart", eff.add_to_carts),
+                            ("checkout", eff.checkouts),
+                        ):
                             m.campaign_conversions.labels(campaign, channel, window, model, kind).set(value)
 
     async def refresh_markov(self) -> None:
@@ -269,16 +280,21 @@ def build_app(cfg: WorkerConfig) -> faust.App:
 
     @app.agent(source, concurrency=1)
     async def attribute(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(cfg.batch_max, within=cfg.batch_within_s):
+        async for events in stream.take_events(  # type: ignore[attr-defined]
+            cfg.batch_max, within=cfg.batch_within_s
+        ):
             try:
                 await runtime.process(events)
-            except BaseException as exc:  # noqa: BLE001 - see the module docstring: crash-only
-                log.critical("batch could not be applied; exiting before Faust acknowledges it",
-                             exc_info=exc, extra={"worker": cfg.worker_id})
+            except BaseException as exc:
+                log.critical(
+                    "batch could not be applied; exiting before Faust acknowledges it",
+                    exc_info=exc,
+                    extra={"worker": cfg.worker_id},
+                )
                 logging.shutdown()
                 os._exit(EXIT_APPLY_FAILED)
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         await runtime.on_assigned(assigned)
 

@@ -17,8 +17,9 @@ MICRO = 1_000_000
 KIND = {"follow": "follows", "add_to_cart": "add_to_carts", "checkout": "checkouts"}
 
 
-def recount(events: Iterable[UserAction], lookback: Lookback, half_life_s: float,
-            rates_to_base: Mapping[str, float]) -> dict[str, int]:
+def recount(
+    events: Iterable[UserAction], lookback: Lookback, half_life_s: float, rates_to_base: Mapping[str, float]
+) -> dict[str, int]:
     unique: dict[str, UserAction] = {}
     for e in events:
         unique.setdefault(e.event_id, e)
@@ -50,7 +51,9 @@ def recount(events: Iterable[UserAction], lookback: Lookback, half_life_s: float
                 engaged = v.engaged or any(
                     f.creator_id == v.creator_id and v.event_ts <= f.event_ts <= at for f in follows
                 )
-                touches.append(Touch(v.event_ts, v.campaign_id, v.channel, v.creative_id, v.creator_id, engaged))
+                touches.append(
+                    Touch(v.event_ts, v.campaign_id, v.channel, v.creative_id, v.creator_id, engaged)
+                )
             for model in MODEL_NAMES:
                 counts = allocate(model, touches, at, MICRO, lookback=lookback, half_life_s=half_life_s)
                 if not counts:

@@ -76,8 +76,10 @@ class UserState:
     def to_json(self) -> str:
         return json.dumps(
             {
-                "t": [[t.at, t.event_id, t.campaign_id, t.channel, t.creative_id, t.creator_id, t.engaged_at]
-                      for t in self.touches],
+                "t": [
+                    [t.at, t.event_id, t.campaign_id, t.channel, t.creative_id, t.creator_id, t.engaged_at]
+                    for t in self.touches
+                ],
                 "c": [[c.at, c.event_id, c.kind, c.value_minor, c.alloc] for c in self.conversions],
                 "s": self.seen,
                 "f": self.follows,
@@ -179,8 +181,10 @@ def apply_events(
             state.follows[event.creator_id] = min(at, state.follows.get(event.creator_id, at))
             engaged_any = False
             for touch in state.touches:
-                if touch.creator_id == event.creator_id and touch.at <= at and (
-                    touch.engaged_at is None or touch.engaged_at > at
+                if (
+                    touch.creator_id == event.creator_id
+                    and touch.at <= at
+                    and (touch.engaged_at is None or touch.engaged_at > at)
                 ):
                     touch.engaged_at = at
                     engaged_any = True
@@ -247,7 +251,11 @@ def _channel_path(touches: Iterable[Touch]) -> tuple[str, ...]:
 
 
 def _allocations(
-    touches: Sequence[Touch], at: float, kind: str, value_minor: int, cfg: EngineConfig,
+    touches: Sequence[Touch],
+    at: float,
+    kind: str,
+    value_minor: int,
+    cfg: EngineConfig,
     channel_weights: Mapping[str, float] | None,
 ) -> dict[str, list[tuple[str, str, str, int, int]]]:
     result: dict[str, list[tuple[str, str, str, int, int]]] = {}
@@ -256,11 +264,25 @@ def _allocations(
     # The touches are already eligible: an infinite lookback keeps allocate() from filtering again.
     unlimited = Lookback(view_s=float("inf"), engaged_s=float("inf"))
     for model in cfg.models:
-        counts = allocate(model, touches, at, MICRO, lookback=unlimited, half_life_s=cfg.half_life_s,
-                          channel_weights=channel_weights)
+        counts = allocate(
+            model,
+            touches,
+            at,
+            MICRO,
+            lookback=unlimited,
+            half_life_s=cfg.half_life_s,
+            channel_weights=channel_weights,
+        )
         values = (
-            allocate(model, touches, at, value_minor, lookback=unlimited, half_life_s=cfg.half_life_s,
-                     channel_weights=channel_weights)
+            allocate(
+                model,
+                touches,
+                at,
+                value_minor,
+                lookback=unlimited,
+                half_life_s=cfg.half_life_s,
+                channel_weights=channel_weights,
+            )
             if value_minor
             else [(t, 0) for t, _ in counts]
         )
@@ -275,7 +297,11 @@ def _allocations(
 
 
 def _emit(
-    alloc: Mapping[str, Sequence[tuple[str, str, str, int, int]]], kind: str, bucket: int, sign: int, out: Increments
+    alloc: Mapping[str, Sequence[tuple[str, str, str, int, int]]],
+    kind: str,
+    bucket: int,
+    sign: int,
+    out: Increments,
 ) -> None:
     kind_field = KIND_FIELD[kind]
     for model, rows in alloc.items():
@@ -291,7 +317,13 @@ def _emit(
 
 
 def _add_conversion(
-    state: UserState, event_id: str, at: float, kind: str, value_minor: int, cfg: EngineConfig, out: Increments,
+    state: UserState,
+    event_id: str,
+    at: float,
+    kind: str,
+    value_minor: int,
+    cfg: EngineConfig,
+    out: Increments,
     channel_weights: Mapping[str, float] | None,
 ) -> None:
     alloc = _allocations(_eligible(state, at, cfg), at, kind, value_minor, cfg, channel_weights)
@@ -304,14 +336,19 @@ def _add_conversion(
 
 
 def _reattribute(
-    state: UserState, since: float, cfg: EngineConfig, out: Increments, channel_weights: Mapping[str, float] | None
+    state: UserState,
+    since: float,
+    cfg: EngineConfig,
+    out: Increments,
+    channel_weights: Mapping[str, float] | None,
 ) -> None:
     """Recompute the credit of stored conversions at or after `since`; emit only the difference."""
     for conv in state.conversions:
         if conv.at < since:
             continue
-        new = _allocations(_eligible(state, conv.at, cfg), conv.at, conv.kind, conv.value_minor, cfg,
-                           channel_weights)
+        new = _allocations(
+            _eligible(state, conv.at, cfg), conv.at, conv.kind, conv.value_minor, cfg, channel_weights
+        )
         if new == conv.alloc:
             continue
         bucket = bucket_of(conv.at, cfg.bucket_s)
@@ -339,4 +376,3 @@ def _prune(state: UserState, horizon: float, cfg: EngineConfig) -> list[JourneyO
     if last_checkout is not None and any(t.at <= last_checkout for t in expired):
         return []
     return [JourneyObservation(tuple(t.channel for t in expired), False)]
-

@@ -39,13 +39,25 @@ def produce_simulated(settings: Settings, sim_seconds: float) -> list:
 
 
 def read_dead_letters(settings: Settings, expected: int, timeout: float = 20) -> list:
-    consumer = Consumer({**settings.confluent_config(), "group.id": f"dlq-reader-{settings.topic_prefix}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            **settings.confluent_config(),
+            "group.id": f"dlq-reader-{settings.topic_prefix}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     assign_all(consumer, settings.topic("dead_letters"))
     out: list = []
     try:
-        wait_for(lambda: bool(out.extend(m for m in consumer.consume(100, timeout=0.5) if not m.error()))
-                 or len(out) >= expected, timeout, f"{expected} dead letters")
+        wait_for(
+            lambda: (
+                bool(out.extend(m for m in consumer.consume(100, timeout=0.5) if not m.error()))
+                or len(out) >= expected
+            ),
+            timeout,
+            f"{expected} dead letters",
+        )
     finally:
         consumer.close()
     return out
@@ -71,8 +83,12 @@ def test_worker_figures_equal_independent_recount(
     wait_for(lambda: caught_up(settings, reader), 90, "the worker to apply every message")
     assert worker.proc.poll() is None, worker.log_text()[-3000:]
 
-    expected = recount(events, Lookback(settings.lookback_view_s, settings.lookback_engaged_s),
-                       settings.half_life_s, scenario.rates_to_base())
+    expected = recount(
+        events,
+        Lookback(settings.lookback_view_s, settings.lookback_engaged_s),
+        settings.half_life_s,
+        scenario.rates_to_base(),
+    )
     stored = {k: v for k, v in reader.totals().items() if v and not k.startswith("k|")}
     assert stored == expected
     # The recount is not trivially empty: attribution really happened.
@@ -80,8 +96,15 @@ def test_worker_figures_equal_independent_recount(
     assert any(k.endswith("|last|checkouts") for k in expected)
 
     # `seedloop report --json` reads the same state and agrees.
-    out = subprocess.run([sys.executable, "-m", "seedloop", "report", "--json"], env=settings_env(settings),
-                         capture_output=True, text=True, timeout=60, cwd=REPO, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "seedloop", "report", "--json"],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        check=True,
+    )
     report = json.loads(out.stdout)
     counts = Counter(e.action for e in {e.event_id: e for e in events}.values())
     assert report["totals"]["views"] == counts["view"]
@@ -90,7 +113,9 @@ def test_worker_figures_equal_independent_recount(
     assert report["dead_letters"] == 0
     by_campaign = {c["campaign_id"]: c for c in report["campaigns"]}
     for cid in {e.campaign_id for e in events if e.action == "view"}:
-        views = sum(1 for e in {e.event_id: e for e in events}.values() if e.action == "view" and e.campaign_id == cid)
+        views = sum(
+            1 for e in {e.event_id: e for e in events}.values() if e.action == "view" and e.campaign_id == cid
+        )
         assert by_campaign[cid]["views"] == views
 
 
@@ -99,8 +124,10 @@ def test_bad_input_is_dead_lettered_with_reason_and_processing_continues(
 ) -> None:
     ensure_topics(settings)
     start_worker()
-    good = '{"action":"view","event_id":"ok-1","user_id":"u1","event_time":"2026-11-11T08:00:00Z",' \
-           '"campaign_id":"c_pmpm_launch","channel":"kol","creative_id":"cr1","cost_minor":30}'
+    good = (
+        '{"action":"view","event_id":"ok-1","user_id":"u1","event_time":"2026-11-11T08:00:00Z",'
+        '"campaign_id":"c_pmpm_launch","channel":"kol","creative_id":"cr1","cost_minor":30}'
+    )
     bad = {
         b"not json at all": "not_json",
         b"[1,2,3]": "not_an_object",
@@ -108,8 +135,9 @@ def test_bad_input_is_dead_lettered_with_reason_and_processing_continues(
         good.replace("c_pmpm_launch", "c_nope").encode(): "unknown_campaign",
         good.replace('"kol"', '"brand"').encode(): "unknown_channel",
         good.replace('"cost_minor":30', '"cost_minor":-5').encode(): "invalid_fields",
-        good.replace('"schema_version":1,', "").replace('{"action"', '{"schema_version":9,"action"').encode():
-            "unknown_schema_version",
+        good.replace('"schema_version":1,', "")
+        .replace('{"action"', '{"schema_version":9,"action"')
+        .encode(): "unknown_schema_version",
         good.replace("2026-11-11", "2099-01-01").encode(): "future",
         b"x" * 20_000: "oversized",
     }
