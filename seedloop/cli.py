@@ -107,6 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON instead of a Markdown table")
     _common(p)
 
+    p = sub.add_parser(
+        "evaluate",
+        help="compare static bids, the optimizer and an oracle in a pure, faster-than-real-time simulation",
+        description="Runs the seeded scenario without Kafka or Redis, once per policy (static, optimizer, oracle) "
+        "plus a mid-run shock, and prints GMV, ROAS, settle rounds and pacing error per policy and campaign.",
+    )
+    p.add_argument("--json", type=Path, dest="json_path", help="write the results as JSON to this file")
+    p.add_argument(
+        "--plots", type=Path, help="write PNG charts (bids, efficiency, spend vs plan) to this folder"
+    )
+    p.add_argument("--days", type=float, default=2.0, help="simulated days (default 2)")
+    p.add_argument("--processes", type=int, default=2, help="policies run in parallel processes (default 2)")
+    p.add_argument("--seed", type=int, help="random seed of the simulation (default 7)")
+    p.add_argument("--seeds-dir", type=Path, help="scenario folder (default ./seeds)")
+
     p = sub.add_parser("attribute", help="attribute exported journeys (path;total_conversions;... CSV)")
     p.add_argument(
         "--paths",
@@ -250,8 +265,26 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
+    from stream_processors.optimizer.evaluate import format_evaluation, run_evaluate
+
+    result = run_evaluate(
+        settings.seeds_dir,
+        args.json_path,
+        args.plots,
+        days=args.days,
+        seed=settings.seed,
+        workers=args.processes,
+    )
+    print(format_evaluation(result))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "evaluate":
+        configure_logging("console", "WARNING")
+        return cmd_evaluate(settings_from(args), args)
     if args.command == "attribute":
         configure_logging("console", "WARNING")
         return cmd_attribute(args)

@@ -69,8 +69,8 @@ class UserState:
     touches: list[TouchRecord] = field(default_factory=list)
     conversions: list[ConversionRecord] = field(default_factory=list)
     seen: dict[str, float] = field(default_factory=dict)
-    # creator -> earliest follow time: engages touches of that creator seen before it.
-    follows: dict[str, float] = field(default_factory=dict)
+    # creator -> times the user followed them: a follow engages that creator's earlier touches.
+    follows: dict[str, list[float]] = field(default_factory=dict)
     buyer: bool = False
 
     def to_json(self) -> str:
@@ -178,7 +178,7 @@ def apply_events(
             _reattribute(state, since=at, cfg=cfg, out=out, channel_weights=channel_weights)
         elif isinstance(event, Follow):
             out.add_windowed(bucket, "t|follows", 1)
-            state.follows[event.creator_id] = min(at, state.follows.get(event.creator_id, at))
+            state.follows.setdefault(event.creator_id, []).append(at)
             engaged_any = False
             for touch in state.touches:
                 if (
@@ -225,9 +225,11 @@ def _insert_touch(state: UserState, view: View, cfg: EngineConfig) -> None:
         creator_id=view.creator_id,
         engaged_at=view.event_ts if view.engaged else None,
     )
-    followed_at = state.follows.get(view.creator_id) if view.creator_id else None
-    if followed_at is not None and followed_at >= record.at:
-        record.engaged_at = followed_at if record.engaged_at is None else min(record.engaged_at, followed_at)
+    if view.creator_id:
+        later_follows = [f for f in state.follows.get(view.creator_id, ()) if f >= record.at]
+        if later_follows:
+            first = min(later_follows)
+            record.engaged_at = first if record.engaged_at is None else min(record.engaged_at, first)
     state.touches.append(record)
     state.touches.sort(key=lambda t: (t.at, t.event_id))
     if len(state.touches) > cfg.max_touches:

@@ -30,8 +30,8 @@ from stream_processors.optimizer.pacing import PacingDecision, PacingPolicy, Pac
 
 @dataclass(frozen=True, slots=True)
 class ControlPolicy:
-    gain: float = 0.15  # proportional gain on the change of the log error (kp)
-    integral_gain: float = 0.3  # ki: share of the log error corrected per round
+    gain: float = 0.05  # proportional gain on the change of the log error (kp)
+    integral_gain: float = 0.12  # ki: share of the log error corrected per round
     derivative_gain: float = 0.0  # kd
     max_step: float = 0.25  # at most +-25% per round
     min_conversions: float = 5.0  # learning phase
@@ -136,8 +136,13 @@ def decide(obs: Observation, policy: ControlPolicy, state: ChannelState | None =
     floor, cap = obs.bid_floor, obs.bid_cap
     st.eff_bid = _clamp(st.eff_bid, floor, cap)
 
-    def final(target_bid: float, reason: ReasonCode, estimate: float | None, error: float | None,
-              never_raise: bool = False) -> Decision:
+    def final(
+        target_bid: float,
+        reason: ReasonCode,
+        estimate: float | None,
+        error: float | None,
+        never_raise: bool = False,
+    ) -> Decision:
         wanted = _clamp(target_bid, floor, cap)
         if never_raise:
             wanted = min(wanted, obs.bid)
@@ -156,7 +161,9 @@ def decide(obs: Observation, policy: ControlPolicy, state: ChannelState | None =
     pace_reason: ReasonCode = "pacing_ahead" if m < 1.0 else "pacing_behind"
     # Spend with no conversions at all is evidence too: once a CPA campaign has spent
     # min_conversions targets' worth without converting, it is too expensive.
-    starved = obs.target_kind == "cpa" and obs.conversions == 0 and obs.spend >= policy.min_conversions * obs.target
+    starved = (
+        obs.target_kind == "cpa" and obs.conversions == 0 and obs.spend >= policy.min_conversions * obs.target
+    )
     if not st.learned and (obs.conversions >= policy.min_conversions or starved):
         st.learned = True
     if not st.learned:
@@ -251,7 +258,9 @@ class ChannelDecision:
 class BidOptimizer:
     """Controller and pacing state of every campaign, and one round over all of them. Pure."""
 
-    def __init__(self, campaigns: Iterable[CampaignSpec], policy: ControlPolicy, pacing: PacingPolicy) -> None:
+    def __init__(
+        self, campaigns: Iterable[CampaignSpec], policy: ControlPolicy, pacing: PacingPolicy
+    ) -> None:
         self.campaigns = list(campaigns)
         self.policy = policy
         self.pacing_policy = pacing
@@ -281,9 +290,15 @@ class BidOptimizer:
             pstate = self.pacing_states.setdefault(cid, PacingState())
             pacing: PacingDecision | None = None
             if cid not in paused and not exhausted:
-                pacing = pace(pstate, self.pacing_policy, budget=c.daily_budget, spent_today=spent,
-                              seconds_into_day=inp.seconds_into_day, recent_spend=inp.recent_spend.get(cid, 0.0),
-                              recent_s=inp.recent_s)
+                pacing = pace(
+                    pstate,
+                    self.pacing_policy,
+                    budget=c.daily_budget,
+                    spent_today=spent,
+                    seconds_into_day=inp.seconds_into_day,
+                    recent_spend=inp.recent_spend.get(cid, 0.0),
+                    recent_s=inp.recent_s,
+                )
             pooled = ChannelFigures(
                 spend=sum(inp.window.get((cid, ch), ChannelFigures()).spend for ch in c.channels),
                 conversions=sum(inp.window.get((cid, ch), ChannelFigures()).conversions for ch in c.channels),
@@ -291,8 +306,11 @@ class BidOptimizer:
             )
             prior: float | None = None
             if pooled.conversions >= self.policy.min_conversions:
-                prior = pooled.spend / pooled.conversions if c.target_kind == "cpa" else (
-                    pooled.gmv / pooled.spend if pooled.spend > 0 else None)
+                prior = (
+                    pooled.spend / pooled.conversions
+                    if c.target_kind == "cpa"
+                    else (pooled.gmv / pooled.spend if pooled.spend > 0 else None)
+                )
             for ch in c.channels:
                 key = (cid, ch)
                 bid = inp.bids.get(key, c.start_bids[ch])
@@ -306,9 +324,19 @@ class BidOptimizer:
                     d = Decision(manual, "manual_override", None)
                 else:
                     obs = Observation(
-                        campaign_id=cid, channel=ch, target_kind=c.target_kind, target=c.target, bid=bid,
-                        bid_floor=c.bid_floor, bid_cap=c.bid_cap, spend=figs.spend, conversions=figs.conversions,
-                        gmv=figs.gmv, paused=cid in paused, budget_exhausted=exhausted, prior=prior,
+                        campaign_id=cid,
+                        channel=ch,
+                        target_kind=c.target_kind,
+                        target=c.target,
+                        bid=bid,
+                        bid_floor=c.bid_floor,
+                        bid_cap=c.bid_cap,
+                        spend=figs.spend,
+                        conversions=figs.conversions,
+                        gmv=figs.gmv,
+                        paused=cid in paused,
+                        budget_exhausted=exhausted,
+                        prior=prior,
                         pacing_multiplier=pstate.multiplier,
                         order_value=pooled.gmv / pooled.conversions if pooled.conversions > 0 else None,
                     )

@@ -33,7 +33,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -42,6 +42,7 @@ from producers.scheduler import AdScheduler
 from producers.simulator import SimConfig, Simulator
 from producers.traffic import TrafficModel, load_truth
 from schemas.decisions import BidAdjustment
+from schemas.events import Channel
 from stream_processors.attribution.journey import EngineConfig, Increments, UserState, apply_events
 from stream_processors.attribution.models import Lookback
 from stream_processors.figures import campaign_figures
@@ -53,6 +54,7 @@ from stream_processors.optimizer.controller import (
     RoundInput,
 )
 from stream_processors.optimizer.pacing import PacingPolicy, plan_fraction
+from stream_processors.processor import Catalogue, _in_base_currency
 
 DAY_S = 86_400.0
 BAND = math.log(1.10)
@@ -64,7 +66,7 @@ class EvalConfig:
     days: float = 2.0
     seed: int = 7
     round_s: float = 1800.0
-    window_s: float = 6 * 3600.0
+    window_s: float = 8 * 3600.0
     conversion_lag_s: float = 3600.0
     users: int = 200_000
     shock_campaign: str = "c_pmpm_launch"
@@ -75,8 +77,16 @@ class EvalConfig:
 
 def campaign_specs(scenario: Scenario) -> list[CampaignSpec]:
     return [
-        CampaignSpec(c.campaign_id, c.target_kind, c.target, c.daily_budget, c.bid_floor, c.bid_cap,
-                     tuple(c.channels), dict(c.channels))
+        CampaignSpec(
+            c.campaign_id,
+            c.target_kind,
+            c.target,
+            c.daily_budget,
+            c.bid_floor,
+            c.bid_cap,
+            tuple(c.channels),
+            {str(k): v for k, v in c.channels.items()},
+        )
         for c in scenario.campaigns
     ]
 
@@ -95,8 +105,11 @@ class Economics:
         self.weights = {c.campaign_id: {g: shares[g] for g in c.segments} for c in scenario.campaigns}
         spus = scenario.spu_by_id
         self.price = {
-            c.campaign_id: sum(spus[p].price_minor * (scenario.fx.minor_rate(spus[p].currency) or 1.0)
-                               for p in c.spus) / len(c.spus) / 100.0
+            c.campaign_id: sum(
+                spus[p].price_minor * (scenario.fx.minor_rate(spus[p].currency) or 1.0) for p in c.spus
+            )
+            / len(c.spus)
+            / 100.0
             for c in scenario.campaigns
         }
 
@@ -131,7 +144,7 @@ class Economics:
         else:
             score = np.where(ok, gmv, -1.0)
             idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(score)), score.shape))
-        bids = {ch: float(grid[idx[i]]) for i, ch in enumerate(chans)}
+        bids: dict[str, float] = {str(ch): float(grid[idx[i]]) for i, ch in enumerate(chans)}
         eff = self.efficiency(c, bids)
         bound = float(spend[idx]) >= budget * 0.95
         return bids, eff, bound
@@ -141,17 +154,24 @@ class Economics:
 
 
 class FigureStore:
-    def __init__(self, bucket_s: int) -> None:
+    def __init__(self, bucket_s: int, catalogue: Catalogue) -> None:
         self.bucket_s = bucket_s
-        self.cfg = EngineConfig(lookback=Lookback(view_s=DAY_S, engaged_s=7 * DAY_S), half_life_s=6 * 3600.0,
-                                lateness_s=3600.0, bucket_s=bucket_s, models=("last",))
+        self.catalogue = catalogue
+        self.cfg = EngineConfig(
+            lookback=Lookback(view_s=DAY_S, engaged_s=7 * DAY_S),
+            half_life_s=6 * 3600.0,
+            lateness_s=3600.0,
+            bucket_s=bucket_s,
+            models=("last",),
+        )
         self.users: dict[str, UserState] = defaultdict(UserState)
         self.buckets: dict[int, dict[str, int]] = defaultdict(dict)
 
     def apply(self, events: Sequence[Any], now: float) -> None:
         out = Increments()
         horizon = now - 2 * 3600.0
-        for e in events:
+        for raw in events:
+            e = _in_base_currency(raw, self.catalogue)  # as the worker does before attributing
             apply_events(self.users[e.user_id], [e], self.cfg, out, horizon=horizon)
         for (bucket, name), amount in out.by_key.items():
             if bucket is not None:
@@ -187,11 +207,13 @@ def _run(seeds_dir: Path, cfg: EvalConfig, policy: str, shock: bool) -> dict[str
     oracle = {c.campaign_id: econ.oracle(c) for c in scenario.campaigns}
     pacing = PacingPolicy(hour_shape=tuple(traffic.truth.hour_shape) if cfg.traffic_shaped_plan else None)
     optimizer = BidOptimizer(campaign_specs(scenario), cfg.policy, pacing)
-    store = FigureStore(int(cfg.round_s)) if policy == "optimizer" else None
+    catalogue = Catalogue(scenario.campaign_channels(), scenario.fx.base, scenario.rates_to_base())
+    store = FigureStore(int(cfg.round_s), catalogue) if policy == "optimizer" else None
     if policy == "oracle":
         _set_bids(scheduler, {c.campaign_id: oracle[c.campaign_id][0] for c in scenario.campaigns})
     trace: dict[str, dict[str, list[Any]]] = {
-        c.campaign_id: {"eff": [], "ref": [], "spent": [], "plan": [], "bids": []} for c in scenario.campaigns}
+        c.campaign_id: {"eff": [], "ref": [], "spent": [], "plan": [], "bids": []} for c in scenario.campaigns
+    }
     reasons: dict[str, int] = defaultdict(int)
     for r in range(1, n_rounds + 1):
         if shock_round is not None and r == shock_round + 1:
@@ -207,35 +229,49 @@ def _run(seeds_dir: Path, cfg: EvalConfig, policy: str, shock: bool) -> dict[str
             store.apply(events, t)
             lagged = store.window(t - cfg.window_s - cfg.conversion_lag_s, t - cfg.conversion_lag_s)
             convs = store.window(t - cfg.window_s, t)
-            window = {k: ChannelFigures(lagged.get(k, ChannelFigures()).spend, v.conversions, v.gmv)
-                      for k, v in convs.items()}
+            window = {
+                k: ChannelFigures(lagged.get(k, ChannelFigures()).spend, v.conversions, v.gmv)
+                for k, v in convs.items()
+            }
             for k, v in lagged.items():
                 window.setdefault(k, ChannelFigures(v.spend, 0.0, 0.0))
             today = store.window(day_start, t)
             recent = store.window(t - cfg.round_s, t)
             inp = RoundInput(
-                seconds_into_day=t - day_start, window=window,
-                spent_today=_by_campaign(today), recent_spend=_by_campaign(recent), recent_s=cfg.round_s,
+                seconds_into_day=t - day_start,
+                window=window,
+                spent_today=_by_campaign(today),
+                recent_spend=_by_campaign(recent),
+                recent_s=cfg.round_s,
                 bids=dict(scheduler.bids),
             )
             at = datetime.fromtimestamp(t, UTC)
             for d in optimizer.step(inp):
                 reasons[d.decision.reason] += 1
                 c = scenario.campaign(d.campaign_id)
-                scheduler.apply(BidAdjustment(
-                    decision_id=f"{d.campaign_id}:{d.channel}:{r}", campaign_id=d.campaign_id, channel=d.channel,
-                    decided_at=at, as_of=at, round=r, old_bid=d.old_bid, new_bid=d.decision.new_bid,
-                    reason=d.decision.reason, target_kind=c.target_kind, target=c.target,
-                ))
+                scheduler.apply(
+                    BidAdjustment(
+                        decision_id=f"{d.campaign_id}:{d.channel}:{r}",
+                        campaign_id=d.campaign_id,
+                        channel=cast(Channel, d.channel),
+                        decided_at=at,
+                        as_of=at,
+                        round=r,
+                        old_bid=d.old_bid,
+                        new_bid=d.decision.new_bid,
+                        reason=d.decision.reason,
+                        target_kind=c.target_kind,
+                        target=c.target,
+                    )
+                )
         spent_day = {cid: v / 100.0 for cid, v in scheduler.spend_today_minor.items()}
         frac = plan_fraction(t - day_start, traffic.truth.hour_shape if cfg.traffic_shaped_plan else None)
         for c in scenario.campaigns:
-            bids = {ch: scheduler.bid(c.campaign_id, ch) for ch in c.channels}
+            bids = {str(ch): scheduler.bid(c.campaign_id, ch) for ch in c.channels}
             tr = trace[c.campaign_id]
             tr["eff"].append(econ.efficiency(c, bids))
             tr["ref"].append(oracle[c.campaign_id][1])
-            tr["spent"].append(spent_day.get(c.campaign_id, 0.0) if scheduler.day == int(t // DAY_S) or (
-                t % DAY_S) else spent_day.get(c.campaign_id, 0.0))
+            tr["spent"].append(spent_day.get(c.campaign_id, 0.0))
             tr["plan"].append(c.daily_budget * frac)
             tr["bids"].append(bids)
     campaigns = []
@@ -254,29 +290,44 @@ def _run(seeds_dir: Path, cfg: EvalConfig, policy: str, shock: bool) -> dict[str
         later = [e for i, e in errs if i >= rounds_per_day] or [e for _, e in errs]
         end = shock_round if shock_round is not None else n_rounds
         row: dict[str, Any] = {
-            "campaign_id": cid, "target_kind": c.target_kind, "target": c.target, "daily_budget": c.daily_budget,
-            "spend": round(spend, 2), "gmv": round(gmv, 2), "checkouts": conv,
-            "roas": round(gmv / spend, 4) if spend else None, "cpa": round(spend / conv, 2) if conv else None,
-            "budget_bound": bound, "reference": round(tr["ref"][0], 4),
+            "campaign_id": cid,
+            "target_kind": c.target_kind,
+            "target": c.target,
+            "daily_budget": c.daily_budget,
+            "spend": round(spend, 2),
+            "gmv": round(gmv, 2),
+            "checkouts": conv,
+            "roas": round(gmv / spend, 4) if spend else None,
+            "cpa": round(spend / conv, 2) if conv else None,
+            "budget_bound": bound,
+            "reference": round(tr["ref"][0], 4),
             "settle_rounds": _settle(tr["eff"][:end], tr["ref"][:end], c.target_kind),
             "final_efficiency": round(tr["eff"][end - 1], 4),
-            "pacing_error": round(max(later), 4), "pacing_error_all": round(max(e for _, e in errs), 4),
+            "pacing_error": round(max(later), 4),
+            "pacing_error_all": round(max(e for _, e in errs), 4),
             "oracle_bids": {ch: round(b, 1) for ch, b in oracle[cid][0].items()},
             "final_bids": {ch: round(b, 1) for ch, b in tr["bids"][end - 1].items()},
         }
         if shock_round is not None and cid == cfg.shock_campaign:
-            row["settle_rounds_after_shock"] = _settle(tr["eff"][shock_round:], tr["ref"][shock_round:],
-                                                       c.target_kind)
+            row["settle_rounds_after_shock"] = _settle(
+                tr["eff"][shock_round:], tr["ref"][shock_round:], c.target_kind
+            )
         campaigns.append(row)
     spend = sum(r["spend"] for r in campaigns)
     gmv = sum(r["gmv"] for r in campaigns)
     settles = [r["settle_rounds"] for r in campaigns]
     return {
-        "policy": policy, "shock": shock, "rounds": n_rounds, "shock_round": shock_round,
-        "gmv": round(gmv, 2), "spend": round(spend, 2), "roas": round(gmv / spend, 4) if spend else None,
+        "policy": policy,
+        "shock": shock,
+        "rounds": n_rounds,
+        "shock_round": shock_round,
+        "gmv": round(gmv, 2),
+        "spend": round(spend, 2),
+        "roas": round(gmv / spend, 4) if spend else None,
         "settle_rounds": None if any(s is None for s in settles) else max(settles),
         "pacing_error": max(r["pacing_error"] for r in campaigns),
-        "reasons": dict(reasons), "campaigns": campaigns,
+        "reasons": dict(reasons),
+        "campaigns": campaigns,
         "trace": {cid: {k: v for k, v in tr.items()} for cid, tr in trace.items()},
     }
 
@@ -310,16 +361,31 @@ def _settle(eff: Sequence[float], ref: Sequence[float], kind: str) -> int | None
 
 
 def run_evaluate(
-    seeds_dir: Path, json_path: Path | None, plots_dir: Path | None, *, days: float = 2.0, seed: int = 7,
-    workers: int = 2, cfg: EvalConfig | None = None,
+    seeds_dir: Path,
+    json_path: Path | None,
+    plots_dir: Path | None,
+    *,
+    days: float = 2.0,
+    seed: int = 7,
+    workers: int = 2,
+    cfg: EvalConfig | None = None,
 ) -> dict[str, Any]:
     base = cfg or EvalConfig()
-    cfg = EvalConfig(**{**{f: getattr(base, f) for f in base.__dataclass_fields__}, "days": days, "seed": seed})
+    cfg = EvalConfig(
+        **{**{f: getattr(base, f) for f in base.__dataclass_fields__}, "days": days, "seed": seed}
+    )
     jobs = [(p, False) for p in POLICIES] + [("optimizer", True), ("static", True)]
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            runs = list(pool.map(_run, [seeds_dir] * len(jobs), [cfg] * len(jobs),
-                                 [p for p, _ in jobs], [s for _, s in jobs]))
+            runs = list(
+                pool.map(
+                    _run,
+                    [seeds_dir] * len(jobs),
+                    [cfg] * len(jobs),
+                    [p for p, _ in jobs],
+                    [s for _, s in jobs],
+                )
+            )
     else:
         runs = [_run(seeds_dir, cfg, p, s) for p, s in jobs]
     by = {(r["policy"], r["shock"]): r for r in runs}
@@ -329,13 +395,20 @@ def run_evaluate(
     shock_opt, shock_static = by[("optimizer", True)], by[("static", True)]
     shocked = next(c for c in shock_opt["campaigns"] if c["campaign_id"] == cfg.shock_campaign)
     result: dict[str, Any] = {
-        "config": {"days": cfg.days, "seed": cfg.seed, "round_minutes": cfg.round_s / 60,
-                   "window_hours": cfg.window_s / 3600, "conversion_lag_hours": cfg.conversion_lag_s / 3600,
-                   "plan": "traffic-shaped" if cfg.traffic_shaped_plan else "even",
-                   "figures": "last-touch, attributed in-process by journey.apply_events",
-                   "scored_by": "ground truth (simulator-caused GMV and spend)"},
-        "policies": {p: {k: v for k, v in by[(p, False)].items() if k not in ("trace", "policy", "shock")}
-                     for p in POLICIES},
+        "config": {
+            "days": cfg.days,
+            "seed": cfg.seed,
+            "round_minutes": cfg.round_s / 60,
+            "window_hours": cfg.window_s / 3600,
+            "conversion_lag_hours": cfg.conversion_lag_s / 3600,
+            "plan": "traffic-shaped" if cfg.traffic_shaped_plan else "even",
+            "figures": "last-touch, attributed in-process by journey.apply_events",
+            "scored_by": "ground truth (simulator-caused GMV and spend)",
+        },
+        "policies": {
+            p: {k: v for k, v in by[(p, False)].items() if k not in ("trace", "policy", "shock")}
+            for p in POLICIES
+        },
         "comparison": {
             "optimizer_gmv_vs_oracle": round(opt["gmv"] / oracle_gmv, 4) if oracle_gmv else None,
             "optimizer_gmv_vs_static": round(opt["gmv"] / static_gmv, 4) if static_gmv else None,
@@ -343,7 +416,8 @@ def run_evaluate(
             "optimizer_roas_vs_static": _ratio(opt["roas"], by[("static", False)]["roas"]),
         },
         "shock": {
-            "campaign": cfg.shock_campaign, "multiplier": cfg.shock_multiplier,
+            "campaign": cfg.shock_campaign,
+            "multiplier": cfg.shock_multiplier,
             "at_round": shock_opt["shock_round"],
             "settle_rounds_after_shock": shocked.get("settle_rounds_after_shock"),
             "optimizer": {k: v for k, v in shock_opt.items() if k not in ("trace", "policy", "shock")},
@@ -354,8 +428,12 @@ def run_evaluate(
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result, indent=1))
     if plots_dir is not None:
-        write_plots(plots_dir, {("shock" if s else p): by[(p, s)] for p, s in jobs if p != "static" or not s},
-                    load_scenario(seeds_dir), cfg)
+        write_plots(
+            plots_dir,
+            {("shock" if s else p): by[(p, s)] for p, s in jobs if p != "static" or not s},
+            load_scenario(seeds_dir),
+            cfg,
+        )
     return result
 
 
@@ -365,21 +443,35 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def format_evaluation(result: Mapping[str, Any]) -> str:
     cfg = result["config"]
-    lines = [f"bid optimizer evaluation: {cfg['days']} simulated days, seed {cfg['seed']}, control round every "
-             f"{cfg['round_minutes']:.0f} min, window {cfg['window_hours']:.0f} h (spend lagged "
-             f"{cfg['conversion_lag_hours']:.0f} h), {cfg['plan']} plan; scored by {cfg['scored_by']}", ""]
+    lines = [
+        f"bid optimizer evaluation: {cfg['days']} simulated days, seed {cfg['seed']}, control round every "
+        f"{cfg['round_minutes']:.0f} min, window {cfg['window_hours']:.0f} h (spend lagged "
+        f"{cfg['conversion_lag_hours']:.0f} h), {cfg['plan']} plan; scored by {cfg['scored_by']}",
+        "",
+    ]
     lines.append(f"{'policy':<10} {'spend':>10} {'gmv':>11} {'roas':>6} {'settle':>7} {'pacing':>7}")
     for name, p in result["policies"].items():
         settle = "-" if p["settle_rounds"] is None else str(p["settle_rounds"])
-        lines.append(f"{name:<10} {p['spend']:>10.0f} {p['gmv']:>11.0f} {p['roas'] or 0:>6.2f} {settle:>7} "
-                     f"{p['pacing_error']:>7.1%}")
+        lines.append(
+            f"{name:<10} {p['spend']:>10.0f} {p['gmv']:>11.0f} {p['roas'] or 0:>6.2f} {settle:>7} "
+            f"{p['pacing_error']:>7.1%}"
+        )
     cmp_ = result["comparison"]
-    lines += ["", f"optimizer GMV / oracle {cmp_['optimizer_gmv_vs_oracle']}, / static {cmp_['optimizer_gmv_vs_static']};"
-              f" ROAS / oracle {cmp_['optimizer_roas_vs_oracle']}, / static {cmp_['optimizer_roas_vs_static']}", ""]
-    lines.append(f"{'campaign':<18} {'kind':>4} {'target':>7} {'ref':>7} | " + " | ".join(
-        f"{n:^30}" for n in result["policies"]))
-    lines.append(f"{'':<18} {'':>4} {'':>7} {'':>7} | " + " | ".join(
-        f"{'gmv':>8} {'eff':>7} {'settle':>6} {'pace':>6}" for _ in result["policies"]))
+    lines += [
+        "",
+        f"optimizer GMV / oracle {cmp_['optimizer_gmv_vs_oracle']}, "
+        f"/ static {cmp_['optimizer_gmv_vs_static']};"
+        f" ROAS / oracle {cmp_['optimizer_roas_vs_oracle']}, / static {cmp_['optimizer_roas_vs_static']}",
+        "",
+    ]
+    lines.append(
+        f"{'campaign':<18} {'kind':>4} {'target':>7} {'ref':>7} | "
+        + " | ".join(f"{n:^30}" for n in result["policies"])
+    )
+    lines.append(
+        f"{'':<18} {'':>4} {'':>7} {'':>7} | "
+        + " | ".join(f"{'gmv':>8} {'eff':>7} {'settle':>6} {'pace':>6}" for _ in result["policies"])
+    )
     rows = {n: {c["campaign_id"]: c for c in p["campaigns"]} for n, p in result["policies"].items()}
     for c in result["policies"]["optimizer"]["campaigns"]:
         cid = c["campaign_id"]
@@ -389,18 +481,25 @@ def format_evaluation(result: Mapping[str, Any]) -> str:
             eff = r["cpa"] if r["target_kind"] == "cpa" else r["roas"]
             settle = "-" if r["settle_rounds"] is None else str(r["settle_rounds"])
             parts.append(f"{r['gmv']:>8.0f} {eff or 0:>7.2f} {settle:>6} {r['pacing_error']:>6.1%}")
-        lines.append(f"{cid:<18} {c['target_kind']:>4} {c['target']:>7.1f} {c['reference']:>7.2f} | "
-                     + " | ".join(parts))
+        lines.append(
+            f"{cid:<18} {c['target_kind']:>4} {c['target']:>7.1f} {c['reference']:>7.2f} | "
+            + " | ".join(parts)
+        )
     s = result["shock"]
     settle = s["settle_rounds_after_shock"]
-    lines += ["", f"shock: {s['campaign']} true conversion rate x{s['multiplier']} at round {s['at_round']}: "
-              f"settled again after {'never' if settle is None else settle} rounds; optimizer GMV "
-              f"{s['optimizer']['gmv']:.0f} (ROAS {s['optimizer']['roas']}) vs static {s['static']['gmv']:.0f} "
-              f"(ROAS {s['static']['roas']})"]
+    lines += [
+        "",
+        f"shock: {s['campaign']} true conversion rate x{s['multiplier']} at round {s['at_round']}: "
+        f"settled again after {'never' if settle is None else settle} rounds; optimizer GMV "
+        f"{s['optimizer']['gmv']:.0f} (ROAS {s['optimizer']['roas']}) vs static {s['static']['gmv']:.0f} "
+        f"(ROAS {s['static']['roas']})",
+    ]
     return "\n".join(lines)
 
 
-def write_plots(plots_dir: Path, runs: Mapping[str, Mapping[str, Any]], scenario: Scenario, cfg: EvalConfig) -> None:
+def write_plots(
+    plots_dir: Path, runs: Mapping[str, Mapping[str, Any]], scenario: Scenario, cfg: EvalConfig
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -413,7 +512,9 @@ def write_plots(plots_dir: Path, runs: Mapping[str, Mapping[str, Any]], scenario
         n = len(scenario.campaigns)
         cols = 2
         for what in ("bids", "efficiency", "spend"):
-            fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(12, 2.4 * ((n + 1) // 2)), sharex=True)
+            fig, axes = plt.subplots(
+                (n + cols - 1) // cols, cols, figsize=(12, 2.4 * ((n + 1) // 2)), sharex=True
+            )
             for ax, c in zip(axes.flat, scenario.campaigns, strict=False):
                 tr = run["trace"][c.campaign_id]
                 x = [hours * (i + 1) for i in range(len(tr["eff"]))]
@@ -448,7 +549,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
-    result = run_evaluate(args.seeds, args.json, args.plots, days=args.days, seed=args.seed, workers=args.workers)
+    result = run_evaluate(
+        args.seeds, args.json, args.plots, days=args.days, seed=args.seed, workers=args.workers
+    )
     sys.stdout.write(format_evaluation(result) + "\n")
     return 0
 

@@ -89,10 +89,7 @@ def pace(
     if recent_mass <= 0 or remaining_mass <= 0:
         return PacingDecision(state.multiplier, plan, None)
     projected = recent_spend / recent_mass * remaining_mass
-    if projected <= 0:
-        ratio = math.inf
-    else:
-        ratio = left / projected
+    ratio = math.inf if projected <= 0 else left / projected
     limit = math.log(1 + policy.max_step)
     if ratio == math.inf:
         step = limit

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import redis
 from confluent_kafka import Producer
@@ -23,6 +23,7 @@ from confluent_kafka import Producer
 from producers.scenario import Scenario
 from schemas.codec import encode
 from schemas.decisions import BidAdjustment
+from schemas.events import Channel
 from stream_processors.figures import campaign_figures
 from stream_processors.metrics import OptimizerMetrics
 from stream_processors.optimizer.controller import (
@@ -53,6 +54,10 @@ class OptimizerConfig:
     conversion_lag_s: float = 3600.0
     # Pacing projects the day from the spend rate over this recent stretch.
     pace_window_s: float = 1800.0
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _field(campaign_id: str, channel: str) -> str:
@@ -86,7 +91,7 @@ class OptimizerService:
         self.published = 0
         self.specs = [
             CampaignSpec(c.campaign_id, c.target_kind, c.target, c.daily_budget, c.bid_floor, c.bid_cap,
-                         tuple(c.channels), dict(c.channels))
+                         tuple(c.channels), {str(k): v for k, v in c.channels.items()})
             for c in scenario.campaigns
         ]
         for c in scenario.campaigns:
@@ -112,7 +117,7 @@ class OptimizerService:
             raise KeyError(f"{campaign_id} has no channel {channel}")
 
     def pause(self, campaign_id: str) -> None:
-        """Pause a campaign: the next round publishes `paused` decisions, and the scheduler stops serving it."""
+        """Pause a campaign: the next round publishes `paused` decisions; the scheduler stops serving it."""
         self._check(campaign_id)
         self.redis.sadd(self._key("paused"), campaign_id)
 
@@ -133,12 +138,12 @@ class OptimizerService:
     def overrides(self) -> dict[tuple[str, str], float]:
         out: dict[tuple[str, str], float] = {}
         for k, v in self.redis.hgetall(self._key("overrides")).items():
-            cid, ch = k.decode().split("|", 1)
+            cid, ch = _text(k).split("|", 1)
             out[(cid, ch)] = float(v)
         return out
 
     def current_bids(self) -> dict[tuple[str, str], float]:
-        stored = {k.decode(): float(v) for k, v in self.redis.hgetall(self.keys.bids()).items()}
+        stored = {_text(k): float(v) for k, v in self.redis.hgetall(self.keys.bids()).items()}
         bids: dict[tuple[str, str], float] = {}
         for c in self.scenario.campaigns:
             for channel, start in c.channels.items():
@@ -146,7 +151,7 @@ class OptimizerService:
         return bids
 
     def paused(self) -> set[str]:
-        return {m.decode() for m in self.redis.smembers(self._key("paused"))}
+        return {_text(m) for m in self.redis.smembers(self._key("paused"))}
 
     def recent_decisions(self, n: int = 100) -> list[dict[str, Any]]:
         return [json.loads(x) for x in self.redis.lrange(self._key("decisions"), 0, n - 1)]
@@ -183,7 +188,7 @@ class OptimizerService:
             recent_spend[cid] = recent_spend.get(cid, 0.0) + f.spend
         optimizer = BidOptimizer(self.specs, self.cfg.policy, self.cfg.pacing)
         state_key = self._key("state" if self.cfg.mode == "live" else "dry_state")
-        optimizer.load_state({k.decode(): v for k, v in self.redis.hgetall(state_key).items()})
+        optimizer.load_state({_text(k): v for k, v in self.redis.hgetall(state_key).items()})
         paused = self.paused()
         inp = RoundInput(
             seconds_into_day=now_event - day_start, window=window, spent_today=spent_today,
@@ -202,7 +207,8 @@ class OptimizerService:
             d = cd.decision
             adj = BidAdjustment(
                 decision_id=f"{cd.campaign_id}:{cd.channel}:{round_no}", campaign_id=cd.campaign_id,
-                channel=cd.channel, decided_at=decided_at, as_of=as_of, round=round_no, old_bid=cd.old_bid,
+                channel=cast(Channel, cd.channel), decided_at=decided_at, as_of=as_of, round=round_no,
+                old_bid=cd.old_bid,
                 new_bid=d.new_bid, reason=d.reason, target_kind=c.target_kind, target=c.target,
                 observed=d.observed, spend=cd.figures.spend, conversions=cd.figures.conversions,
                 gmv=cd.figures.gmv, dry_run=self.cfg.mode == "dry_run", estimate=d.estimate,

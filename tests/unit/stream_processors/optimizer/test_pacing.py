@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import pytest
+
+from stream_processors.optimizer.pacing import DAY_S, PacingPolicy, PacingState, pace, plan_fraction
+
+SHAPE = tuple([0.5] * 8 + [1.5] * 16)
+
+
+def test_plan_fraction_even_and_shaped() -> None:
+    assert plan_fraction(0.0) == 0.0
+    assert plan_fraction(DAY_S / 2) == pytest.approx(0.5)
+    assert plan_fraction(DAY_S) == pytest.approx(1.0)
+    assert plan_fraction(8 * 3600.0, SHAPE) == pytest.approx(4 / 28)
+
+
+def test_overspending_lowers_multiplier_underspending_raises_to_one() -> None:
+    policy = PacingPolicy(hour_shape=SHAPE)
+    state = PacingState()
+    # noon, half the budget already gone and spending fast: slow down
+    d = pace(
+        state,
+        policy,
+        budget=1000.0,
+        spent_today=600.0,
+        seconds_into_day=DAY_S / 2,
+        recent_spend=60.0,
+        recent_s=1800.0,
+    )
+    assert d.multiplier < 1.0
+    low = PacingState(multiplier=0.3)
+    d = pace(
+        low,
+        policy,
+        budget=1000.0,
+        spent_today=100.0,
+        seconds_into_day=DAY_S / 2,
+        recent_spend=1.0,
+        recent_s=1800.0,
+    )
+    assert 0.3 < d.multiplier <= 1.0
+    assert PacingState.from_json(low.to_json()) == low
+
+
+def test_multiplier_bounded() -> None:
+    policy = PacingPolicy()
+    state = PacingState()
+    for _ in range(50):
+        pace(
+            state,
+            policy,
+            budget=1000.0,
+            spent_today=999.0,
+            seconds_into_day=3600.0,
+            recent_spend=500.0,
+            recent_s=1800.0,
+        )
+    assert state.multiplier == pytest.approx(policy.min_multiplier)
