@@ -20,15 +20,37 @@ def ts(offset_s: float) -> datetime:
     return datetime.fromtimestamp(T0 + offset_s, UTC)
 
 
-def view(i: int, at: float, campaign: str = "c1", channel: str = "kol", creator: str | None = "k1",
-         engaged: bool = False) -> View:
-    return View(event_id=f"v{i}", user_id="u1", event_time=ts(at), campaign_id=campaign, channel=channel,
-                creative_id="cr", creator_id=creator, cost_minor=30, engaged=engaged)
+def view(
+    i: int,
+    at: float,
+    campaign: str = "c1",
+    channel: str = "kol",
+    creator: str | None = "k1",
+    engaged: bool = False,
+) -> View:
+    return View(
+        event_id=f"v{i}",
+        user_id="u1",
+        event_time=ts(at),
+        campaign_id=campaign,
+        channel=channel,
+        creative_id="cr",
+        creator_id=creator,
+        cost_minor=30,
+        engaged=engaged,
+    )
 
 
 def checkout(i: int, at: float, value: int = 10_000) -> Checkout:
-    return Checkout(event_id=f"o{i}", user_id="u1", event_time=ts(at), spu_id="s", value_minor=value,
-                    currency="CNY", order_id=f"ord{i}")
+    return Checkout(
+        event_id=f"o{i}",
+        user_id="u1",
+        event_time=ts(at),
+        spu_id="s",
+        value_minor=value,
+        currency="CNY",
+        order_id=f"ord{i}",
+    )
 
 
 def run(batches: list[list[UserAction]]) -> dict[tuple[int | None, str], int]:
@@ -79,15 +101,28 @@ def test_credits_sum_exactly_to_the_value_under_every_model() -> None:
     events.append(checkout(1, 8000, value=99_999))
     figures = run([events])
     for model in ("last", "first", "linear", "time_decay", "position", "markov"):
-        gmv = sum(v for (b, k), v in figures.items() if b is None and k.startswith("c|") and k.endswith(f"|{model}|gmv"))
-        count = sum(v for (b, k), v in figures.items() if b is None and k.startswith("c|") and k.endswith(f"|{model}|checkouts"))
+        gmv = sum(
+            v
+            for (b, k), v in figures.items()
+            if b is None and k.startswith("c|") and k.endswith(f"|{model}|gmv")
+        )
+        count = sum(
+            v
+            for (b, k), v in figures.items()
+            if b is None and k.startswith("c|") and k.endswith(f"|{model}|checkouts")
+        )
         assert gmv == 99_999 and count == 1_000_000, model
 
 
 actions = st.lists(
-    st.tuples(st.sampled_from(["view", "cart", "checkout", "follow"]), st.integers(0, 3 * 86_400),
-              st.sampled_from(["c1", "c2", "c3"]), st.booleans()),
-    min_size=1, max_size=25,
+    st.tuples(
+        st.sampled_from(["view", "cart", "checkout", "follow"]),
+        st.integers(0, 3 * 86_400),
+        st.sampled_from(["c1", "c2", "c3"]),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=25,
 )
 
 
@@ -97,8 +132,16 @@ def build(spec: list[tuple[str, int, str, bool]]) -> list[UserAction]:
         if kind == "view":
             out.append(view(i, at, campaign, "kol", creator=f"k{campaign}", engaged=flag))
         elif kind == "cart":
-            out.append(AddToCart(event_id=f"a{i}", user_id="u1", event_time=ts(at), spu_id="s", value_minor=500,
-                                 currency="CNY"))
+            out.append(
+                AddToCart(
+                    event_id=f"a{i}",
+                    user_id="u1",
+                    event_time=ts(at),
+                    spu_id="s",
+                    value_minor=500,
+                    currency="CNY",
+                )
+            )
         elif kind == "checkout":
             out.append(checkout(i, at, value=1000 + i))
         else:
@@ -115,7 +158,9 @@ def test_final_figures_do_not_depend_on_arrival_order_or_batching(
     reference = run([sorted(events, key=lambda e: e.event_ts)])
     shuffled = events[:]
     random.Random(shuffle_seed).shuffle(shuffled)
-    cut = sorted(random.Random(shuffle_seed + 1).sample(range(1, len(shuffled) + 1), min(n_batches, len(shuffled))))
+    cut = sorted(
+        random.Random(shuffle_seed + 1).sample(range(1, len(shuffled) + 1), min(n_batches, len(shuffled)))
+    )
     batches, start = [], 0
     for end in cut:
         batches.append(shuffled[start:end])
