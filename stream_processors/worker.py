@@ -21,7 +21,7 @@ import os
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +30,10 @@ import redis.asyncio as aioredis
 from faust.types import TP, EventT
 
 from stream_processors.attribution.markov import MarkovChain
-from stream_processors.figures import campaign_figures
-from stream_processors.metrics import WINDOWS_MINUTES, PipelineMetrics
+from stream_processors.metrics import PipelineMetrics
+from stream_processors.monitoring import install_monitoring
 from stream_processors.processor import (
+    BatchPlan,
     DeadLetter,
     ProcessingRules,
     RawMessage,
@@ -40,7 +41,6 @@ from stream_processors.processor import (
     plan_batch,
 )
 from stream_processors.state import AsyncFigureReader, FencedError, Keys, OffsetConflict, PartitionStore
-from stream_processors.web import register_routes
 
 log = logging.getLogger("seedloop.worker")
 
@@ -104,6 +104,9 @@ class AttributionRuntime:
             cfg.dead_letter_topic, value_serializer="raw", key_serializer="raw"
         )
         self.last_offsets: dict[tuple[str, int], int] = {}
+        # Called with each applied BatchPlan (monitoring adds reach, funnels...). A hook must be
+        # idempotent: a crash after the apply and before the hook replays nothing (offsets skip).
+        self.after_apply: list[Callable[[BatchPlan], Awaitable[None]]] = []
         self.reader = AsyncFigureReader(self.redis, self.keys, cfg.partitions, cfg.rules.engine.bucket_s)
 
     async def on_assigned(self, assigned: set[TP]) -> None:
@@ -153,6 +156,8 @@ class AttributionRuntime:
         else:
             raise RuntimeError(f"partition {partition}: offsets kept moving under us")
         self._record(plan, messages, time.perf_counter() - started)
+        for hook in self.after_apply:
+            await hook(plan)
 
     async def _claim_late(self, partition: int) -> str:
         self.epochs[partition] = await self.store.claim(partition)
@@ -206,32 +211,6 @@ class AttributionRuntime:
                 continue
             if high is not None:
                 self.metrics.consumer_lag.labels(topic, str(partition)).set(max(0, high - 1 - offset))
-
-    async def refresh_campaign_gauges(self) -> None:
-        """Export rolling-window figures of the partitions this worker owns (see metrics.py)."""
-        if not self.owned:
-            return
-        now = await self.reader.watermark(self.owned)
-        if now is None:
-            return
-        models = self.cfg.rules.engine.models
-        m = self.metrics
-        for minutes in WINDOWS_MINUTES:
-            fields = await self.reader.window(now - minutes * 60 + 1, now + 1, self.owned)
-            window = f"{minutes}m"
-            for campaign, figs in campaign_figures(fields, models).items():
-                for channel, per_model in figs.by_channel.items():
-                    base = per_model[models[0]]
-                    m.campaign_views.labels(campaign, channel, window).set(base.views)
-                    m.campaign_spend.labels(campaign, channel, window).set(base.spend)
-                    for model, eff in per_model.items():
-                        m.campaign_gmv.labels(campaign, channel, window, model).set(eff.gmv)
-                        for kind, value in (
-                            ("follow", eff.follows),
-                            ("add_to_cart", eff.add_to_carts),
-                            ("checkout", eff.checkouts),
-                        ):
-                            m.campaign_conversions.labels(campaign, channel, window, model, kind).set(value)
 
     async def refresh_markov(self) -> None:
         """Re-learn channel weights from the journeys every worker has recorded in Redis."""
@@ -298,15 +277,11 @@ def build_app(cfg: WorkerConfig) -> faust.App:
     async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         await runtime.on_assigned(assigned)
 
-    @app.timer(cfg.metrics_refresh_s)
-    async def refresh_gauges() -> None:
-        await runtime.refresh_campaign_gauges()
-
     @app.timer(cfg.markov_refresh_s)
     async def refresh_markov() -> None:
         await runtime.refresh_markov()
 
-    register_routes(app, runtime)
+    install_monitoring(app, runtime)
     return app
 
 

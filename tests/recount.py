@@ -28,6 +28,9 @@ def recount(
         by_user[e.user_id].append(e)
     out: dict[str, int] = defaultdict(int)
     for user_events in by_user.values():
+        n_checkouts = sum(1 for e in user_events if isinstance(e, Checkout))
+        out["t|buyers"] += n_checkouts >= 1
+        out["t|repeat_buyers"] += n_checkouts >= 2
         views = [e for e in user_events if isinstance(e, View)]
         follows = [e for e in user_events if isinstance(e, Follow)]
         for v in views:

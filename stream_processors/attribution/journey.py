@@ -71,7 +71,7 @@ class UserState:
     seen: dict[str, float] = field(default_factory=dict)
     # creator -> times the user followed them: a follow engages that creator's earlier touches.
     follows: dict[str, list[float]] = field(default_factory=dict)
-    buyer: bool = False
+    checkouts: int = 0
 
     def to_json(self) -> str:
         return json.dumps(
@@ -83,7 +83,7 @@ class UserState:
                 "c": [[c.at, c.event_id, c.kind, c.value_minor, c.alloc] for c in self.conversions],
                 "s": self.seen,
                 "f": self.follows,
-                "b": self.buyer,
+                "b": self.checkouts,
             },
             separators=(",", ":"),
         )
@@ -101,7 +101,7 @@ class UserState:
             ],
             seen=data["s"],
             follows=data.get("f", {}),
-            buyer=data.get("b", False),
+            checkouts=int(data.get("b", 0)),
         )
 
 
@@ -178,6 +178,8 @@ def apply_events(
             _reattribute(state, since=at, cfg=cfg, out=out, channel_weights=channel_weights)
         elif isinstance(event, Follow):
             out.add_windowed(bucket, "t|follows", 1)
+            if event.creator_id not in state.follows:
+                out.add(None, f"k|{event.creator_id}|followers", 1)
             state.follows.setdefault(event.creator_id, []).append(at)
             engaged_any = False
             for touch in state.touches:
@@ -196,7 +198,14 @@ def apply_events(
             out.add_windowed(bucket, f"t|{KIND_FIELD[kind]}", 1)
             if isinstance(event, Checkout):
                 out.add_windowed(bucket, "t|gmv", event.value_minor)
-                state.buyer = True
+                # Loyalty: distinct buyers and repeat buyers, all-time. Each user crosses 1 and 2
+                # checkouts exactly once whatever the arrival order (which checkout crosses it, and
+                # so its time bucket, would depend on order: hence no windowed figure).
+                state.checkouts += 1
+                if state.checkouts == 1:
+                    out.add(None, "t|buyers", 1)
+                elif state.checkouts == 2:
+                    out.add(None, "t|repeat_buyers", 1)
             _add_conversion(state, event.event_id, at, kind, event.value_minor, cfg, out, channel_weights)
             if kind == "checkout":
                 journeys.append(JourneyObservation(_channel_path(_eligible(state, at, cfg)), True))
