@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -62,10 +63,11 @@ def run_simulation(
         if limits.max_events is not None:
             allowance = min(allowance, limits.max_events - produced)
         chunk, backlog = backlog[: max(0, allowance)], backlog[max(0, allowance) :]
-        for event in chunk:
-            sink.produce(event, encode(event))
+        if chunk:
+            sink.produce_many(chunk, [encode(event) for event in chunk])
             if metrics is not None:
-                metrics.produced.labels(event.action).inc()
+                for action, n in Counter(event.action for event in chunk).items():
+                    metrics.produced.labels(action).inc(n)
         produced += len(chunk)
         sink.poll(0)
         if on_progress is not None and now - last_report >= 1.0:

@@ -72,6 +72,7 @@ class Simulator:
         self._buyers: set[tuple[int, str]] = set()
         self._spus = scenario.spu_by_id
         self._segment_ranges = self._assign_segments()
+        self._shares: dict[str, float] | None = None
 
     def _assign_segments(self) -> dict[str, tuple[int, int]]:
         """Users 0..N-1 split into contiguous ranges by segment share."""
@@ -101,7 +102,10 @@ class Simulator:
         return self.rng.randrange(lo, hi), segment
 
     def _segment_share(self, segment_id: str) -> float:
-        return next(s.share for s in self.scenario.segments if s.segment_id == segment_id)
+        shares = self._shares
+        if shares is None:
+            shares = self._shares = {s.segment_id: s.share for s in reversed(self.scenario.segments)}
+        return shares[segment_id]
 
     def _next_id(self, prefix: str) -> str:
         self._seq += 1
@@ -136,7 +140,9 @@ class Simulator:
                     self.scheduler.record_spend(campaign.campaign_id, cost_minor, at)
                     self._serve_view(campaign, channel, bid, cost_minor, at)
 
-    def _serve_view(self, campaign: Campaign, channel: Channel, bid: float, cost_minor: int, at: float) -> None:
+    def _serve_view(
+        self, campaign: Campaign, channel: Channel, bid: float, cost_minor: int, at: float
+    ) -> None:
         cid = campaign.campaign_id
         user, segment = self._pick_user(campaign)
         user_id = f"u{user:07d}"

@@ -216,12 +216,18 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_worker(settings: Settings) -> int:
     from seedloop import runtime
+    from seedloop.recovery import StateLossError, check_state
     from seedloop.topics import ensure_topics
     from stream_processors.worker import run_worker
 
     ensure_topics(settings)
     cfg = runtime.worker_config(settings, runtime.scenario_of(settings))
     log.info("worker starting", extra={"settings": settings.redacted()})
+    try:
+        check_state(settings, cfg.app_id)
+    except StateLossError as exc:
+        log.critical(str(exc))
+        return 3
     run_worker(cfg, loglevel=settings.log_level)
     return 0
 

@@ -56,6 +56,9 @@ def worker_config(settings: Settings, scenario: Scenario) -> WorkerConfig:
         web_host=settings.web_host,
         web_port=settings.web_port,
         markov_refresh_s=settings.markov_refresh_s,
+        metrics_refresh_s=settings.metrics_refresh_s,
+        metrics_top_n=settings.metrics_top_n,
+        reach_ttl_s=settings.reach_ttl_s,
     )
 
 

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
         default=14 * 86_400, ge=60, description="Redis expiry of per-user state (wall clock)"
     )
     rebalance_timeout_s: float = Field(default=6.0, gt=0)
+    on_state_loss: Literal["stop", "rebuild"] = Field(
+        default="stop", description="when Redis is behind Kafka's committed offsets: stop loudly, or rebuild"
+    )
     markov_refresh_s: float = Field(
         default=30.0, gt=0, description="how often the Markov weights are re-learned"
     )
@@ -92,6 +95,15 @@ class Settings(BaseSettings):
     optimizer_port: int = Field(default=6067, ge=0, le=65535)
     simulator_port: int = Field(default=6068, ge=0, le=65535)
     control_token: SecretStr | None = None
+    metrics_refresh_s: float = Field(
+        default=5.0, gt=0, le=3600, description="wall seconds between refreshes of the campaign gauges"
+    )
+    metrics_top_n: int = Field(
+        default=50, ge=1, le=10_000, description="campaigns/creators exported by name; the rest as `other`"
+    )
+    reach_ttl_s: int = Field(
+        default=3 * 3600, ge=60, description="wall-clock expiry of the per-minute reach HyperLogLogs"
+    )
 
     # --- optimizer ---
     optimizer_interval_s: float = Field(default=5.0, gt=0, description="wall seconds between control rounds")

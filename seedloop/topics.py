@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from seedloop.settings import Settings
@@ -50,15 +51,38 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
 
 
 def end_offsets(settings: Settings, topics: list[str], timeout: float = 10.0) -> dict[tuple[str, int], int]:
-    """Next offset to be written per topic-partition (the high watermark)."""
-    conf: dict[str, Any] = {**settings.confluent_config(), "group.id": "seedloop-offsets-probe"}
+    """Next offset to be written per topic-partition (the high watermark).
+
+    Read from fetch responses, not from a ListOffsets request: Tansu 0.6 answers ListOffsets
+    (latest) with wrong figures for idempotently produced partitions (we measured 4381 on four
+    partitions holding 4569-4760 messages each), while every fetch response carries the true
+    high watermark. The method is equally valid on Apache Kafka.
+    """
+    conf: dict[str, Any] = {
+        **settings.confluent_config(),
+        "group.id": "seedloop-offsets-probe",
+        "enable.partition.eof": True,
+        "enable.auto.commit": False,
+        "fetch.wait.max.ms": 10,
+    }
     consumer = Consumer(conf)
     try:
+        tps = [TopicPartition(t, p, OFFSET_END) for t in topics for p in range(settings.partitions)]
+        consumer.assign(tps)
+        pending = {(tp.topic, tp.partition) for tp in tps}
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            # An EOF (or a message) means a fetch answered for that partition: its watermark is fresh.
+            pending.discard((msg.topic(), msg.partition()))
+        if pending:
+            raise TimeoutError(f"no fetch response within {timeout:.0f}s for {sorted(pending)[:4]}")
         out: dict[tuple[str, int], int] = {}
-        for topic in topics:
-            for p in range(settings.partitions):
-                _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-                out[(topic, p)] = high
+        for tp in tps:
+            _, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), cached=True)
+            out[(tp.topic, tp.partition)] = high
         return out
     finally:
         consumer.close()

@@ -128,3 +128,126 @@ def totals(fields: Mapping[str, int]) -> dict[str, float | int]:
         "gmv": fields.get("t|gmv", 0) / MINOR,
         "spend": fields.get("t|spend", 0) / MINOR,
     }
+
+
+# --------------------------------------------------------------------------- bounded labels
+OTHER = "other"
+
+
+def campaign_spend(fields: Mapping[str, int]) -> dict[str, float]:
+    """Spend per campaign (over all channels) from `c|<campaign>|<channel>|spend` fields."""
+    out: dict[str, float] = {}
+    for name, amount in fields.items():
+        if name.startswith("c|") and name.endswith("|spend"):
+            parts = name.split("|")
+            if len(parts) == 4:
+                out[parts[1]] = out.get(parts[1], 0.0) + amount / MINOR
+    return out
+
+
+def creator_spend(fields: Mapping[str, int]) -> dict[str, float]:
+    """Spend per creator from `k|<creator>|spend` fields."""
+    out: dict[str, float] = {}
+    for name, amount in fields.items():
+        if name.startswith("k|") and name.endswith("|spend"):
+            parts = name.split("|")
+            if len(parts) == 3:
+                out[parts[1]] = amount / MINOR
+    return out
+
+
+def top_n(spend: Mapping[str, float], n: int) -> frozenset[str]:
+    """The n largest by spend; ties broken by id, so every reader of the same figures agrees."""
+    ranked = sorted(spend.items(), key=lambda kv: (-kv[1], kv[0]))
+    return frozenset(name for name, _ in ranked[: max(0, n)])
+
+
+def label_of(name: str, keep: frozenset[str] | set[str]) -> str:
+    """The label a campaign or creator is exported under: itself when kept, else `other`."""
+    return name if name in keep else OTHER
+
+
+def fold_campaigns(
+    figs: Mapping[str, CampaignFigures], keep: frozenset[str] | set[str]
+) -> dict[str, CampaignFigures]:
+    """Campaigns outside `keep` merged into one `other` campaign (per channel and model)."""
+    out: dict[str, CampaignFigures] = {}
+    for campaign, fig in figs.items():
+        label = label_of(campaign, keep)
+        if label == campaign and label not in out:
+            out[label] = CampaignFigures(label, {ch: dict(pm) for ch, pm in fig.by_channel.items()})
+            continue
+        target = out.setdefault(label, CampaignFigures(label))
+        for channel, per_model in fig.by_channel.items():
+            into = target.by_channel.setdefault(channel, {})
+            for model, eff in per_model.items():
+                acc = into.setdefault(model, Efficiency())
+                acc.add(eff)
+    return out
+
+
+def fold_creators(
+    figs: Mapping[str, Efficiency], keep: frozenset[str] | set[str]
+) -> dict[str, Efficiency]:
+    out: dict[str, Efficiency] = {}
+    for creator, eff in figs.items():
+        out.setdefault(label_of(creator, keep), Efficiency()).add(eff)
+    return out
+
+
+# --------------------------------------------------------------------------- AIPL and loyalty
+def creator_followers(fields: Mapping[str, int]) -> dict[str, int]:
+    """All-time followers per creator (`k|<creator>|followers`, a user's first follow only)."""
+    out: dict[str, int] = {}
+    for name, amount in fields.items():
+        if name.startswith("k|") and name.endswith("|followers"):
+            parts = name.split("|")
+            if len(parts) == 3:
+                out[parts[1]] = amount
+    return dict(sorted(out.items()))
+
+
+def loyalty(fields: Mapping[str, int]) -> dict[str, float | int | None]:
+    """Platform-wide loyalty from all-time totals: buyers, repeat buyers and the repeat rate."""
+    buyers = fields.get("t|buyers", 0)
+    repeat = fields.get("t|repeat_buyers", 0)
+    return {
+        "buyers": buyers,
+        "repeat_buyers": repeat,
+        "repeat_rate": round(repeat / buyers, 6) if buyers else None,
+    }
+
+
+def _rate(num: float, den: float) -> float | None:
+    return round(num / den, 6) if den else None
+
+
+def aipl_funnel(eff: Efficiency, reach: int | None = None, engaged_users: int | None = None) -> dict:
+    """One campaign's AIPL funnel over a window: Awareness, Interest, Purchase (Loyalty is all-time,
+    see `loyalty` and `creator_followers`). Rates are per view; costs per step divide spend."""
+    return {
+        "awareness": {
+            "views": eff.views,
+            "reach": reach,
+            "frequency": _rate(eff.views, reach or 0),
+            "spend": round(eff.spend, 6),
+            "ecpm": eff.ecpm,
+        },
+        "interest": {
+            "engaged_users": engaged_users,
+            "follows": round(eff.follows, 6),
+            "follow_rate": _rate(eff.follows, eff.views),
+            "engaged_rate": _rate(engaged_users or 0, reach or 0),
+            "cost_per_follow": _rate(eff.spend, eff.follows),
+        },
+        "purchase": {
+            "add_to_carts": round(eff.add_to_carts, 6),
+            "checkouts": round(eff.checkouts, 6),
+            "gmv": round(eff.gmv, 6),
+            "cart_rate": _rate(eff.add_to_carts, eff.views),
+            "checkout_rate": _rate(eff.checkouts, eff.views),
+            "cart_to_checkout": _rate(eff.checkouts, eff.add_to_carts),
+            "cpa": _rate(eff.spend, eff.checkouts),
+            "roas": _rate(eff.gmv, eff.spend),
+        },
+    }

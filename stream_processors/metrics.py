@@ -7,6 +7,10 @@ Campaign-level figures are exported by each worker for the partitions it current
 (`seedloop_campaign_*`), so `sum by (campaign)` over all workers is the true figure: no worker
 ever reports another's partitions. Ratios (CPA, ROAS, eCPM, conversion rates) are never exported
 pre-computed from a partial sum; dashboards divide sums (see deploy/).
+
+Label cardinality is bounded: campaigns and creators outside the top N by all-time spend over
+all partitions (SEEDLOOP_METRICS_TOP_N, default 50) are exported as `other`. Every worker ranks
+from the same Redis totals, so they agree on who is `other` and `sum by (campaign)` stays right.
 """
 
 from __future__ import annotations
@@ -96,6 +100,81 @@ class PipelineMetrics:
             [*campaign_labels, "model"],
             registry=r,
         )
+        # Reach: unique users, HyperLogLog per partition. Users are partitioned by user_id, so the
+        # partitions' user sets are disjoint and the sum over partitions (and so over workers) is
+        # the reach; HLL's standard error is 0.81% (see monitoring.py).
+        self.campaign_reach = Gauge(
+            "seedloop_campaign_reach",
+            "Unique users who viewed the campaign in the window, any channel (HyperLogLog estimate)",
+            ["campaign", "window"],
+            registry=r,
+        )
+        self.campaign_channel_reach = Gauge(
+            "seedloop_campaign_channel_reach",
+            "Unique users who viewed the campaign on this channel in the window (HyperLogLog estimate)",
+            campaign_labels,
+            registry=r,
+        )
+        self.campaign_engaged_reach = Gauge(
+            "seedloop_campaign_engaged_reach",
+            "Unique users with an engaged view (opened, liked, commented) of the campaign in the window",
+            ["campaign", "window"],
+            registry=r,
+        )
+        # Per creator (KOL/KOS): the `k|` figures, top-N creators by all-time spend, the rest `other`.
+        creator_labels = ["creator", "window"]
+        self.creator_views = Gauge(
+            "seedloop_creator_views", "Views of the creator's content", creator_labels, registry=r
+        )
+        self.creator_spend = Gauge(
+            "seedloop_creator_spend",
+            "Advertiser spend on the creator's content, campaign currency",
+            creator_labels,
+            registry=r,
+        )
+        self.creator_checkouts = Gauge(
+            "seedloop_creator_checkouts",
+            "Checkouts attributed to the creator's content",
+            [*creator_labels, "model"],
+            registry=r,
+        )
+        self.creator_gmv = Gauge(
+            "seedloop_creator_gmv",
+            "Checkout value attributed to the creator's content, campaign currency",
+            [*creator_labels, "model"],
+            registry=r,
+        )
+        self.creator_followers = Gauge(
+            "seedloop_creator_followers",
+            "Users who follow the creator (all-time, first follow per user)",
+            ["creator"],
+            registry=r,
+        )
+        # Loyalty (the L of AIPL), all-time over the partitions this worker owns.
+        self.buyers = Gauge("seedloop_buyers", "Distinct users with at least one checkout", registry=r)
+        self.repeat_buyers = Gauge(
+            "seedloop_repeat_buyers", "Distinct users with two or more checkouts", registry=r
+        )
+        self.metrics_refresh = Gauge(
+            "seedloop_metrics_refresh_timestamp_seconds",
+            "Wall-clock time the campaign and creator gauges were last refreshed",
+            registry=r,
+        )
+        self.metrics_refresh_seconds = Histogram(
+            "seedloop_metrics_refresh_seconds",
+            "Time to read Redis and refresh the campaign and creator gauges",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=r,
+        )
+
+    @property
+    def figure_gauges(self) -> dict[str, Gauge]:
+        """The gauges a refresh replaces as a whole (monitoring.refresh_campaign_gauges)."""
+        return {
+            name: value
+            for name, value in vars(self).items()
+            if isinstance(value, Gauge) and (name.startswith(("campaign_", "creator_")) or "buyers" in name)
+        }
 
 
 class OptimizerMetrics:

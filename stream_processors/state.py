@@ -32,6 +32,10 @@ APPLY_SCRIPT = resources.files("stream_processors").joinpath("apply_batch.lua").
 class FencedError(RuntimeError):
     """A newer owner claimed the partition: this worker must stop writing (it is a zombie)."""
 
+    def __init__(self, message: str, current_epoch: str) -> None:
+        super().__init__(message)
+        self.current_epoch = current_epoch
+
 
 class OffsetConflict(RuntimeError):
     """Redis moved since we read it; the caller re-reads and re-plans."""
@@ -121,7 +125,8 @@ class PartitionStore:
         result = await self._script(keys=keys, args=args)
         status = text(result[0])
         if status == "FENCED":
-            raise FencedError(f"partition {p}: epoch {epoch} was superseded by {text(result[1])}")
+            current = text(result[1])
+            raise FencedError(f"partition {p}: epoch {epoch} was superseded by {current!r}", current)
         if status == "CONFLICT":
             raise OffsetConflict(f"partition {p}: {text(result[1])} offset is now {text(result[2])}")
 

@@ -1,30 +1,73 @@
 """HTTP on the worker's Faust web server (127.0.0.1:$SEEDLOOP_WEB_PORT by default).
 
 /metrics                   Prometheus exposition of this worker's registry
-/api/campaigns             campaign figures over all partitions, all-time, per model
-/api/campaigns/{id}        one campaign: rolling windows of 1/5/15/60 minutes, per channel and model
+/live                      the live page (static/live.html: plain JS + SVG, no build step, no CDN)
+/api/campaigns             campaign figures over all partitions, all-time, per model; with
+                           `?window=15m&model=last` also each campaign's figures over that window
+                           (spend, GMV, views, reach, checkouts, ROAS, CPA): what /live polls
+/api/campaigns/{id}        one campaign: rolling windows of 1/5/15/60 minutes, per channel and model,
+                           and its AIPL funnel per window (`?model=`, default the first model)
+/api/creators              creators (KOL/KOS): spend, views, attributed checkouts and GMV over a
+                           window (`?window=60m&model=last`), all-time followers
+
+Every API figure reads ALL partitions from Redis, whichever worker answers: any worker's API gives
+the same answer, and it equals `sum by (...)` of the workers' Prometheus series.
 """
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import faust
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
-from stream_processors.figures import campaign_figures, totals
+from stream_processors.figures import (
+    Efficiency,
+    aipl_funnel,
+    campaign_figures,
+    creator_figures,
+    creator_followers,
+    loyalty,
+    totals,
+)
 from stream_processors.metrics import WINDOWS_MINUTES
+from stream_processors.monitoring import read_reach, window_bounds, window_buckets
 
 if TYPE_CHECKING:
     from stream_processors.worker import AttributionRuntime
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+WINDOWS = {f"{m}m": m for m in WINDOWS_MINUTES}
+
+
+def live_page() -> str:
+    return resources.files("stream_processors").joinpath("static", "live.html").read_text(encoding="utf-8")
 
 
 def register_routes(app: faust.App, runtime: AttributionRuntime) -> None:
     models = runtime.cfg.rules.engine.models
     reader = runtime.reader
+    catalogue = runtime.cfg.rules.catalogue.campaign_channels
+    bucket_s = runtime.cfg.rules.engine.bucket_s
+    page = live_page()
+
+    def pick(request: Request, name: str, allowed: Any, default: str) -> str:
+        value = request.query.get(name, default)  # type: ignore[attr-defined]
+        if value not in allowed:
+            raise View.ValidationError(f"{name} must be one of {sorted(allowed)}")
+        return str(value)
+
+    async def reach_of(now: float, minutes: int, campaigns: dict[str, Any]) -> Any:
+        start, end = window_bounds(now, minutes)
+        return await read_reach(
+            runtime.redis,
+            runtime.keys,
+            range(runtime.cfg.partitions),
+            window_buckets(start, end, bucket_s),
+            campaigns,
+        )
 
     @app.page("/metrics")
     class Metrics(View):
@@ -32,32 +75,110 @@ def register_routes(app: faust.App, runtime: AttributionRuntime) -> None:
             body = generate_latest(runtime.metrics.registry)
             return self.bytes(body, headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
 
+    @app.page("/live")
+    class Live(View):
+        async def get(self, request: Request) -> Response:
+            return self.html(page, headers={"Cache-Control": "no-store"})
+
     @app.page("/api/campaigns")
     class Campaigns(View):
         async def get(self, request: Request) -> Response:
             fields = await reader.totals()
+            now = await reader.watermark()
             body: dict[str, Any] = {
-                "watermark": await reader.watermark(),
+                "watermark": now,
                 "totals": totals(fields),
+                "loyalty": loyalty(fields),
                 "campaigns": [
                     {"campaign_id": cid, "models": {m: f.total(m).as_dict() for m in models}}
                     for cid, f in campaign_figures(fields, models).items()
                 ],
             }
+            if "window" in request.query:  # type: ignore[attr-defined]
+                window = pick(request, "window", WINDOWS, "15m")
+                model = pick(request, "model", models, models[0])
+                body["window"], body["model"] = window, model
+                if now is not None:
+                    start, end = window_bounds(now, WINDOWS[window])
+                    figs = campaign_figures(await reader.window(start, end), models)
+                    reach = await reach_of(now, WINDOWS[window], dict(catalogue))
+                    for row in body["campaigns"]:
+                        cid = row["campaign_id"]
+                        eff = figs[cid].total(model) if cid in figs else None
+                        row["window"] = {
+                            **(eff.as_dict() if eff else {}),
+                            "reach": reach.campaign.get(cid, 0),
+                        }
             return self.json(body)
 
     @app.page("/api/campaigns/{campaign_id}")
     class Campaign(View):
         async def get(self, request: Request, campaign_id: str) -> Response:
+            if campaign_id not in catalogue:
+                raise self.NotFound(f"unknown campaign {campaign_id!r}")
+            model = pick(request, "model", models, models[0])
             now = await reader.watermark()
             windows: dict[str, Any] = {}
+            funnel: dict[str, Any] = {}
+            reach: dict[str, Any] = {}
             if now is not None:
                 for minutes in WINDOWS_MINUTES:
-                    fields = await reader.window(now - minutes * 60 + 1, now + 1)
-                    figs = campaign_figures(fields, models).get(campaign_id)
-                    windows[f"{minutes}m"] = (
+                    key = f"{minutes}m"
+                    start, end = window_bounds(now, minutes)
+                    figs = campaign_figures(await reader.window(start, end), models).get(campaign_id)
+                    windows[key] = (
                         {ch: {m: e.as_dict() for m, e in per.items()} for ch, per in figs.by_channel.items()}
                         if figs
                         else {}
                     )
-            return self.json({"campaign_id": campaign_id, "watermark": now, "windows": windows})
+                    r = await reach_of(now, minutes, {campaign_id: catalogue[campaign_id]})
+                    reach[key] = {
+                        "users": r.campaign.get(campaign_id, 0),
+                        "engaged_users": r.engaged.get(campaign_id, 0),
+                        "by_channel": {ch: n for (_, ch), n in sorted(r.channel.items())},
+                    }
+                    funnel[key] = aipl_funnel(
+                        figs.total(model) if figs else Efficiency(),
+                        reach[key]["users"],
+                        reach[key]["engaged_users"],
+                    )
+            all_time = await reader.totals()
+            return self.json(
+                {
+                    "campaign_id": campaign_id,
+                    "channels": sorted(catalogue[campaign_id]),
+                    "watermark": now,
+                    "model": model,
+                    "windows": windows,
+                    "reach": reach,
+                    "funnel": funnel,
+                    # Loyalty is all-time and platform-wide: the stored figures do not tie a
+                    # repeat buyer to one campaign.
+                    "loyalty": loyalty(all_time),
+                }
+            )
+
+    @app.page("/api/creators")
+    class Creators(View):
+        async def get(self, request: Request) -> Response:
+            window = pick(request, "window", WINDOWS, "60m")
+            model = pick(request, "model", models, models[0])
+            now = await reader.watermark()
+            all_time = await reader.totals()
+            followers = creator_followers(all_time)
+            figs = {}
+            if now is not None:
+                start, end = window_bounds(now, WINDOWS[window])
+                figs = creator_figures(await reader.window(start, end), model)
+            rows = []
+            for creator in sorted(set(figs) | set(followers)):
+                eff = figs.get(creator)
+                rows.append(
+                    {
+                        "creator_id": creator,
+                        "followers": followers.get(creator, 0),
+                        **(eff or Efficiency()).as_dict(),
+                    }
+                )
+            rows.sort(key=lambda r: (-float(r["spend"] or 0), r["creator_id"]))
+            return self.json({"watermark": now, "window": window, "model": model, "creators": rows})

@@ -28,6 +28,8 @@ from typing import Any
 import faust
 import redis.asyncio as aioredis
 from faust.types import TP, EventT
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream_processors.attribution.markov import MarkovChain
 from stream_processors.metrics import PipelineMetrics
@@ -45,6 +47,8 @@ from stream_processors.state import AsyncFigureReader, FencedError, Keys, Offset
 log = logging.getLogger("seedloop.worker")
 
 EXIT_APPLY_FAILED = 70
+# A Redis outage longer than this (doubling back-off, about 25 s in all) ends the worker loudly.
+REDIS_RETRY_LIMIT_S = 12.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +69,10 @@ class WorkerConfig:
     web_port: int
     metrics_refresh_s: float = 5.0
     markov_refresh_s: float = 30.0
+    # Campaigns and creators exported by name (top N by all-time spend); the rest are `other`.
+    metrics_top_n: int = 50
+    # Wall-clock expiry of the reach HyperLogLogs (one per partition, minute, campaign, channel).
+    reach_ttl_s: int = 3 * 3600
 
     @property
     def action_topics(self) -> dict[str, str]:
@@ -133,28 +141,41 @@ class AttributionRuntime:
     async def _process_partition(self, partition: int, messages: list[RawMessage]) -> None:
         started = time.perf_counter()
         batch = decode_batch(partition, messages, self.cfg.action_topics, self.cfg.rules)
-        for attempt in range(5):
-            epoch = self.epochs.get(partition) or await self._claim_late(partition)
-            meta, states = await self.store.read(partition, batch.user_ids)
-            plan = plan_batch(batch, meta, states, self.cfg.rules, self.channel_weights, wall_now=time.time())
-            # Dead letters are durable before the batch counts as applied: a crash in between
-            # replays the batch and may repeat a dead letter (each names its source offset), never lose one.
-            await self._send_dead_letters(plan.dead_letters)
+        attempt = 0
+        backoff = 0.2
+        while True:
+            attempt += 1
             try:
+                epoch = self.epochs.get(partition) or await self._claim_late(partition)
+                meta, states = await self.store.read(partition, batch.user_ids)
+                plan = plan_batch(batch, meta, states, self.cfg.rules, self.channel_weights, wall_now=time.time())
+                # Dead letters are durable before the batch counts as applied: a crash in between
+                # replays the batch and may repeat a dead letter (each names its source offset), never lose one.
+                await self._send_dead_letters(plan.dead_letters)
                 await self.store.apply(plan, epoch)
                 break
             except OffsetConflict as exc:
+                # Also the outcome when an apply succeeded but its reply was lost: the re-read
+                # finds the offsets moved and the re-plan skips what was applied.
                 log.warning("offset conflict, re-reading", extra={"detail": str(exc), "attempt": attempt})
-            except FencedError:
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                if backoff > REDIS_RETRY_LIMIT_S:
+                    raise
+                log.warning("Redis unavailable, retrying", extra={"error": str(exc), "retry_in_s": backoff})
+                await asyncio.sleep(backoff)
+                backoff *= 2
+            except FencedError as exc:
+                if exc.current_epoch == "":
+                    # The epoch vanished: Redis restarted empty or was flushed. Exit; the startup
+                    # check compares Redis with Kafka's committed offsets and stops or rebuilds.
+                    raise RuntimeError(f"partition {partition}: Redis lost this partition's state") from exc
                 if partition not in self.owned:
                     # Revoked mid-batch: the new owner replays these messages from Kafka.
-                    log.warning(
-                        "batch dropped for a partition revoked mid-batch", extra={"partition": partition}
-                    )
+                    log.warning("batch dropped for a partition revoked mid-batch", extra={"partition": partition})
                     return
                 raise
-        else:
-            raise RuntimeError(f"partition {partition}: offsets kept moving under us")
+            if attempt >= 10:
+                raise RuntimeError(f"partition {partition}: offsets kept moving under us")
         self._record(plan, messages, time.perf_counter() - started)
         for hook in self.after_apply:
             await hook(plan)

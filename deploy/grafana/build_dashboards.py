@@ -332,6 +332,9 @@ def campaign_overview() -> dash_b.Dashboard:
 def aipl_funnel() -> dash_b.Dashboard:
     views = f"seedloop_campaign_views{{{C}}}"
     spend = f"seedloop_campaign_spend{{{C}}}"
+    reach = f"seedloop_campaign_reach{{{C}}}"
+    engaged = f"seedloop_campaign_engaged_reach{{{C}}}"
+    channel_reach = f"seedloop_campaign_channel_reach{{{C}}}"
 
     def conv(kind: str) -> str:
         return f'seedloop_campaign_conversions{{{CM},kind="{kind}"}}'
@@ -340,23 +343,27 @@ def aipl_funnel() -> dash_b.Dashboard:
         base(
             "seedloop-aipl-funnel",
             "seedloop / AIPL funnel",
-            "Awareness (views) -> Interest (follows) -> Purchase (add-to-cart, checkout): volumes, step "
-            "conversion rates and cost per step, per campaign.",
+            "Awareness (views, reach) -> Interest (engaged users, follows) -> Purchase (add-to-cart, "
+            "checkout) -> Loyalty (repeat buyers): volumes, step conversion rates and cost per step.",
             ["campaigns", "funnel"],
         )
         .with_variable(campaign_variable())
         .with_variable(window_variable())
         .with_variable(model_variable())
         .with_row(dash_b.Row("Funnel volume ($window, $model)"))
-        .with_panel(stat("A: views", f"sum({views})"))
-        .with_panel(stat("I: follows", f"sum({conv('follow')})"))
-        .with_panel(stat("P: add to cart", f"sum({conv('add_to_cart')})"))
-        .with_panel(stat("P: checkouts", f"sum({conv('checkout')})"))
+        .with_panel(stat("A: views", f"sum({views})", w=4))
+        .with_panel(stat("A: reach", f"sum({reach})", w=4))
+        .with_panel(stat("I: engaged users", f"sum({engaged})", w=4))
+        .with_panel(stat("I: follows", f"sum({conv('follow')})", w=4))
+        .with_panel(stat("P: add to cart", f"sum({conv('add_to_cart')})", w=4))
+        .with_panel(stat("P: checkouts", f"sum({conv('checkout')})", w=4))
         .with_panel(
             table(
                 "Funnel by campaign",
                 [
                     (f"sum by (campaign) ({views})", "views"),
+                    (f"sum by (campaign) ({reach})", "reach"),
+                    (f"sum by (campaign) ({engaged})", "engaged users"),
                     (f"sum by (campaign) ({conv('follow')})", "follows"),
                     (f"sum by (campaign) ({conv('add_to_cart')})", "add to cart"),
                     (f"sum by (campaign) ({conv('checkout')})", "checkouts"),
@@ -420,12 +427,64 @@ def aipl_funnel() -> dash_b.Dashboard:
                 w=8,
             )
         )
+        .with_row(dash_b.Row("Awareness: reach and frequency ($window)"))
         .with_panel(
-            note(
-                "Not yet exported",
-                "Reach (unique users), Loyalty (repeat buyers, retained followers) and engagement are not "
-                "exported by the workers yet (see `stream_processors/metrics.py`); panels will be added here "
-                "when they are.",
+            timeseries(
+                "Reach (unique users)",
+                [(f"sum by (campaign) ({reach})", "{{campaign}}")],
+                "short",
+                "HyperLogLog estimate per partition; users are partitioned by user_id, so the sum over "
+                "workers is the reach.",
+                w=8,
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Frequency (views per reached user)",
+                [(ratio(views, reach), "{{campaign}}")],
+                "short",
+                w=8,
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Cost per thousand reached users",
+                [(f"1000 * {ratio(spend, reach)}", "{{campaign}}")],
+                "currencyUSD",
+                w=8,
+            )
+        )
+        .with_row(dash_b.Row("Interest: engagement"))
+        .with_panel(
+            timeseries(
+                "Engaged users / reach",
+                [(ratio(engaged, reach), "{{campaign}}")],
+                "percentunit",
+                "Users with an engaged view (opened, liked, commented) per reached user.",
+                w=12,
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Reach by channel (KBFS)",
+                [(f"sum by (channel) ({channel_reach})", "{{channel}}")],
+                "short",
+                "Per channel; a user reached on two channels counts on both, so these do not add up to "
+                "the campaign reach.",
+                w=12,
+            )
+        )
+        .with_row(dash_b.Row("Loyalty (all-time, platform-wide)"))
+        .with_panel(stat("Buyers", "sum(seedloop_buyers)", "short", w=8))
+        .with_panel(stat("Repeat buyers", "sum(seedloop_repeat_buyers)", "short", w=8))
+        .with_panel(
+            stat(
+                "Repeat rate",
+                "sum(seedloop_repeat_buyers) / sum(seedloop_buyers)",
+                "percentunit",
+                "Buyers with two or more checkouts. Not tied to one campaign: the stored figures do not "
+                "attribute a repeat buyer.",
+                w=8,
             )
         )
     )
@@ -433,8 +492,13 @@ def aipl_funnel() -> dash_b.Dashboard:
 
 
 def creators() -> dash_b.Dashboard:
-    # Per-creator figures are not exported yet: this dashboard shows the creator-driven channel (KOL
+    # Per creator (top N by all-time spend, the rest `other`), then the creator-driven channel (KOL
     # notes) against the other KBFS channels, per campaign.
+    kw = 'creator=~"$creator",window="$window"'
+    k_spend = f"seedloop_creator_spend{{{kw}}}"
+    k_gmv = f'seedloop_creator_gmv{{{kw},model="$model"}}'
+    k_checkouts = f'seedloop_creator_checkouts{{{kw},model="$model"}}'
+    k_views = f"seedloop_creator_views{{{kw}}}"
     ck = 'campaign=~"$campaign",window="$window",channel=~"$channel"'
     views = f"seedloop_campaign_views{{{ck}}}"
     spend = f"seedloop_campaign_spend{{{ck}}}"
@@ -444,11 +508,23 @@ def creators() -> dash_b.Dashboard:
         base(
             "seedloop-creators",
             "seedloop / Creators & channels",
-            "KOL notes (creator content) against brand, feed and search ads: spend, follows and "
-            "attributed GMV per channel. Per-creator metrics are not exported yet.",
+            "Per creator (KOL/KOS): spend, attributed checkouts and GMV, followers; then KOL notes against "
+            "brand, feed and search ads per channel.",
             ["creators", "channels"],
         )
         .with_variable(campaign_variable())
+        .with_variable(
+            dash_b.QueryVariable("creator")
+            .label("Creator")
+            .datasource(DS)
+            .query("label_values(seedloop_creator_spend, creator)")
+            .refresh(dash_m.VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(dash_m.VariableSort.ALPHABETICAL_ASC)
+            .multi(True)
+            .include_all(True)
+            .all_value(".*")
+            .current(dash_m.VariableOption(selected=True, text="All", value="$__all"))
+        )
         .with_variable(
             custom_variable("channel", "Channel", ("kol", "brand", "feed", "search"), "kol")
             .multi(True)
@@ -457,13 +533,51 @@ def creators() -> dash_b.Dashboard:
         )
         .with_variable(window_variable())
         .with_variable(model_variable())
+        .with_row(dash_b.Row("Creators ($window, $model)"))
         .with_panel(
-            note(
-                "About this dashboard",
-                "Creator (KOL/KOS) content reaches users through the `kol` channel. Figures per creator id "
-                "are not exported yet; until they are, compare the `kol` channel with the paid channels.",
+            table(
+                "Creators",
+                [
+                    (f"sum by (creator) ({k_spend})", "spend"),
+                    (f"sum by (creator) ({k_views})", "views"),
+                    (f"sum by (creator) ({k_checkouts})", "checkouts"),
+                    (f"sum by (creator) ({k_gmv})", "GMV"),
+                    (ratio(k_gmv, k_spend, "creator"), "ROAS"),
+                    ('sum by (creator) (seedloop_creator_followers{creator=~"$creator"})', "followers"),
+                ],
+                description="Top creators by all-time spend (SEEDLOOP_METRICS_TOP_N); the rest are `other`.",
             )
         )
+        .with_panel(
+            timeseries(
+                "Spend by creator", [(f"sum by (creator) ({k_spend})", "{{creator}}")], "currencyUSD", w=8
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Attributed GMV by creator",
+                [(f"sum by (creator) ({k_gmv})", "{{creator}}")],
+                "currencyUSD",
+                w=8,
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Cost per attributed checkout by creator",
+                [(ratio(k_spend, k_checkouts, "creator"), "{{creator}}")],
+                "currencyUSD",
+                w=8,
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Followers (all-time)",
+                [('sum by (creator) (seedloop_creator_followers{creator=~"$creator"})', "{{creator}}")],
+                "short",
+                w=24,
+            )
+        )
+        .with_row(dash_b.Row("Channels"))
         .with_panel(
             timeseries("Follows by channel", [(f"sum by (channel) ({follows})", "{{channel}}")], w=12)
         )
@@ -649,6 +763,22 @@ def pipeline_health() -> dash_b.Dashboard:
                 "Seconds since last applied batch",
                 [("time() - seedloop_last_apply_timestamp_seconds", "{{instance}}")],
                 "s",
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Campaign gauges: seconds since refresh, refresh p99",
+                [
+                    ("time() - seedloop_metrics_refresh_timestamp_seconds", "age {{instance}}"),
+                    (
+                        f"histogram_quantile(0.99, sum by (le, instance) "
+                        f"(rate(seedloop_metrics_refresh_seconds_bucket[{ri}])))",
+                        "p99 {{instance}}",
+                    ),
+                ],
+                "s",
+                "Each worker re-reads its partitions' windows and reach from Redis every "
+                "SEEDLOOP_METRICS_REFRESH_S.",
             )
         )
         .with_panel(

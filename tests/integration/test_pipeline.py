@@ -24,9 +24,12 @@ from tests.recount import recount
 pytestmark = pytest.mark.integration
 
 
-def produce_simulated(settings: Settings, sim_seconds: float) -> list:
+def produce_simulated(settings: Settings, sim_seconds: float, start_after: float = 0.0) -> list:
+    """Produce the seeded simulation's events from `start_after` to `start_after + sim_seconds`."""
     scenario = runtime.scenario_of(settings)
     sim = runtime.simulator_of(settings, scenario)
+    if start_after:
+        sim.advance(sim.now + start_after)
     events = sim.advance(sim.now + sim_seconds)
     sink = runtime.event_sink(settings, scenario)
     from schemas.codec import encode

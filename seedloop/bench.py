@@ -1,0 +1,747 @@
+"""`seedloop bench`: throughput, latency, memory and scale-out on the embedded broker and Redis.
+
+Everything is measured in one run, against the stock Faust baseline (DESIGN.md section 6):
+
+* **Drain rate** (`baseline_eps`, `pipeline_eps`, `scaleout_eps`): N simulated events are
+  produced to the four action topics first; then a consumer (a fresh consumer group, a flushed
+  Redis) drains them. The rate is the steady-state slope between 10 % and 90 % of the N events
+  processed, sampled every 50 ms from Redis: for the pipeline, the applied offsets it stores with
+  the figures in one Lua call; for the baseline, a counter its timer writes (nothing per event).
+  Start-up and group join are therefore outside the window, for both alike. Baseline and
+  pipeline runs alternate, `repeats` times; the medians are reported.
+* **Latency** (`latency_p50_ms`, `latency_p99_ms`): one worker; events are produced at half the
+  median `pipeline_eps` for `latency_s` seconds with the Kafka message timestamp = produce time.
+  A poller reads the partitions' applied offsets from Redis every 5 ms; an event is visible when
+  the offset stored atomically with its figures reaches it (the Yahoo streaming benchmark's
+  "window visible in Redis" measure, with a 5 ms resolution). Latency = visible - produce time.
+* **Producer** (`producer_eps`): events acknowledged by the broker per second, for the
+  simulator's events (encode + produce + delivery accounting; the events are generated before
+  the clock starts). `simulator_eps` is the generation alone, `simulate_produce_eps` the two
+  together in one thread.
+* **Memory** (`worker_rss_mb`, `redis_mb`, `redis_bytes_per_user`): the latency worker then
+  processes views of distinct new users (up to `memory_users`, time-boxed); worker RSS and Redis
+  `used_memory` are sampled along the way (`memory_curve`), so flatness is visible.
+* **Scale-out** (`scaleout_factor`): two workers (each takes half the partitions) drain the same
+  N events; factor = their drain rate / the single-worker median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import contextlib
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+from confluent_kafka import KafkaError, Message, Producer
+from pydantic import SecretStr
+
+from seedloop import runtime
+from seedloop.embedded import EmbeddedStack, free_port
+from seedloop.settings import REPO_SEEDS, Settings
+from seedloop.topics import ACTIONS, ensure_topics
+
+log = logging.getLogger("seedloop.bench")
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class BenchPlan:
+    events: int
+    repeats: int
+    latency_s: float
+    memory_users: int
+    memory_s: float
+    scaleout: bool
+    partitions: int = 4
+    drain_timeout_s: float = 240.0
+
+
+FULL = BenchPlan(
+    events=200_000, repeats=3, latency_s=20.0, memory_users=1_000_000, memory_s=150.0, scaleout=True
+)
+QUICK = BenchPlan(events=30_000, repeats=1, latency_s=8.0, memory_users=20_000, memory_s=15.0, scaleout=True)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def redis_used_bytes(client: redis.Redis) -> int:
+    return int(client.info("memory")["used_memory"])
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _child_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEEDLOOP_")}
+    env.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap,
+            "REDIS_URL": settings.redis_url_value,
+            "SEEDLOOP_TOPIC_PREFIX": settings.topic_prefix,
+            "SEEDLOOP_PARTITIONS": str(settings.partitions),
+            "SEEDLOOP_SEEDS_DIR": str(settings.seeds_dir),
+            "SEEDLOOP_REBALANCE_TIMEOUT_S": str(settings.rebalance_timeout_s),
+            "SEEDLOOP_LOG_FORMAT": "json",
+            "SEEDLOOP_LOG_LEVEL": "WARNING",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+class Child:
+    """A worker or baseline process; stopped (then killed) on exit."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def check(self) -> None:
+        if not self.alive():
+            tail = self.log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{self.log_path.name} exited with {self.proc.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
+def start_worker(settings: Settings, group: str, worker_id: str, log_dir: Path) -> Child:
+    env = _child_env(
+        settings,
+        SEEDLOOP_CONSUMER_GROUP=group,
+        SEEDLOOP_WORKER_ID=worker_id,
+        SEEDLOOP_WEB_PORT=str(free_port()),
+    )
+    return Child([sys.executable, "-m", "seedloop", "worker"], env, log_dir / f"{group}-{worker_id}.log")
+
+
+def start_baseline(settings: Settings, group: str, counter_key: str, log_dir: Path) -> Child:
+    argv = [
+        sys.executable,
+        "-m",
+        "seedloop.bench",
+        "baseline-agent",
+        "--bootstrap",
+        settings.bootstrap,
+        "--redis",
+        settings.redis_url_value,
+        "--prefix",
+        settings.topic_prefix,
+        "--partitions",
+        str(settings.partitions),
+        "--group",
+        group,
+        "--counter-key",
+        counter_key,
+        "--rebalance-timeout",
+        str(settings.rebalance_timeout_s),
+    ]
+    return Child(argv, _child_env(settings), log_dir / f"{group}.log")
+
+
+def applied_counter(settings: Settings, client: redis.Redis) -> Callable[[], int]:
+    """Messages the pipeline has applied (offsets are dense: applied offset + 1 per topic-partition)."""
+    metas = [f"{settings.topic_prefix}:{{p{p}}}:meta" for p in range(settings.partitions)]
+    fields = [f"off:{settings.topic(a)}" for a in ACTIONS]
+
+    def count() -> int:
+        with client.pipeline(transaction=False) as pipe:
+            for key in metas:
+                pipe.hmget(key, fields)
+            rows = pipe.execute()
+        return sum(int(v) + 1 for row in rows for v in row if v is not None)
+
+    return count
+
+
+def drain_rate(
+    count: Callable[[], int], total: int, children: Sequence[Child], timeout: float
+) -> dict[str, Any]:
+    """Sample `count()` until it reaches `total`; the rate between 10 % and 90 % of `total`."""
+    samples: list[tuple[float, int]] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        now = time.monotonic()
+        n = count()
+        samples.append((now, n))
+        if n >= total:
+            break
+        if now > deadline:
+            raise RuntimeError(f"drain timed out at {n}/{total} after {timeout:.0f}s")
+        for child in children:
+            child.check()
+        time.sleep(SAMPLE_S)
+    lo, hi = 0.1 * total, 0.9 * total
+    t_lo = next(t for t, n in samples if n >= lo)
+    n_lo = next(n for t, n in samples if n >= lo)
+    t_hi, n_hi = next((t, n) for t, n in samples if n >= hi)
+    first = next(t for t, n in samples if n > 0)
+    # A drain shorter than the sampling interval (tiny smoke loads): whole drain, one sample's slack.
+    eps = (n_hi - n_lo) / (t_hi - t_lo) if t_hi > t_lo else total / (samples[-1][0] - first + SAMPLE_S)
+    return {"eps": eps, "drain_s": samples[-1][0] - first, "events": total}
+
+
+# --------------------------------------------------------------------------- phases
+
+
+def produce_drain_data(settings: Settings, n: int) -> dict[str, Any]:
+    """Generate n simulator events, then produce them; returns producer figures."""
+    scenario = runtime.scenario_of(settings)
+    sim = runtime.simulator_of(settings, scenario)
+    from schemas.codec import encode
+
+    events: list[Any] = []
+    t0 = time.perf_counter()
+    while len(events) < n:
+        events.extend(sim.advance(sim.now + 600))
+    gen_s = time.perf_counter() - t0
+    generated = len(events)
+    events = events[:n]
+    sink = runtime.event_sink(settings, scenario)
+    sink.produce(events[0], encode(events[0]))  # connect and learn metadata outside the clock
+    assert sink.flush(30) == 0
+    t0 = time.perf_counter()
+    chunk = 10_000
+    for i in range(1, n, chunk):
+        part = events[i : i + chunk]
+        sink.produce_many(part, [encode(e) for e in part])
+    remaining = sink.flush(120)
+    produce_s = time.perf_counter() - t0
+    if remaining or sink.totals.failed:
+        raise RuntimeError(f"producer: {remaining} unacknowledged, {sink.totals.failed} failed")
+    producer_eps = (n - 1) / produce_s
+    simulator_eps = generated / gen_s
+    return {
+        "producer_eps": producer_eps,
+        "simulator_eps": simulator_eps,
+        # one thread doing both: 1 / (1/gen + 1/produce)
+        "simulate_produce_eps": 1 / (1 / simulator_eps + 1 / producer_eps),
+        "acknowledged": sink.totals.events,
+        "sim": sim,
+        "scenario": scenario,
+    }
+
+
+def run_baseline(
+    settings: Settings, client: redis.Redis, n: int, tag: str, log_dir: Path, timeout: float
+) -> dict[str, Any]:
+    key = f"bench:baseline:{tag}"
+    child = start_baseline(settings, f"bench-baseline-{tag}", key, log_dir)
+    try:
+        return drain_rate(lambda: int(client.get(key) or 0), n, [child], timeout)
+    finally:
+        child.stop()
+
+
+def run_pipeline(
+    settings: Settings, client: redis.Redis, n: int, tag: str, log_dir: Path, timeout: float, workers: int = 1
+) -> dict[str, Any]:
+    client.flushdb()
+    group = f"bench-pipeline-{tag}"
+    children = [start_worker(settings, group, f"w{i + 1}", log_dir) for i in range(workers)]
+    try:
+        out = drain_rate(applied_counter(settings, client), n, children, timeout)
+        out["worker_rss_mb"] = [rss_mb(c.proc.pid) for c in children]
+        return out
+    finally:
+        for c in children:
+            c.stop()
+
+
+class OffsetPoller(threading.Thread):
+    """Records, per topic-partition, when each applied offset first became visible in Redis."""
+
+    def __init__(self, settings: Settings, client: redis.Redis, interval: float = 0.005) -> None:
+        super().__init__(daemon=True)
+        self._metas = [(p, f"{settings.topic_prefix}:{{p{p}}}:meta") for p in range(settings.partitions)]
+        self._client = client
+        self._interval = interval
+        self._halt = threading.Event()
+        self.seen: dict[tuple[str, int], tuple[list[int], list[float]]] = {}
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            with self._client.pipeline(transaction=False) as pipe:
+                for _, key in self._metas:
+                    pipe.hgetall(key)
+                rows = pipe.execute()
+            now = time.time()
+            for (p, _), row in zip(self._metas, rows, strict=True):
+                for k, v in row.items():
+                    name = k.decode()
+                    if name.startswith("off:"):
+                        offs, times = self.seen.setdefault((name[4:], p), ([], []))
+                        off = int(v)
+                        if not offs or off > offs[-1]:
+                            offs.append(off)
+                            times.append(now)
+            time.sleep(self._interval)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5)
+
+    def visible_at(self, topic: str, partition: int, offset: int) -> float | None:
+        offs, times = self.seen.get((topic, partition), ([], []))
+        i = bisect.bisect_left(offs, offset)
+        return times[i] if i < len(offs) else None
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    idx = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[idx]
+
+
+def measure_latency(
+    settings: Settings,
+    client: redis.Redis,
+    sink_config: dict[str, Any],
+    payloads: Iterator[tuple[str, bytes, bytes]],
+    rate: float,
+    duration: float,
+    warmup: float = 0.0,
+) -> dict[str, Any]:
+    """Produce at `rate` for `warmup` + `duration` s; latency = first visible in Redis - Kafka
+    timestamp, over the events produced after the warm-up (the ramp from idle is not counted)."""
+    records: list[tuple[str, int, int, float]] = []
+    failures = [0]
+
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            failures[0] += 1
+            return
+        records.append(
+            (str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0), msg.timestamp()[1] / 1000)
+        )
+
+    producer = Producer(sink_config)
+    poller = OffsetPoller(settings, client)
+    poller.start()
+    started = time.monotonic()
+    counted_from = time.time() + warmup
+    produced = 0
+    try:
+        while (elapsed := time.monotonic() - started) < warmup + duration:
+            due = int(rate * elapsed) - produced
+            for _ in range(max(0, due)):
+                topic, key, value = next(payloads)
+                producer.produce(topic, value, key, on_delivery=on_delivery)
+                produced += 1
+            producer.poll(0)
+            time.sleep(0.002)
+        producer.flush(30)
+        last = max(records, key=lambda r: r[3]) if records else None
+        deadline = time.monotonic() + 30
+        while last is not None and time.monotonic() < deadline:
+            if all(poller.visible_at(t, p, o) is not None for t, p, o, _ in records[-200:]):
+                break
+            time.sleep(0.05)
+        time.sleep(0.05)
+    finally:
+        poller.stop()
+    lat: list[float] = []
+    by_second: dict[int, list[float]] = {}
+    missing = 0
+    records = [r for r in records if r[3] >= counted_from]
+    t0 = min((r[3] for r in records), default=0.0)
+    for topic, p, off, ts in records:
+        seen = poller.visible_at(topic, p, off)
+        if seen is None:
+            missing += 1
+        else:
+            ms = max(0.0, seen - ts) * 1000
+            lat.append(ms)
+            by_second.setdefault(int(ts - t0), []).append(ms)
+    lat.sort()
+    return {
+        "latency_p50_ms": _percentile(lat, 0.5),
+        "latency_p99_ms": _percentile(lat, 0.99),
+        "latency_max_ms": lat[-1] if lat else None,
+        "latency_rate_eps": rate,
+        "latency_events": len(lat),
+        "latency_not_visible": missing,
+        "latency_failed": failures[0],
+        "latency_achieved_eps": produced / (warmup + duration),
+        "latency_warmup_s": warmup,
+        # p50 per second of the run: a rising series means the worker fell behind (a queue grew)
+        "latency_p50_by_second_ms": [statistics.median(v) for _, v in sorted(by_second.items())],
+    }
+
+
+def memory_phase(
+    settings: Settings,
+    client: redis.Redis,
+    worker: Child,
+    template: dict[str, Any],
+    sink_config: dict[str, Any],
+    users: int,
+    budget_s: float,
+) -> dict[str, Any]:
+    """Views of `users` distinct new users; RSS and Redis memory sampled as they are applied."""
+    count = applied_counter(settings, client)
+    base_applied = count()
+    base_redis = redis_used_bytes(client)
+    base_rss = rss_mb(worker.proc.pid)
+    producer = Producer(sink_config)
+    topic = settings.topic("view")
+    head = json.dumps({k: v for k, v in template.items() if k not in ("event_id", "user_id")})[1:-1]
+    started = time.monotonic()
+    # Produce in slices ahead of the worker (the producer is ~20x faster), so the broker never
+    # holds many more than the worker will read inside the time box.
+    produced = 0
+    curve: list[dict[str, Any]] = [{"users": 0, "worker_rss_mb": base_rss, "redis_mb": base_redis / 2**20}]
+    next_mark = max(1, users // 10)
+    applied = 0
+    while True:
+        applied = count() - base_applied
+        if produced - applied < 20_000 and produced < users:
+            for i in range(produced, min(users, produced + 10_000)):
+                uid = f"m{i:08d}"
+                value = f'{{"event_id":"mem-{i}","user_id":"{uid}",{head}}}'.encode()
+                while True:
+                    try:
+                        producer.produce(topic, value, uid.encode())
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+            produced = min(users, produced + 10_000)
+            producer.poll(0)
+        if applied >= next_mark or applied >= users:
+            curve.append(
+                {
+                    "users": applied,
+                    "worker_rss_mb": rss_mb(worker.proc.pid),
+                    "redis_mb": redis_used_bytes(client) / 2**20,
+                }
+            )
+            next_mark += max(1, users // 10)
+        if applied >= users or time.monotonic() - started > budget_s:
+            break
+        worker.check()
+        time.sleep(0.1)
+    producer.flush(10)
+    end_redis = redis_used_bytes(client)
+    end_rss = rss_mb(worker.proc.pid)
+    curve.append({"users": applied, "worker_rss_mb": end_rss, "redis_mb": end_redis / 2**20})
+    return {
+        "memory_users": applied,
+        "memory_users_target": users,
+        "worker_rss_mb": end_rss,
+        "worker_rss_start_mb": base_rss,
+        "redis_mb": end_redis / 2**20,
+        "redis_bytes_per_user": (end_redis - base_redis) / applied if applied else None,
+        "memory_curve": curve,
+    }
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def run_bench(
+    json_path: Path | None,
+    *,
+    quick: bool = False,
+    plan: BenchPlan | None = None,
+    log_dir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the whole benchmark on a fresh embedded stack; write `json_path` if given."""
+    plan = plan or (QUICK if quick else FULL)
+    say = progress or (lambda msg: log.info(msg))
+    t_start = time.monotonic()
+    result: dict[str, Any] = {
+        "mode": "quick" if quick else "full",
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "plan": {
+            "events": plan.events,
+            "repeats": plan.repeats,
+            "latency_s": plan.latency_s,
+            "memory_users": plan.memory_users,
+            "partitions": plan.partitions,
+        },
+    }
+    with EmbeddedStack(log_dir=log_dir) as stack:
+        logs = stack.log_dir
+        prefix = f"bench{uuid.uuid4().hex[:6]}"
+        settings = Settings(
+            kafka_bootstrap_servers=stack.bootstrap,
+            redis_url=SecretStr(stack.redis_url),
+            topic_prefix=prefix,
+            partitions=plan.partitions,
+            seeds_dir=REPO_SEEDS,
+            rebalance_timeout_s=3.0,
+        )
+        client = redis.Redis.from_url(settings.redis_url_value)
+        ensure_topics(settings)
+        say(f"producing {plan.events} simulated events")
+        prod = produce_drain_data(settings, plan.events)
+        sim, scenario = prod.pop("sim"), prod.pop("scenario")
+        result.update(prod)
+        # The count we produced and the broker acknowledged, not the high watermarks: Tansu reports
+        # a partition's high watermark as its last batch's base offset + 1 (consumed offsets are dense).
+        total = int(prod["acknowledged"])
+
+        base_runs: list[float] = []
+        pipe_runs: list[float] = []
+        rss_drain: list[float] = []
+        for r in range(plan.repeats):
+            say(f"drain {r + 1}/{plan.repeats}: stock Faust counting agent")
+            client.flushdb()
+            base_runs.append(
+                run_baseline(settings, client, total, f"{prefix}-{r}", logs, plan.drain_timeout_s)["eps"]
+            )
+            say(f"drain {r + 1}/{plan.repeats}: pipeline worker")
+            out = run_pipeline(settings, client, total, f"{prefix}-{r}", logs, plan.drain_timeout_s)
+            pipe_runs.append(out["eps"])
+            rss_drain.extend(x for x in out["worker_rss_mb"] if x is not None)
+            say(f"  baseline {base_runs[-1]:,.0f} ev/s, pipeline {pipe_runs[-1]:,.0f} ev/s")
+        baseline_eps = _median(base_runs)
+        pipeline_eps = _median(pipe_runs)
+        result.update(
+            {
+                "baseline_eps": baseline_eps,
+                "pipeline_eps": pipeline_eps,
+                "ratio": pipeline_eps / baseline_eps if baseline_eps and pipeline_eps else None,
+                "baseline_runs_eps": base_runs,
+                "pipeline_runs_eps": pipe_runs,
+                "drain_events": total,
+                "drain_worker_rss_mb": _median(rss_drain),
+            }
+        )
+
+        if plan.scaleout:
+            say("scale-out: two workers drain the same events")
+            out = run_pipeline(settings, client, total, f"{prefix}-x2", logs, plan.drain_timeout_s, workers=2)
+            result["scaleout_eps"] = out["eps"]
+            result["scaleout_factor"] = out["eps"] / pipeline_eps if pipeline_eps else None
+        else:
+            result["scaleout_eps"] = result["scaleout_factor"] = None
+
+        # Latency and memory: their own topics and namespace, one worker.
+        client.flushdb()
+        lat_settings = settings.model_copy(update={"topic_prefix": f"{prefix}l"})
+        ensure_topics(lat_settings)
+        from schemas.codec import encode
+
+        rate = max(50.0, (pipeline_eps or 1000.0) / 2)
+        needed = int(rate * (plan.latency_s + 3) * 1.2) + 1000
+        events: list[Any] = []
+        while len(events) < needed:
+            events.extend(sim.advance(sim.now + 600))
+        payloads = [(lat_settings.topic(e.action), e.user_id.encode(), encode(e)) for e in events]
+        sink = runtime.event_sink(lat_settings, scenario)
+        config = sink.producer_config
+        worker = start_worker(lat_settings, "bench-latency", "w1", logs)
+        try:
+            # Warm up: the first events go through before the clock starts (group join, claims).
+            warm = iter(payloads[:200])
+            p = Producer(config)
+            for t, k, v in warm:
+                p.produce(t, v, k)
+            p.flush(30)
+            count = applied_counter(lat_settings, client)
+            deadline = time.monotonic() + 60
+            while count() < 200:
+                worker.check()
+                if time.monotonic() > deadline:
+                    raise RuntimeError("latency worker did not start")
+                time.sleep(0.1)
+            say(f"latency: {rate:,.0f} ev/s for {plan.latency_s:.0f}s")
+            result.update(
+                measure_latency(
+                    lat_settings,
+                    client,
+                    config,
+                    iter(payloads[200:]),
+                    rate,
+                    plan.latency_s,
+                    warmup=min(3.0, plan.latency_s / 4),
+                )
+            )
+            view = next(e for e in reversed(events) if e.action == "view")
+            template = json.loads(encode(view))
+            say(f"memory: up to {plan.memory_users:,} distinct users in {plan.memory_s:.0f}s")
+            result.update(
+                memory_phase(lat_settings, client, worker, template, config, plan.memory_users, plan.memory_s)
+            )
+        finally:
+            worker.stop()
+        client.close()
+    result["bench_seconds"] = time.monotonic() - t_start
+    result["method"] = {
+        "throughput": "drain rate: N pre-produced simulator events, fresh group and flushed Redis; "
+        "slope between 10% and 90% processed (Redis-sampled every 50 ms); medians of alternating runs",
+        "latency": "Kafka timestamp (produce time) to the applied offset, stored with the figures in "
+        "the same Lua call, first seen by a 5 ms Redis poller; produced at half pipeline_eps after a "
+        "warm-up at that rate that is not counted",
+        "producer": "pre-generated simulator events: encode + produce + delivery accounting, until all acknowledged",
+        "memory": "views of distinct new users after the latency phase; Redis used_memory and worker VmRSS",
+    }
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return result
+
+
+def _fmt(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and v != v:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:,.0f}{unit}" if abs(v) >= 100 else f"{v:,.2f}{unit}"
+    return f"{v:,}{unit}" if isinstance(v, int) else f"{v}{unit}"
+
+
+def format_bench(result: dict[str, Any]) -> str:
+    base = result.get("baseline_eps")
+    rows = [
+        ("baseline_eps (stock Faust counting agent)", _fmt(base), "-"),
+        ("pipeline_eps (full pipeline, 1 worker)", _fmt(result.get("pipeline_eps")), _fmt(base)),
+        ("ratio pipeline / baseline", _fmt(result.get("ratio")), ">= 0.8"),
+        ("scaleout_eps (2 workers)", _fmt(result.get("scaleout_eps")), _fmt(base)),
+        ("scaleout_factor", _fmt(result.get("scaleout_factor")), "-"),
+        (
+            "latency_p50_ms",
+            _fmt(result.get("latency_p50_ms")),
+            f"at {_fmt(result.get('latency_rate_eps'))} ev/s",
+        ),
+        ("latency_p99_ms", _fmt(result.get("latency_p99_ms")), "<= 1000"),
+        ("producer_eps (acknowledged)", _fmt(result.get("producer_eps")), _fmt(base)),
+        ("simulator_eps (generation only)", _fmt(result.get("simulator_eps")), "-"),
+        ("simulate_produce_eps (one thread)", _fmt(result.get("simulate_produce_eps")), "-"),
+        (
+            "worker_rss_mb",
+            _fmt(result.get("worker_rss_mb")),
+            f"start {_fmt(result.get('worker_rss_start_mb'))}",
+        ),
+        ("redis_mb", _fmt(result.get("redis_mb")), f"{_fmt(result.get('memory_users'))} users"),
+        ("redis_bytes_per_user", _fmt(result.get("redis_bytes_per_user")), "-"),
+    ]
+    w = max(len(r[0]) for r in rows)
+    lines = [f"{'figure':<{w}}  {'value':>12}  {'baseline / note':>18}", "-" * (w + 34)]
+    lines += [f"{name:<{w}}  {val:>12}  {note:>18}" for name, val, note in rows]
+    runs_b = ", ".join(_fmt(x) for x in result.get("baseline_runs_eps", []))
+    runs_p = ", ".join(_fmt(x) for x in result.get("pipeline_runs_eps", []))
+    lines.append(f"runs: baseline [{runs_b}]  pipeline [{runs_p}]  (medians above)")
+    curve = result.get("memory_curve") or []
+    if curve:
+        lines.append(
+            "memory: "
+            + "  ".join(
+                f"{c['users']:,}u: {_fmt(c['worker_rss_mb'])}/{_fmt(c['redis_mb'])} MB" for c in curve
+            )
+            + "  (worker RSS / Redis)"
+        )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the baseline agent
+
+
+def baseline_agent_main(argv: Sequence[str]) -> None:
+    """A stock Faust agent that only counts, with the worker's broker settings; a timer (not the
+    agent) writes the count to Redis, so the measurement adds nothing per event."""
+    import faust
+
+    ap = argparse.ArgumentParser()
+    for name in ("--bootstrap", "--redis", "--prefix", "--group", "--counter-key"):
+        ap.add_argument(name, required=True)
+    ap.add_argument("--partitions", type=int, required=True)
+    ap.add_argument("--rebalance-timeout", type=float, default=3.0)
+    args = ap.parse_args(argv)
+    import tempfile
+
+    app = faust.App(
+        args.group,
+        broker=f"kafka://{args.bootstrap}",
+        value_serializer="raw",
+        key_serializer="raw",
+        topic_partitions=args.partitions,
+        topic_disable_leader=True,
+        broker_rebalance_timeout=args.rebalance_timeout,
+        broker_session_timeout=max(10.0, args.rebalance_timeout),
+        broker_heartbeat_interval=1.0,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False,
+        web_enabled=False,
+        datadir=tempfile.mkdtemp(prefix="seedloop-bench-baseline-"),
+        store="memory://",
+    )
+    topics = app.topic(*(f"{args.prefix}.{a}" for a in ACTIONS), value_serializer="raw", key_serializer="raw")
+    counted = [0]
+
+    @app.agent(topics)
+    async def count(stream: Any) -> None:
+        async for _ in stream:
+            counted[0] += 1
+
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(args.redis)
+
+    @app.timer(SAMPLE_S / 2)
+    async def report() -> None:
+        await client.set(args.counter_key, counted[0])
+
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False, override_logging=False)
+    worker.execute_from_commandline()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "baseline-agent":
+        baseline_agent_main(argv[1:])
+        return 0
+    ap = argparse.ArgumentParser(prog="python -m seedloop.bench")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        print(format_bench(run_bench(args.json, quick=args.quick, progress=print)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

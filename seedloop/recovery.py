@@ -1,0 +1,87 @@
+"""Startup check: is Redis behind the offsets Kafka has committed for the worker group?
+
+Commits only ever follow applies (the worker acknowledges a batch after its Redis call), so a
+committed offset beyond what Redis says it applied means Redis lost data (restarted without
+persistence, flushed, failed over to a stale replica). Carrying on would silently report lower
+figures. Depending on SEEDLOOP_ON_STATE_LOSS the worker stops loudly (`stop`, the default) or
+rewinds the group to the start of the topics and rebuilds (`rebuild`): replays are harmless,
+because Redis skips every offset it has already applied.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import redis
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from seedloop.settings import Settings
+from seedloop.topics import ACTIONS
+from stream_processors.state import FigureReader, Keys
+
+log = logging.getLogger("seedloop.recovery")
+
+
+class StateLossError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Behind:
+    topic: str
+    partition: int
+    committed: int
+    applied: int
+
+
+def find_state_loss(settings: Settings, group_id: str) -> list[Behind]:
+    consumer = Consumer({**settings.confluent_config(), "group.id": group_id, "enable.auto.commit": False})
+    client = redis.Redis.from_url(settings.redis_url_value)
+    try:
+        tps = [TopicPartition(settings.topic(a), p) for a in ACTIONS for p in range(settings.partitions)]
+        committed = consumer.committed(tps, timeout=15)
+        metas = FigureReader(client, Keys(settings.topic_prefix), settings.partitions, settings.bucket_s).metas()
+        behind = []
+        for tp in committed:
+            # Kafka's committed offset is the next offset to read; Redis stores the last one applied.
+            applied = metas[tp.partition].offsets.get(tp.topic, -1)
+            if tp.offset > 0 and applied < tp.offset - 1:
+                behind.append(Behind(tp.topic, tp.partition, tp.offset, applied))
+        return behind
+    finally:
+        consumer.close()
+        client.close()
+
+
+def rewind_group(settings: Settings, group_id: str) -> None:
+    """Forget the group's committed offsets, so its workers start again from the earliest retained
+    offset (auto.offset.reset=earliest). Deleting the group is the operation every broker honours
+    for an idle group (Tansu accepts an offset reset but aiokafka then never rejoins); on Apache
+    Kafka it fails while another worker of the group is running, which is the safe outcome."""
+    admin = AdminClient(settings.confluent_config())
+    for future in admin.delete_consumer_groups([group_id], request_timeout=30).values():
+        try:
+            future.result(timeout=30)
+        except KafkaException as exc:
+            raise StateLossError(
+                f"cannot rewind consumer group {group_id!r} ({exc}); stop every worker of the group, "
+                "then start them with SEEDLOOP_ON_STATE_LOSS=rebuild"
+            ) from exc
+
+
+def check_state(settings: Settings, group_id: str) -> None:
+    behind = find_state_loss(settings, group_id)
+    if not behind:
+        return
+    sample = ", ".join(f"{b.topic}[{b.partition}] committed {b.committed} > applied {b.applied}" for b in behind[:4])
+    if settings.on_state_loss == "stop":
+        raise StateLossError(
+            f"Redis is behind the offsets Kafka committed for {len(behind)} partition(s) ({sample}): "
+            "Redis lost data. Refusing to continue with silently lower figures. Restore Redis, or restart "
+            "the workers with SEEDLOOP_ON_STATE_LOSS=rebuild to rebuild it from Kafka."
+        )
+    log.warning("Redis lost data; rebuilding from the start of the topics",
+                extra={"partitions_behind": len(behind), "example": sample})
+    rewind_group(settings, group_id)

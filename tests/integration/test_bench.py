@@ -1,0 +1,52 @@
+"""Smoke test of `seedloop bench`: the harness runs end to end on a tiny load and writes its keys.
+The figures of such a load mean nothing; `seedloop bench` (full) is the measurement."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from seedloop.bench import BenchPlan, format_bench, run_bench
+
+pytestmark = pytest.mark.integration
+
+KEYS = (
+    "baseline_eps",
+    "pipeline_eps",
+    "ratio",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "producer_eps",
+    "worker_rss_mb",
+    "redis_mb",
+    "redis_bytes_per_user",
+    "scaleout_factor",
+)
+
+
+def test_bench_harness_runs_on_a_tiny_load_and_writes_the_json_keys(tmp_path: Path) -> None:
+    plan = BenchPlan(
+        events=3000,
+        repeats=1,
+        latency_s=2.0,
+        memory_users=1000,
+        memory_s=4.0,
+        scaleout=False,
+        drain_timeout_s=60,
+    )
+    out = tmp_path / "bench.json"
+    result = run_bench(out, quick=True, plan=plan, log_dir=tmp_path / "logs")
+    written = json.loads(out.read_text())
+    for key in KEYS:
+        assert key in written, key
+    for key in ("baseline_eps", "pipeline_eps", "ratio", "producer_eps", "worker_rss_mb", "redis_mb"):
+        assert isinstance(written[key], float) and math.isfinite(written[key]) and written[key] > 0, key
+    assert written["drain_events"] == 3000
+    assert written["latency_events"] > 0 and written["latency_not_visible"] == 0
+    assert written["memory_users"] > 0 and written["redis_bytes_per_user"] > 0
+    assert written["scaleout_factor"] is None  # not run in this plan
+    table = format_bench(result)
+    assert "baseline_eps" in table and "latency_p99_ms" in table

@@ -1,0 +1,89 @@
+"""Pure figures: ranking and `other` folding for bounded labels, loyalty, the AIPL funnel."""
+
+from __future__ import annotations
+
+from stream_processors.figures import (
+    OTHER,
+    Efficiency,
+    aipl_funnel,
+    campaign_figures,
+    campaign_spend,
+    creator_figures,
+    creator_followers,
+    creator_spend,
+    fold_campaigns,
+    fold_creators,
+    label_of,
+    loyalty,
+    top_n,
+)
+
+MODELS = ("last", "linear")
+FIELDS = {
+    "c|a|kol|views": 10,
+    "c|a|kol|spend": 500,
+    "c|a|feed|views": 4,
+    "c|a|feed|spend": 100,
+    "c|a|kol|last|checkouts": 2_000_000,
+    "c|a|kol|last|gmv": 3000,
+    "c|a|kol|linear|checkouts": 1_500_000,
+    "c|b|feed|views": 3,
+    "c|b|feed|spend": 300,
+    "c|b|feed|last|checkouts": 1_000_000,
+    "c|c|feed|views": 5,
+    "c|c|feed|spend": 300,
+    "c|c|feed|last|gmv": 700,
+    "k|kol1|views": 10,
+    "k|kol1|spend": 500,
+    "k|kol1|last|checkouts": 2_000_000,
+    "k|kol1|followers": 7,
+    "k|kol2|spend": 20,
+    "k|kol2|followers": 1,
+    "t|buyers": 8,
+    "t|repeat_buyers": 2,
+}
+
+
+def test_spend_rankings_and_top_n_break_ties_by_id() -> None:
+    assert campaign_spend(FIELDS) == {"a": 6.0, "b": 3.0, "c": 3.0}
+    assert creator_spend(FIELDS) == {"kol1": 5.0, "kol2": 0.2}
+    assert top_n(campaign_spend(FIELDS), 2) == {"a", "b"}
+    assert top_n(campaign_spend(FIELDS), 0) == frozenset()
+    assert top_n(campaign_spend(FIELDS), 10) == {"a", "b", "c"}
+    assert label_of("c", {"a", "b"}) == OTHER and label_of("a", {"a"}) == "a"
+
+
+def test_folding_into_other_keeps_the_sums() -> None:
+    figs = campaign_figures(FIELDS, MODELS)
+    folded = fold_campaigns(figs, frozenset({"a"}))
+    assert set(folded) == {"a", OTHER}
+    other = folded[OTHER].total("last")
+    assert other.views == 8 and other.spend == 6.0 and other.checkouts == 1.0 and other.gmv == 7.0
+    for model in MODELS:
+        before, after = Efficiency(), Efficiency()
+        for f in figs.values():
+            before.add(f.total(model))
+        for f in folded.values():
+            after.add(f.total(model))
+        assert before == after
+    # Folding does not alias the input figures.
+    assert figs["b"].total("last").views == 3
+    creators = fold_creators(creator_figures(FIELDS, "last"), frozenset({"kol1"}))
+    assert creators["kol1"].checkouts == 2.0 and creators[OTHER].spend == 0.2
+
+
+def test_followers_and_loyalty() -> None:
+    assert creator_followers(FIELDS) == {"kol1": 7, "kol2": 1}
+    assert loyalty(FIELDS) == {"buyers": 8, "repeat_buyers": 2, "repeat_rate": 0.25}
+    assert loyalty({})["repeat_rate"] is None
+
+
+def test_aipl_funnel() -> None:
+    eff = campaign_figures(FIELDS, MODELS)["a"].total("last")
+    funnel = aipl_funnel(eff, reach=7, engaged_users=2)
+    assert funnel["awareness"] == {"views": 14, "reach": 7, "frequency": 2.0, "spend": 6.0, "ecpm": eff.ecpm}
+    assert funnel["interest"]["engaged_rate"] == round(2 / 7, 6)
+    assert funnel["purchase"]["checkouts"] == 2.0 and funnel["purchase"]["cpa"] == 3.0
+    assert funnel["purchase"]["roas"] == 5.0
+    empty = aipl_funnel(Efficiency())
+    assert empty["purchase"]["cpa"] is None and empty["awareness"]["frequency"] is None
