@@ -42,8 +42,10 @@ class AdScheduler:
         """Apply a published decision. Returns False for ones it must ignore, and says why in the log."""
         key = (adj.campaign_id, adj.channel)
         if key not in self.bids:
-            log.warning("bid adjustment for an unknown campaign/channel ignored",
-                        extra={"campaign": adj.campaign_id, "channel": adj.channel})
+            log.warning(
+                "bid adjustment for an unknown campaign/channel ignored",
+                extra={"campaign": adj.campaign_id, "channel": adj.channel},
+            )
             return False
         if adj.dry_run:
             return False

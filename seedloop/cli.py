@@ -233,11 +233,10 @@ def cmd_worker(settings: Settings) -> int:
 
 
 def cmd_optimize(settings: Settings, args: argparse.Namespace) -> int:
-    from prometheus_client import start_http_server
-
     from seedloop import runtime
     from seedloop.topics import ensure_topics
     from stream_processors.metrics import OptimizerMetrics
+    from stream_processors.optimizer.http import ControlServer
 
     ensure_topics(settings)
     metrics = OptimizerMetrics()
@@ -246,8 +245,20 @@ def cmd_optimize(settings: Settings, args: argparse.Namespace) -> int:
         decisions = service.run_round()
         print(json.dumps([d.model_dump(mode="json") for d in decisions], indent=2))
         return 0
-    start_http_server(settings.optimizer_port, addr=settings.web_host, registry=metrics.registry)
-    service.run_forever(settings.optimizer_interval_s, should_stop=_stop_flag())
+    token = settings.control_token.get_secret_value() if settings.control_token else None
+    server = ControlServer(service, settings.web_host, settings.optimizer_port, token).start()
+    log.info(
+        "optimizer running",
+        extra={
+            "http": f"{settings.web_host}:{server.port}",
+            "mode": settings.optimizer_mode,
+            "control": "enabled" if token else "disabled (no SEEDLOOP_CONTROL_TOKEN)",
+        },
+    )
+    try:
+        service.run_forever(settings.optimizer_interval_s, should_stop=_stop_flag())
+    finally:
+        server.stop()
     return 0
 
 

@@ -33,6 +33,7 @@ from seedloop.report import build_report, report_markdown
 from seedloop.settings import Settings
 from seedloop.topics import caught_up, ensure_topics
 from stream_processors.attribution.models import MODEL_NAMES
+from stream_processors.optimizer.http import ControlServer
 from stream_processors.figures import campaign_figures
 from stream_processors.state import FigureReader, Keys, text
 
@@ -170,6 +171,12 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         pool.start_all()
 
         optimizer = runtime.optimizer_of(settings, scenario)
+        token = settings.control_token.get_secret_value() if settings.control_token else None
+        try:
+            control = ControlServer(optimizer, settings.web_host, settings.optimizer_port, token).start()
+        except OSError:  # the default port is taken (another demo): any free port will do
+            control = ControlServer(optimizer, settings.web_host, 0, token).start()
+        log.info("optimizer endpoint", extra={"url": f"http://{settings.web_host}:{control.port}/api/bids"})
         opt_thread = threading.Thread(
             target=optimizer.run_forever,
             name="optimizer",
@@ -230,6 +237,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         stop.set()
         opt_thread.join(timeout=30)
         optimizer.run_round()  # a last round on the final figures
+        control.stop()
         report = build_report(
             settings,
             scenario,

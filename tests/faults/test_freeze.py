@@ -1,0 +1,85 @@
+"""A worker frozen past its session timeout (a long GC pause, a stopped VM) comes back as a zombie:
+the other worker has taken its partitions and claimed new epochs, so the zombie's stale writes are
+fenced in Redis and nothing counts twice."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from seedloop.settings import Settings
+from seedloop.topics import ensure_topics
+from stream_processors.state import FigureReader, Keys
+from stream_processors.worker import EXIT_APPLY_FAILED
+from tests.conftest import WorkerProcess, wait_for
+from tests.faults.test_rebalance import owned_partitions
+from tests.faults.test_worker_crashes import BackgroundProducer, assert_redis_equals_recount
+
+pytestmark = pytest.mark.integration
+
+# Faust's broker_session_timeout is max(10 s, rebalance timeout): frozen longer than that, a worker
+# is evicted from the group and its partitions go to the other worker.
+FREEZE_S = 15.0
+
+
+def epochs(reader: FigureReader) -> dict[int, int]:
+    return {p: int(meta.epoch or 0) for p, meta in reader.metas().items()}
+
+
+def test_frozen_worker_is_fenced_when_it_wakes_and_nothing_counts_twice(
+    settings: Settings, start_worker: Callable[..., WorkerProcess], redis_client: redis.Redis
+) -> None:
+    ensure_topics(settings)
+    reader = FigureReader(redis_client, Keys(settings.topic_prefix), settings.partitions, settings.bucket_s)
+    w1 = start_worker("worker-1")
+    w2 = start_worker("worker-2")
+    wait_for(lambda: (owned_partitions(w1) or 0) > 0 and (owned_partitions(w2) or 0) > 0
+             and owned_partitions(w1) + owned_partitions(w2) == settings.partitions,  # type: ignore[operator]
+             60, "the two workers to split the partitions")
+    producer = BackgroundProducer(settings, sim_seconds=6 * 3600, rate=2000).start()
+    # Freeze worker-2 while it is busy, so it holds fetched but unapplied messages.
+    before = reader.totals().get("t|views", 0)
+    wait_for(lambda: reader.totals().get("t|views", 0) > before + 2000, 30, "events being applied")
+    frozen_epochs = epochs(reader)
+    w2.proc.send_signal(signal.SIGSTOP)
+    frozen_at = time.monotonic()
+    try:
+        # worker-1 notices the eviction, takes every partition and claims new epochs for them.
+        wait_for(lambda: owned_partitions(w1) == settings.partitions, 45, "worker-1 to take the frozen worker's partitions")
+        taken_over = epochs(reader)
+        assert any(taken_over[p] > frozen_epochs[p] for p in taken_over), (frozen_epochs, taken_over)
+        time.sleep(max(0.0, FREEZE_S - (time.monotonic() - frozen_at)))
+    finally:
+        w2.proc.send_signal(signal.SIGCONT)
+    print(f"worker-2 frozen for {time.monotonic() - frozen_at:.1f}s")
+
+    # The zombie wakes with a batch planned under its old epoch: Redis refuses it (FencedError).
+    # Since it still believes it owns the partition, it exits (70) rather than carry on; a
+    # supervisor restarts it. If it learned of the revocation first, it drops the batch instead.
+    fenced = lambda: (  # noqa: E731
+        w2.proc.poll() is not None
+        or "superseded" in w2.log_text()
+        or "revoked mid-batch" in w2.log_text()
+    )
+    wait_for(fenced, 30, "the frozen worker to be fenced (or to rejoin cleanly)", interval=0.5)
+    time.sleep(2)
+    code = w2.proc.poll()
+    log_text = w2.log_text()
+    print(f"worker-2 after waking: exit code {code}, "
+          f"superseded in log: {'superseded' in log_text}, dropped a revoked batch: {'revoked mid-batch' in log_text}")
+    if code is not None:
+        assert code == EXIT_APPLY_FAILED, log_text[-3000:]
+        assert "superseded" in log_text, log_text[-3000:]
+        w2 = start_worker("worker-2")  # as a supervisor would
+    else:
+        assert "revoked mid-batch" in log_text or "superseded" in log_text, log_text[-3000:]
+
+    producer.join()
+    assert_redis_equals_recount(settings, redis_client, producer.events)
+    for w in (w1, w2):
+        assert w.proc.poll() is None, w.log_text()[-2000:]
+    assert "superseded" not in w1.log_text()
