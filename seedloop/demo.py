@@ -33,8 +33,8 @@ from seedloop.report import build_report, report_markdown
 from seedloop.settings import Settings
 from seedloop.topics import caught_up, ensure_topics
 from stream_processors.attribution.models import MODEL_NAMES
-from stream_processors.optimizer.http import ControlServer
 from stream_processors.figures import campaign_figures
+from stream_processors.optimizer.http import ControlServer
 from stream_processors.state import FigureReader, Keys, text
 
 log = logging.getLogger("seedloop.demo")
