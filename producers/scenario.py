@@ -58,11 +58,18 @@ class Campaign(_Frozen):
     segments: list[str]
     bid_floor: PositiveMoney
     bid_cap: PositiveMoney
+    # The advertiser's own attribution lookbacks, seconds (None: the platform default).
+    lookback_view_s: Annotated[float, Field(gt=0)] | None = None
+    lookback_engaged_s: Annotated[float, Field(gt=0)] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Campaign:
         if not self.channels:
             raise ValueError(f"{self.campaign_id}: at least one channel")
+        if (self.lookback_view_s is None) != (self.lookback_engaged_s is None):
+            raise ValueError(f"{self.campaign_id}: give both lookbacks or neither")
+        if self.lookback_view_s and self.lookback_engaged_s and self.lookback_engaged_s < self.lookback_view_s:
+            raise ValueError(f"{self.campaign_id}: the engaged lookback must be at least the view lookback")
         if self.bid_floor >= self.bid_cap:
             raise ValueError(f"{self.campaign_id}: bid_floor must be below bid_cap")
         for channel, bid in self.channels.items():

@@ -26,12 +26,21 @@ def scenario_of(settings: Settings) -> Scenario:
     return load_scenario(settings.seeds_dir)
 
 
+def campaign_lookbacks(scenario: Scenario) -> dict[str, Lookback]:
+    return {
+        c.campaign_id: Lookback(view_s=c.lookback_view_s, engaged_s=c.lookback_engaged_s)
+        for c in scenario.campaigns
+        if c.lookback_view_s is not None and c.lookback_engaged_s is not None
+    }
+
+
 def processing_rules(settings: Settings, scenario: Scenario) -> ProcessingRules:
     engine = EngineConfig(
         lookback=Lookback(view_s=settings.lookback_view_s, engaged_s=settings.lookback_engaged_s),
         half_life_s=settings.half_life_s,
         lateness_s=settings.allowed_lateness_s,
         bucket_s=settings.bucket_s,
+        campaign_lookbacks=campaign_lookbacks(scenario),
     )
     catalogue = Catalogue(scenario.campaign_channels(), scenario.fx.base, scenario.rates_to_base())
     return ProcessingRules(engine=engine, max_future_s=settings.max_future_s, catalogue=catalogue)

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
+from producers.scenario import load_scenario
 from schemas.events import AddToCart, Checkout, Follow, UserAction, View
+from seedloop.settings import Settings
 from stream_processors.attribution.models import MODEL_NAMES, Lookback, Touch, allocate
 
 MICRO = 1_000_000
@@ -18,8 +20,14 @@ KIND = {"follow": "follows", "add_to_cart": "add_to_carts", "checkout": "checkou
 
 
 def recount(
-    events: Iterable[UserAction], lookback: Lookback, half_life_s: float, rates_to_base: Mapping[str, float]
+    events: Iterable[UserAction],
+    lookback: Lookback,
+    half_life_s: float,
+    rates_to_base: Mapping[str, float],
+    campaign_lookbacks: Mapping[str, Lookback] | None = None,
 ) -> dict[str, int]:
+    per_campaign = campaign_lookbacks or {}
+    unlimited = Lookback(float("inf"), float("inf"))
     unique: dict[str, UserAction] = {}
     for e in events:
         unique.setdefault(e.event_id, e)
@@ -54,18 +62,35 @@ def recount(
                 engaged = v.engaged or any(
                     f.creator_id == v.creator_id and v.event_ts <= f.event_ts <= at for f in follows
                 )
+                lb = per_campaign.get(v.campaign_id, lookback)
+                if not (v.event_ts <= at and at - v.event_ts <= (lb.engaged_s if engaged else lb.view_s)):
+                    continue
                 touches.append(
                     Touch(v.event_ts, v.campaign_id, v.channel, v.creative_id, v.creator_id, engaged)
                 )
             for model in MODEL_NAMES:
-                counts = allocate(model, touches, at, MICRO, lookback=lookback, half_life_s=half_life_s)
+                counts = allocate(model, touches, at, MICRO, lookback=unlimited, half_life_s=half_life_s)
                 if not counts:
                     if model == MODEL_NAMES[0]:
                         out[f"u|{KIND[conv.action]}"] += 1
                     continue
-                values = allocate(model, touches, at, value, lookback=lookback, half_life_s=half_life_s)
+                values = allocate(model, touches, at, value, lookback=unlimited, half_life_s=half_life_s)
                 for (t, micro), (_, val) in zip(counts, values, strict=True):
                     out[f"c|{t.campaign_id}|{t.channel}|{model}|{KIND[conv.action]}"] += micro
+                    out[f"v|{t.creative_id}|{model}|{KIND[conv.action]}"] += micro
                     if isinstance(conv, Checkout):
                         out[f"c|{t.campaign_id}|{t.channel}|{model}|gmv"] += val
+                        out[f"v|{t.creative_id}|{model}|gmv"] += val
     return {k: v for k, v in out.items() if v}
+
+
+def recount_for(settings: Settings, events: Iterable[UserAction]) -> dict[str, int]:
+    """The recount under the same settings and scenario (lookbacks, rates) as the pipeline under test."""
+    scenario = load_scenario(settings.seeds_dir)
+    per_campaign = {
+        c.campaign_id: Lookback(c.lookback_view_s, c.lookback_engaged_s)
+        for c in scenario.campaigns
+        if c.lookback_view_s is not None and c.lookback_engaged_s is not None
+    }
+    return recount(events, Lookback(settings.lookback_view_s, settings.lookback_engaged_s), settings.half_life_s,
+                   scenario.rates_to_base(), per_campaign)

@@ -39,7 +39,21 @@ class EngineConfig:
     lateness_s: float
     bucket_s: int = 60
     max_touches: int = 200
+    # Per-campaign lookbacks (the advertiser's own "7-day click / 1-day view"), else `lookback`.
+    campaign_lookbacks: Mapping[str, Lookback] = field(default_factory=dict)
+
+    def lookback_of(self, campaign_id: str) -> Lookback:
+        return self.campaign_lookbacks.get(campaign_id, self.lookback)
+
+    @property
+    def longest_lookback_s(self) -> float:
+        return max([self.lookback.engaged_s, *(lb.engaged_s for lb in self.campaign_lookbacks.values())])
     models: tuple[ModelName, ...] = MODEL_NAMES
+
+
+# One row of a conversion's allocation: (campaign, channel, creator or "", creative,
+# credited micro-conversions, credited value in minor units).
+Credit = tuple[str, str, str, str, int, int]
 
 
 @dataclass(slots=True)
@@ -61,7 +75,7 @@ class ConversionRecord:
     kind: str
     value_minor: int
     # model -> [(campaign, channel, creator, credit_micro, credit_value)]
-    alloc: dict[str, list[tuple[str, str, str, int, int]]]
+    alloc: dict[str, list[Credit]]
 
 
 @dataclass(slots=True)
@@ -251,7 +265,8 @@ def _eligible(state: UserState, conversion_at: float, cfg: EngineConfig) -> list
         if t.at > conversion_at:
             break
         engaged = t.engaged_at is not None and t.engaged_at <= conversion_at
-        limit = cfg.lookback.engaged_s if engaged else cfg.lookback.view_s
+        lookback = cfg.lookback_of(t.campaign_id)
+        limit = lookback.engaged_s if engaged else lookback.view_s
         if conversion_at - t.at <= limit:
             out.append(Touch(t.at, t.campaign_id, t.channel, t.creative_id, t.creator_id, engaged))
     return out
@@ -268,8 +283,8 @@ def _allocations(
     value_minor: int,
     cfg: EngineConfig,
     channel_weights: Mapping[str, float] | None,
-) -> dict[str, list[tuple[str, str, str, int, int]]]:
-    result: dict[str, list[tuple[str, str, str, int, int]]] = {}
+) -> dict[str, list[Credit]]:
+    result: dict[str, list[Credit]] = {}
     if not touches:
         return result
     # The touches are already eligible: an infinite lookback keeps allocate() from filtering again.
@@ -297,18 +312,18 @@ def _allocations(
             if value_minor
             else [(t, 0) for t, _ in counts]
         )
-        merged: dict[tuple[str, str, str], list[int]] = {}
+        merged: dict[tuple[str, str, str, str], list[int]] = {}
         for (touch, micro), (_, value) in zip(counts, values, strict=True):
-            key = (touch.campaign_id, touch.channel, touch.creator_id or "")
+            key = (touch.campaign_id, touch.channel, touch.creator_id or "", touch.creative_id)
             acc = merged.setdefault(key, [0, 0])
             acc[0] += micro
             acc[1] += value
-        result[model] = [(c, ch, cr, m, v) for (c, ch, cr), (m, v) in sorted(merged.items())]
+        result[model] = [(c, ch, cr, cv, m, v) for (c, ch, cr, cv), (m, v) in sorted(merged.items())]
     return result
 
 
 def _emit(
-    alloc: Mapping[str, Sequence[tuple[str, str, str, int, int]]],
+    alloc: Mapping[str, Sequence[Credit]],
     kind: str,
     bucket: int,
     sign: int,
@@ -316,11 +331,14 @@ def _emit(
 ) -> None:
     kind_field = KIND_FIELD[kind]
     for model, rows in alloc.items():
-        for campaign, channel, creator, micro, value in rows:
+        for campaign, channel, creator, creative, micro, value in rows:
             base = f"c|{campaign}|{channel}|{model}"
             out.add_windowed(bucket, f"{base}|{kind_field}", sign * micro)
+            # Creatives are many and short-lived: all-time credit only, no windows.
+            out.add(None, f"v|{creative}|{model}|{kind_field}", sign * micro)
             if kind == "checkout":
                 out.add_windowed(bucket, f"{base}|gmv", sign * value)
+                out.add(None, f"v|{creative}|{model}|gmv", sign * value)
             if creator:
                 out.add_windowed(bucket, f"k|{creator}|{model}|{kind_field}", sign * micro)
                 if kind == "checkout":
@@ -378,7 +396,7 @@ def _prune(state: UserState, horizon: float, cfg: EngineConfig) -> list[JourneyO
     """Drop what can no longer change a figure; report touches that aged out unconverted."""
     state.conversions = [c for c in state.conversions if c.at >= horizon]
     state.seen = {eid: at for eid, at in state.seen.items() if at >= horizon}
-    keep_from = horizon - cfg.lookback.engaged_s
+    keep_from = horizon - cfg.longest_lookback_s
     expired = [t for t in state.touches if t.at < keep_from]
     if not expired:
         return []

@@ -15,10 +15,9 @@ from schemas.events import UserAction
 from seedloop import runtime
 from seedloop.settings import Settings
 from seedloop.topics import caught_up, ensure_topics
-from stream_processors.attribution.models import Lookback
 from stream_processors.state import FigureReader, Keys
 from tests.conftest import WorkerProcess, wait_for
-from tests.recount import recount
+from tests.recount import recount_for
 
 pytestmark = pytest.mark.integration
 
@@ -70,9 +69,7 @@ def scrape_counter(port: int, name: str) -> float:
 def assert_redis_equals_recount(settings: Settings, client: redis.Redis, events: list[UserAction]) -> None:
     reader = FigureReader(client, Keys(settings.topic_prefix), settings.partitions, settings.bucket_s)
     wait_for(lambda: caught_up(settings, reader), 120, "the workers to apply every message")
-    scenario = runtime.scenario_of(settings)
-    expected = recount(events, Lookback(settings.lookback_view_s, settings.lookback_engaged_s),
-                       settings.half_life_s, scenario.rates_to_base())
+    expected = recount_for(settings, events)
     stored = {k: v for k, v in reader.totals().items() if v and not k.startswith("k|")}
     missing = {k: (expected.get(k), stored.get(k)) for k in set(expected) | set(stored) if expected.get(k) != stored.get(k)}
     assert not missing, f"{len(missing)} figures differ, e.g. {sorted(missing.items())[:5]}"

@@ -16,10 +16,9 @@ from producers.kafka_sink import assign_all
 from seedloop import runtime
 from seedloop.settings import Settings
 from seedloop.topics import caught_up, ensure_topics
-from stream_processors.attribution.models import Lookback
 from stream_processors.state import FigureReader, Keys
 from tests.conftest import REPO, WorkerProcess, settings_env, wait_for
-from tests.recount import recount
+from tests.recount import recount_for
 
 pytestmark = pytest.mark.integration
 
@@ -86,12 +85,7 @@ def test_worker_figures_equal_independent_recount(
     wait_for(lambda: caught_up(settings, reader), 90, "the worker to apply every message")
     assert worker.proc.poll() is None, worker.log_text()[-3000:]
 
-    expected = recount(
-        events,
-        Lookback(settings.lookback_view_s, settings.lookback_engaged_s),
-        settings.half_life_s,
-        scenario.rates_to_base(),
-    )
+    expected = recount_for(settings, events)
     stored = {k: v for k, v in reader.totals().items() if v and not k.startswith("k|")}
     assert stored == expected
     # The recount is not trivially empty: attribution really happened.
