@@ -167,3 +167,21 @@ def test_final_figures_do_not_depend_on_arrival_order_or_batching(
         start = end
     batches.append(shuffled[start:])
     assert run(batches) == reference
+
+
+def test_campaign_lookbacks_override_the_default() -> None:
+    import dataclasses
+
+    short = dataclasses.replace(CFG, campaign_lookbacks={"c1": Lookback(view_s=3600, engaged_s=3600)})
+    state, out = UserState(), Increments()
+    events: list[UserAction] = [view(1, 0, "c1"), view(2, 0, "c2", "feed"), checkout(1, 7200)]
+    apply_events(state, events, short, out, horizon=float("-inf"))
+    # c1's own 1-hour lookback excludes its view; c2 keeps the default day.
+    assert out.by_key[(None, "c|c2|feed|linear|checkouts")] == 1_000_000
+    assert (None, "c|c1|kol|linear|checkouts") not in out.by_key
+
+
+def test_creatives_get_all_time_credit() -> None:
+    figures = run([[view(1, 0, "c1"), checkout(1, 10, value=500)]])
+    assert figures[(None, "v|cr|last|checkouts")] == 1_000_000
+    assert figures[(None, "v|cr|last|gmv")] == 500
