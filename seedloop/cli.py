@@ -122,6 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed of the simulation (default 7)")
     p.add_argument("--seeds-dir", type=Path, help="scenario folder (default ./seeds)")
 
+    p = sub.add_parser(
+        "soak",
+        help="sustained load on embedded services: memory, lag and completeness over time",
+        description="Produces at SEEDLOOP_RATE for --duration seconds through N workers, sampling worker RSS, "
+        "Redis memory and lag; checks that processed + dead letters == produced.",
+    )
+    p.add_argument("--duration", type=float, default=600.0, help="seconds of load (default 600)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--sample", type=float, default=30.0, help="seconds between samples (default 30)")
+    p.add_argument("--json", type=Path, dest="json_path", help="write the result as JSON to this file")
+    _sim_flags(p)
+    _common(p)
+
     p = sub.add_parser("attribute", help="attribute exported journeys (path;total_conversions;... CSV)")
     p.add_argument(
         "--paths",
@@ -317,6 +330,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(settings, args)
     if args.command == "stack":
         return cmd_stack(settings)
+    if args.command == "soak":
+        from seedloop.soak import run_soak
+
+        result = run_soak(settings, args.duration, args.workers, args.sample, args.json_path)
+        print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2))
+        return 0 if result["lost"] == 0 else 1
     if settings.kafka_bootstrap_servers is None or settings.redis_url is None:
         print(
             "seedloop: set KAFKA_BOOTSTRAP_SERVERS and REDIS_URL (or run `seedloop stack` and export its "

@@ -199,6 +199,7 @@ class FigureReader:
         self._redis = client
         self._k = _FigureKeys(keys, partitions, bucket_s)
         self.bucket_s = bucket_s
+        self.partitions = partitions
 
     def _hgetall(self, keys: list[str]) -> list[Mapping[bytes, bytes]]:
         pipe = self._redis.pipeline(transaction=False)

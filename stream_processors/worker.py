@@ -32,6 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream_processors.attribution.markov import MarkovChain
+from stream_processors.audiences import AudienceExpiry, AudienceRecorder
 from stream_processors.metrics import PipelineMetrics
 from stream_processors.monitoring import install_monitoring
 from stream_processors.processor import (
@@ -303,6 +304,7 @@ def build_app(cfg: WorkerConfig) -> faust.App:
         await runtime.refresh_markov()
 
     install_monitoring(app, runtime)
+    runtime.after_apply.append(AudienceRecorder(runtime.redis, runtime.keys, AudienceExpiry()).record)
     return app
 
 

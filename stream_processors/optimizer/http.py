@@ -4,6 +4,8 @@ Read-only, no token:
     GET  /metrics                                   Prometheus exposition
     GET  /api/bids                                  current bids, paused campaigns, overrides
     GET  /api/decisions?limit=N                     the latest decisions, newest first
+    GET  /api/audiences                             remarketing audience sizes
+    GET  /api/audiences/{name}?limit=N              members (cart_abandoners | engaged | buyers), newest first
 Control, `Authorization: Bearer $SEEDLOOP_CONTROL_TOKEN` required (disabled when no token is set):
     POST   /api/campaigns/{id}/pause | /resume
     PUT    /api/campaigns/{id}/bids/{channel}       body {"bid": 123.0}: pin a bid (manual override)
@@ -22,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from stream_processors.audiences import audience_sizes, read_audience
 from stream_processors.optimizer.service import OptimizerService
 
 log = logging.getLogger("seedloop.optimizer.http")
@@ -100,6 +103,18 @@ def _make_handler(server: ControlServer) -> type[BaseHTTPRequestHandler]:
             elif url.path == "/api/decisions":
                 limit = int(parse_qs(url.query).get("limit", ["100"])[0])
                 self._send(200, {"decisions": service.recent_decisions(max(1, min(limit, 1000)))})
+            elif url.path == "/api/audiences":
+                self._send(200, audience_sizes(service.redis, service.keys, service.reader.partitions))
+            elif url.path.startswith("/api/audiences/"):
+                name = url.path.rsplit("/", 1)[1]
+                limit = int(parse_qs(url.query).get("limit", ["1000"])[0])
+                try:
+                    members = read_audience(service.redis, service.keys, service.reader.partitions, name,
+                                            max(1, min(limit, 100_000)))
+                except KeyError:
+                    self._send(404, {"error": f"unknown audience {name!r}"})
+                    return
+                self._send(200, {"audience": name, "members": [{"user_id": u, "at": t} for u, t in members]})
             else:
                 self._send(404, {"error": "not found"})
 

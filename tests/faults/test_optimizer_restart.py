@@ -59,7 +59,7 @@ def test_restarted_optimizer_continues_rounds_without_duplicate_or_conflicting_d
     settings = settings.model_copy(update={"min_conversions": 1.0})  # leave the learning phase early
     scenario = runtime.scenario_of(settings)
     reader = FigureReader(redis_client, Keys(settings.topic_prefix), settings.partitions, settings.bucket_s)
-    events = produce_simulated(settings, sim_seconds=8 * 3600)
+    events = produce_simulated(settings, sim_seconds=4 * 3600)
     wait_for(lambda: caught_up(settings, reader), 60, "the worker to apply the first stretch")
 
     first = runtime.optimizer_of(settings, scenario)
@@ -69,7 +69,7 @@ def test_restarted_optimizer_continues_rounds_without_duplicate_or_conflicting_d
     assert before, "the optimizer decided nothing: no figures?"
     # The restart: a new process knows nothing but what is in Redis. More traffic meanwhile.
     del first
-    more = produce_simulated(settings, sim_seconds=2 * 3600, start_after=8 * 3600)
+    more = produce_simulated(settings, sim_seconds=3600, start_after=4 * 3600)
     wait_for(lambda: caught_up(settings, reader), 60, "the worker to apply the second stretch")
     second = runtime.optimizer_of(settings, scenario)
     after: list[BidAdjustment] = []

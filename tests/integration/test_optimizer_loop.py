@@ -7,6 +7,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from confluent_kafka import Consumer
 from producers.kafka_sink import BidAdjustmentReader, assign_all
 from producers.scheduler import AdScheduler
 from producers.traffic import TrafficModel, load_truth
+from schemas.events import UserAction
 from seedloop import runtime
 from seedloop.settings import Settings
 from seedloop.topics import caught_up, end_offsets, ensure_topics
@@ -45,16 +47,22 @@ def call(
         return err.code, json.loads(err.read())
 
 
+@dataclass
+class Applied:
+    settings: Settings
+    events: list[UserAction]
+
+
 @pytest.fixture
-def applied_figures(settings: Settings, start_worker: Callable[..., WorkerProcess]) -> Settings:
+def applied_figures(settings: Settings, start_worker: Callable[..., WorkerProcess]) -> Applied:
     """Four simulated hours applied by a real worker, so the optimizer has figures to judge."""
     ensure_topics(settings)
     start_worker()
-    produce_simulated(settings, sim_seconds=4 * 3600)
+    events = produce_simulated(settings, sim_seconds=4 * 3600)
     client = redis.Redis.from_url(settings.redis_url_value)
     reader = FigureReader(client, Keys(settings.topic_prefix), settings.partitions, settings.bucket_s)
     wait_for(lambda: caught_up(settings, reader), 90, "the worker to apply the events")
-    return settings
+    return Applied(settings, events)
 
 
 def bid_adjustments(settings: Settings) -> list[dict[str, Any]]:
@@ -71,8 +79,8 @@ def bid_adjustments(settings: Settings) -> list[dict[str, Any]]:
     return out
 
 
-def test_control_endpoint_requires_a_token_and_steers_the_next_round(applied_figures: Settings) -> None:
-    settings = applied_figures
+def test_control_endpoint_requires_a_token_and_steers_the_next_round(applied_figures: Applied) -> None:
+    settings = applied_figures.settings
     service = runtime.optimizer_of(settings, runtime.scenario_of(settings))
     server = ControlServer(service, "127.0.0.1", 0, TOKEN).start()
     try:
@@ -115,16 +123,16 @@ def test_without_a_token_control_is_disabled(settings: Settings) -> None:
         server.stop()
 
 
-def test_dry_run_decides_but_publishes_nothing(applied_figures: Settings) -> None:
-    settings = applied_figures.model_copy(update={"optimizer_mode": "dry_run"})
+def test_dry_run_decides_but_publishes_nothing(applied_figures: Applied) -> None:
+    settings = applied_figures.settings.model_copy(update={"optimizer_mode": "dry_run"})
     service = runtime.optimizer_of(settings, runtime.scenario_of(settings))
     decisions = service.run_round()
     assert decisions and all(d.dry_run for d in decisions)
     assert sum(end_offsets(settings, [settings.topic("bid_adjustments")]).values()) == 0
 
 
-def test_published_adjustments_change_the_simulated_traffic(applied_figures: Settings) -> None:
-    settings = applied_figures
+def test_published_adjustments_change_the_simulated_traffic(applied_figures: Applied) -> None:
+    settings = applied_figures.settings
     scenario = runtime.scenario_of(settings)
     service = runtime.optimizer_of(settings, scenario)
     decisions = []
@@ -148,3 +156,30 @@ def test_published_adjustments_change_the_simulated_traffic(applied_figures: Set
     assert scheduler.bid(*key) == pytest.approx(latest.new_bid)
     after = traffic.views_per_hour(key[0], key[1], scheduler.bid(*key), 12 * 3600)
     assert after != pytest.approx(before[key])
+
+
+def test_remarketing_audiences_follow_the_stream(applied_figures: Applied) -> None:
+    settings, events = applied_figures.settings, applied_figures.events
+    last_checkout: dict[str, float] = {}
+    last_cart: dict[str, float] = {}
+    engaged: set[str] = set()
+    for e in events:
+        if e.action == "checkout":
+            last_checkout[e.user_id] = max(e.event_ts, last_checkout.get(e.user_id, 0.0))
+        elif e.action == "add_to_cart":
+            last_cart[e.user_id] = max(e.event_ts, last_cart.get(e.user_id, 0.0))
+        elif e.action == "follow" or (e.action == "view" and e.engaged):
+            engaged.add(e.user_id)
+    abandoners = {u for u, t in last_cart.items() if t > last_checkout.get(u, float("-inf"))}
+    service = runtime.optimizer_of(settings, runtime.scenario_of(settings))
+    server = ControlServer(service, "127.0.0.1", 0, None).start()
+    try:
+        status, sizes = call(server.port, "GET", "/api/audiences")
+        assert status == 200
+        assert sizes == {"cart_abandoners": len(abandoners), "engaged": len(engaged - set(last_checkout)),
+                         "buyers": len(last_checkout)}
+        status, body = call(server.port, "GET", "/api/audiences/cart_abandoners?limit=100000")
+        assert {m["user_id"] for m in body["members"]} == abandoners
+        assert call(server.port, "GET", "/api/audiences/nobody")[0] == 404
+    finally:
+        server.stop()

@@ -1,0 +1,105 @@
+"""`seedloop soak`: a sustained rate for a long time, watching memory, lag and completeness.
+
+Starts the embedded broker and Redis, N workers, and the simulator at a fixed rate for the given
+duration (open loop: the point is the pipeline, not the bids). Every `--sample` seconds it
+records worker RSS, Redis used memory and how far Redis is behind the broker; at the end it checks
+that every acknowledged event was applied (processed + dead letters == produced) and prints the
+samples, the first-to-last memory growth and the worst lag.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from producers.runner import RunLimits, run_simulation
+from seedloop import runtime
+from seedloop.demo import WorkerPool
+from seedloop.embedded import EmbeddedStack
+from seedloop.settings import Settings
+from seedloop.topics import ACTIONS, caught_up, end_offsets, ensure_topics
+from stream_processors.figures import totals
+from stream_processors.state import FigureReader, Keys
+
+log = logging.getLogger("seedloop.soak")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _lag(settings: Settings, reader: FigureReader) -> int:
+    ends = end_offsets(settings, [settings.topic(a) for a in ACTIONS])
+    metas = reader.metas()
+    return sum(max(0, end - 1 - metas[p].offsets.get(t, -1)) for (t, p), end in ends.items() if end)
+
+
+def run_soak(settings: Settings, duration_s: float, workers: int, sample_s: float, out: Path | None) -> dict[str, Any]:
+    with EmbeddedStack() as stack:
+        settings = settings.with_services(stack.bootstrap, stack.redis_url)
+        scenario = runtime.scenario_of(settings)
+        ensure_topics(settings)
+        log_dir = Path(stack.log_dir)
+        pool = WorkerPool(settings, workers, log_dir)
+        pool.start_all()
+        client = redis.Redis.from_url(settings.redis_url_value)
+        reader = FigureReader(client, Keys(settings.topic_prefix), settings.partitions, settings.bucket_s)
+        sim = runtime.simulator_of(settings, scenario)
+        sink = runtime.event_sink(settings, scenario)
+        samples: list[dict[str, Any]] = []
+        stop = threading.Event()
+        started = time.monotonic()
+
+        def sampler() -> None:
+            while not stop.wait(sample_s):
+                samples.append({
+                    "t_s": round(time.monotonic() - started, 1),
+                    "produced": sink.totals.events,
+                    "worker_rss_mb": [round(_rss_mb(p.pid), 1) for p in pool.procs.values()],
+                    "redis_mb": round(int(client.info("memory")["used_memory"]) / 2**20, 1),
+                    "lag": _lag(settings, reader),
+                })
+                log.info("soak sample", extra=samples[-1])
+
+        thread = threading.Thread(target=sampler, daemon=True)
+        thread.start()
+        time.sleep(8)  # let the workers join the group before the load starts
+        limits = RunLimits(duration_s=duration_s, rate=settings.rate, speed=settings.sim_speed)
+        run_simulation(sim, sink, None, limits)
+        produced_s = time.monotonic() - started
+        deadline = time.monotonic() + 120
+        while not caught_up(settings, reader) and time.monotonic() < deadline:
+            time.sleep(1)
+        stop.set()
+        thread.join()
+        applied = totals(reader.totals())
+        processed = int(applied["views"] + applied["follows"] + applied["add_to_carts"] + applied["checkouts"])
+        dead = sum(end_offsets(settings, [settings.topic("dead_letters")]).values())
+        pool.stop()
+        steady = [s for s in samples if s["t_s"] > 60] or samples
+        result = {
+            "duration_s": duration_s,
+            "rate_target": settings.rate,
+            "produced": sink.totals.events,
+            "produce_eps": round(sink.totals.events / produced_s, 1),
+            "processed": processed,
+            "dead_letters": dead,
+            "lost": sink.totals.events - processed - dead,
+            "worker_rss_mb_first_last": [steady[0]["worker_rss_mb"], steady[-1]["worker_rss_mb"]] if steady else None,
+            "redis_mb_first_last": [steady[0]["redis_mb"], steady[-1]["redis_mb"]] if steady else None,
+            "max_lag": max((s["lag"] for s in samples), default=None),
+            "worker_restarts": pool.restarts,
+            "samples": samples,
+        }
+        if out:
+            out.write_text(json.dumps(result, indent=2))
+        return result
