@@ -156,7 +156,9 @@ def start_worker(settings: Settings, group: str, worker_id: str, log_dir: Path) 
     return Child([sys.executable, "-m", "seedloop", "worker"], env, log_dir / f"{group}-{worker_id}.log")
 
 
-def start_baseline(settings: Settings, group: str, counter_key: str, log_dir: Path) -> Child:
+def start_baseline(
+    settings: Settings, group: str, counter_key: str, log_dir: Path, fetch_max_wait_ms: int | None = None
+) -> Child:
     argv = [
         sys.executable,
         "-m",
@@ -177,6 +179,8 @@ def start_baseline(settings: Settings, group: str, counter_key: str, log_dir: Pa
         "--rebalance-timeout",
         str(settings.rebalance_timeout_s),
     ]
+    if fetch_max_wait_ms is not None:
+        argv += ["--fetch-max-wait-ms", str(fetch_max_wait_ms)]
     return Child(argv, _child_env(settings), log_dir / f"{group}.log")
 
 
@@ -707,7 +711,24 @@ def baseline_agent_main(argv: Sequence[str]) -> None:
         ap.add_argument(name, required=True)
     ap.add_argument("--partitions", type=int, required=True)
     ap.add_argument("--rebalance-timeout", type=float, default=3.0)
+    ap.add_argument(
+        "--fetch-max-wait-ms",
+        type=int,
+        help="override Faust's hard-coded aiokafka fetch_max_wait_ms=1500 (to match a worker that does)",
+    )
     args = ap.parse_args(argv)
+    if args.fetch_max_wait_ms is not None:
+        import faust.transport.drivers.aiokafka as faust_aiokafka
+
+        create = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
+        wait_ms = args.fetch_max_wait_ms
+
+        def _create(self: Any, transport: Any) -> Any:
+            consumer = create(self, transport)
+            consumer._fetch_max_wait_ms = wait_ms
+            return consumer
+
+        faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = _create  # type: ignore[method-assign]
     import tempfile
 
     app = faust.App(

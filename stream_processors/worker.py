@@ -113,6 +113,7 @@ class AttributionRuntime:
             cfg.dead_letter_topic, value_serializer="raw", key_serializer="raw"
         )
         self.last_offsets: dict[tuple[str, int], int] = {}
+        self.watermarks: dict[int, float] = {}
         # Called with each applied BatchPlan (monitoring adds reach, funnels...). A hook must be
         # idempotent: a crash after the apply and before the hook replays nothing (offsets skip).
         self.after_apply: list[Callable[[BatchPlan], Awaitable[None]]] = []
@@ -218,10 +219,11 @@ class AttributionRuntime:
         for topic, n in plan.replayed.items():
             m.replayed.labels(topic).inc(n)
         for topic, tp in plan.progress.items():
-            m.watermark.labels(str(plan.partition)).set(
-                max(m.watermark.labels(str(plan.partition))._value.get(), tp.watermark)
-            )
             self.last_offsets[(topic, plan.partition)] = tp.new_offset
+        watermark = max((tp.watermark for tp in plan.progress.values()), default=None)
+        if watermark is not None and watermark > self.watermarks.get(plan.partition, float("-inf")):
+            self.watermarks[plan.partition] = watermark
+            m.watermark.labels(str(plan.partition)).set(watermark)
         self._update_lag()
 
     def _update_lag(self) -> None:

@@ -41,6 +41,16 @@ class ControlPolicy:
     cooldown_rounds: int = 1  # ... is followed by this many held rounds
     # d log(CPA) / d log(bid) assumed by the controller: scales the log error to a bid move.
     elasticity: float = 1.4
+    # Model-based step: the window's efficiency, moved to the current bid through the elasticity,
+    # implies the efficiency bid; the efficiency bid moves toward it by a gain that grows with
+    # the evidence (add-to-carts in the window): gain = max_gain * n / (n + evidence_half).
+    max_gain: float = 0.5
+    evidence_half: float = 40.0
+    window_rounds: int = 16  # rounds in the efficiency window (8 h of 30-minute rounds)
+    lag_rounds: int = 2  # rounds the window's spend is lagged by (the conversion lag)
+    ratio_prior: float = 0.25  # checkouts per add-to-cart before any are seen ...
+    ratio_prior_strength: float = 40.0  # ... worth this many carts
+    ratio_channel_strength: float = 150.0  # a channel's ratio shrinks to its campaign's by this many carts
 
 
 @dataclass(slots=True)
@@ -54,6 +64,7 @@ class ChannelState:
     learned: bool = False
     cooldown: int = 0
     rounds: int = 0
+    history: list[float] = field(default_factory=list)  # bids in force, oldest first
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -81,6 +92,8 @@ class Observation:
     prior: float | None = None
     pacing_multiplier: float = 1.0
     order_value: float | None = None  # the campaign's average order value, for the ROAS prior
+    add_to_carts: float = 0.0  # in the window: a leading indicator, 4-6x more frequent than checkouts
+    checkout_ratio: float | None = None  # checkouts per add-to-cart, pooled over a long window
 
     @property
     def observed(self) -> float | None:
@@ -98,18 +111,32 @@ class Decision:
     error: float | None = None  # log error (positive: room to bid higher)
 
 
+def estimated_conversions(obs: Observation) -> float:
+    """Checkouts in the window, the lower-variance way: add-to-carts times the long-run checkout
+    ratio, blended with the direct count by inverse variance (relative variance 1/carts against
+    1/checkouts: the direct count gets weight ratio / (1 + ratio))."""
+    r = obs.checkout_ratio
+    if r is None or r <= 0 or obs.add_to_carts <= 0:
+        return obs.conversions
+    direct = r / (1.0 + r)
+    return direct * obs.conversions + (1.0 - direct) * obs.add_to_carts * r
+
+
 def shrunk_efficiency(obs: Observation, policy: ControlPolicy) -> float | None:
     """The window's CPA/ROAS pulled toward the prior by `prior_strength` pseudo-conversions."""
     k = policy.prior_strength
     prior = obs.prior if obs.prior is not None and obs.prior > 0 else obs.target
+    conv = estimated_conversions(obs)
     if obs.target_kind == "cpa":
-        if obs.conversions + k <= 0:
+        if conv + k <= 0:
             return None
-        return (obs.spend + k * prior) / (obs.conversions + k)
-    aov = obs.gmv / obs.conversions if obs.conversions > 0 and obs.gmv > 0 else obs.order_value
+        return (obs.spend + k * prior) / (conv + k)
+    aov = obs.order_value if obs.order_value is not None and obs.order_value > 0 else None
+    if aov is None and obs.conversions > 0 and obs.gmv > 0:
+        aov = obs.gmv / obs.conversions
     if aov is None or aov <= 0:
         return None
-    return (obs.gmv + k * aov) / (obs.spend + k * aov / prior)
+    return (conv * aov + k * aov) / (obs.spend + k * aov / prior)
 
 
 def _log_error(obs: Observation, estimate: float) -> float:
@@ -131,6 +158,7 @@ def decide(obs: Observation, policy: ControlPolicy, state: ChannelState | None =
     if obs.budget_exhausted:
         return Decision(obs.bid, "budget_exhausted", observed)
     st.rounds += 1
+    st.history = [*st.history, obs.bid][-(policy.window_rounds + policy.lag_rounds) :]
     limit = math.log(1 + policy.max_step)
     m = _clamp(obs.pacing_multiplier, 1e-6, 1.0)
     floor, cap = obs.bid_floor, obs.bid_cap
@@ -174,36 +202,35 @@ def decide(obs: Observation, policy: ControlPolicy, state: ChannelState | None =
         reason = pace_reason if abs(st.eff_bid * m - obs.bid) > 1e-9 * obs.bid else "cooldown"
         return final(st.eff_bid * m, reason, None, None, never_raise=True)
     estimate = shrunk_efficiency(obs, policy)
+    # The bid the window's spend was bought at (geometric mean of the bids then in force).
+    lagged = st.history[: -policy.lag_rounds] if len(st.history) > policy.lag_rounds else st.history
+    window_bid = math.exp(sum(math.log(b) for b in lagged) / len(lagged)) if lagged else obs.bid
     if starved:
         error = -limit * policy.elasticity
-    elif estimate is None or estimate <= 0:
-        error = 0.0
+        move = -limit
+    elif estimate is None or not 0 < estimate < math.inf:
+        error, move = 0.0, 0.0
     else:
-        error = _log_error(obs, estimate)
+        window_error = _log_error(obs, estimate)
+        # Model-based step: the window's efficiency implies the efficiency bid through the
+        # elasticity (CPA ~ bid^elasticity); move part-way to it, more with more evidence.
+        implied = window_bid * math.exp(window_error / policy.elasticity)
+        evidence = obs.add_to_carts if obs.add_to_carts > 0 else 4.0 * obs.conversions
+        gain = policy.max_gain * evidence / (evidence + policy.evidence_half)
+        step = gain * math.log(implied / st.eff_bid) if 0 < implied < math.inf else 0.0
+        move = _clamp(step if math.isfinite(step) else 0.0, -limit, limit)
+        # the error at the bid in force now, for the reason code and the decision log
+        error = window_error - policy.elasticity * math.log(obs.bid / window_bid)
     e = error / policy.elasticity
     in_band = abs(error) <= math.log(1 + policy.band)
-    move = 0.0
-    if not in_band:
-        prev = st.prev_error if st.prev_error is not None else e
-        prev2 = st.prev_error2 if st.prev_error2 is not None else prev
-        integral_move = policy.integral_gain * e
-        # Conditional integration: while pacing holds the bid below the efficiency bid, the
-        # window shows better-than-target efficiency that says nothing about the efficiency bid.
-        if m < 1.0 and integral_move > 0:
-            integral_move = 0.0
-        move = integral_move + policy.gain * (e - prev) + policy.derivative_gain * (e - 2 * prev + prev2)
-        move = _clamp(move, -limit, limit)
-        # Pacing-limited and the window says "too expensive even so": the efficiency bid must sit
-        # below the bid actually applied, not below its own (higher) previous value only.
-        base = st.eff_bid if not (m < 1.0 and e < 0) else min(st.eff_bid, obs.bid)
-        new_eff = _clamp(base * math.exp(move), floor, cap)
-        st.integral += math.log(new_eff / st.eff_bid)
-        st.eff_bid = new_eff
+    new_eff = _clamp(st.eff_bid * math.exp(move), floor, cap)
+    st.integral += math.log(new_eff / st.eff_bid)
+    st.eff_bid = new_eff
     st.prev_error2, st.prev_error = st.prev_error, e
     wanted = st.eff_bid * m
     if in_band and abs(math.log(wanted / obs.bid)) < 1e-9:
         return final(wanted, "within_band", estimate, error)
-    if m < 1.0 and wanted < obs.bid and (in_band or move >= 0):
+    if m < 1.0 and wanted < obs.bid and (in_band or e >= 0):
         return final(wanted, "pacing_ahead", estimate, error)
     if in_band:
         return final(wanted, "pacing_behind" if wanted > obs.bid else "within_band", estimate, error)
@@ -218,6 +245,7 @@ class ChannelFigures:
     spend: float = 0.0
     conversions: float = 0.0
     gmv: float = 0.0
+    add_to_carts: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +271,9 @@ class RoundInput:
     bids: Mapping[tuple[str, str], float]
     paused: Iterable[str] = ()
     overrides: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    # (campaign, channel) -> figures over a long window (a day): the checkout/cart ratio and the
+    # order value, both stable, are pooled over it. Empty: the efficiency window's own figures.
+    long_window: Mapping[tuple[str, str], ChannelFigures] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,9 +342,23 @@ class BidOptimizer:
                     if c.target_kind == "cpa"
                     else (pooled.gmv / pooled.spend if pooled.spend > 0 else None)
                 )
-            for ch in c.channels:
+            long = inp.long_window or inp.window
+            lf = [long.get((cid, ch), ChannelFigures()) for ch in c.channels]
+            long_carts = sum(f.add_to_carts for f in lf)
+            long_conv = sum(f.conversions for f in lf)
+            long_gmv = sum(f.gmv for f in lf)
+            # checkout/cart ratio: the campaign's, shrunk toward a generic prior
+            k_prior, r_prior = self.policy.ratio_prior_strength, self.policy.ratio_prior
+            campaign_ratio = (long_conv + k_prior * r_prior) / (long_carts + k_prior)
+            aov = long_gmv / long_conv if long_conv > 0 else None
+            if aov is None and pooled.conversions > 0:
+                aov = pooled.gmv / pooled.conversions
+            for ch, lfig in zip(c.channels, lf, strict=True):
                 key = (cid, ch)
                 bid = inp.bids.get(key, c.start_bids[ch])
+                ratio = (lfig.conversions + self.policy.ratio_channel_strength * campaign_ratio) / (
+                    lfig.add_to_carts + self.policy.ratio_channel_strength
+                )
                 figs = inp.window.get(key, ChannelFigures())
                 st = self.channel_states.setdefault(key, ChannelState(eff_bid=bid))
                 if key in inp.overrides and cid not in paused:
@@ -338,7 +383,9 @@ class BidOptimizer:
                         budget_exhausted=exhausted,
                         prior=prior,
                         pacing_multiplier=pstate.multiplier,
-                        order_value=pooled.gmv / pooled.conversions if pooled.conversions > 0 else None,
+                        order_value=aov,
+                        add_to_carts=figs.add_to_carts,
+                        checkout_ratio=ratio if figs.add_to_carts > 0 else None,
                     )
                     d = decide(obs, self.policy, st)
                 out.append(ChannelDecision(cid, ch, bid, d, figs, pacing))

@@ -46,6 +46,9 @@ class PacingPolicy:
     # d log(spend) / d log(bid): more bid wins more auctions and pays more for each.
     elasticity: float = 1.5
     hour_shape: tuple[float, ...] | None = None  # None: even plan
+    # A deviation from the plan is caught up over what is left of the day plus this share of a
+    # day's traffic, so the last hours of a day do not amplify a small deviation into a big move.
+    catch_up_floor: float = 0.35
 
 
 @dataclass(slots=True)
@@ -85,18 +88,26 @@ def pace(
         # Just past midnight: the last interval belongs to yesterday's end of day.
         recent_mass = shape_mass(DAY_S - recent_s, DAY_S, policy.hour_shape)
     remaining_mass = shape_mass(s, DAY_S, policy.hour_shape)
+    day_mass = shape_mass(0.0, DAY_S, policy.hour_shape)
     left = max(0.0, budget - spent_today)
     if recent_mass <= 0 or remaining_mass <= 0:
         return PacingDecision(state.multiplier, plan, None)
+    # Two parts: the rate (today's whole budget over a whole day at the recent spend rate: at the
+    # budget-limited bid this is 1 at every hour) and a damped catch-up on the deviation from plan.
+    day_rate = recent_spend / recent_mass * day_mass
     projected = recent_spend / recent_mass * remaining_mass
     ratio = math.inf if projected <= 0 else left / projected
     limit = math.log(1 + policy.max_step)
-    if ratio == math.inf:
+    if day_rate <= 0:
         step = limit
-    elif ratio <= 0:
+    elif left <= 0:
         step = -limit
     else:
-        step = max(-limit, min(limit, policy.gain * math.log(ratio) / policy.elasticity))
+        behind = (plan - spent_today) / budget  # positive: underspent
+        remaining = remaining_mass / day_mass
+        catch_up = max(0.05, 1.0 + behind / (remaining + policy.catch_up_floor))
+        wanted = budget / day_rate * catch_up
+        step = max(-limit, min(limit, policy.gain * math.log(wanted) / policy.elasticity))
     m = min(1.0, max(policy.min_multiplier, state.multiplier * math.exp(step)))
     state.multiplier = m
     return PacingDecision(m, plan, None if ratio == math.inf else ratio)

@@ -53,7 +53,9 @@ class OptimizerConfig:
     # conversions over [now - window, now] with spend over the same window shifted back by the lag.
     conversion_lag_s: float = 3600.0
     # Pacing projects the day from the spend rate over this recent stretch.
-    pace_window_s: float = 1800.0
+    pace_window_s: float = 3600.0
+    # The checkout/cart ratio and the order value (both stable) are pooled over this long window.
+    long_window_s: float = float(DAY_S)
 
 
 def _text(value: bytes | str) -> str:
@@ -162,7 +164,7 @@ class OptimizerService:
             for ch, per_model in fig.by_channel.items():
                 e = per_model.get(self.cfg.model)
                 if e is not None:
-                    out[(cid, ch)] = ChannelFigures(e.spend, e.checkouts, e.gmv)
+                    out[(cid, ch)] = ChannelFigures(e.spend, e.checkouts, e.gmv, e.add_to_carts)
         return out
 
     def run_round(self) -> list[BidAdjustment]:
@@ -173,7 +175,7 @@ class OptimizerService:
         lag = self.cfg.conversion_lag_s
         lagged = self._window(now_event - self.cfg.window_s - lag, now_event - lag + 1)
         convs = self._window(now_event - self.cfg.window_s, now_event + 1)
-        window = {k: ChannelFigures(lagged.get(k, ChannelFigures()).spend, v.conversions, v.gmv)
+        window = {k: ChannelFigures(lagged.get(k, ChannelFigures()).spend, v.conversions, v.gmv, v.add_to_carts)
                   for k, v in convs.items()}
         for k, v in lagged.items():
             window.setdefault(k, ChannelFigures(v.spend, 0.0, 0.0))
@@ -194,6 +196,7 @@ class OptimizerService:
             seconds_into_day=now_event - day_start, window=window, spent_today=spent_today,
             recent_spend=recent_spend, recent_s=self.cfg.pace_window_s, bids=self.current_bids(),
             paused=paused, overrides=self.overrides(),
+            long_window=self._window(now_event - self.cfg.long_window_s, now_event + 1),
         )
         decided_at = datetime.now(UTC)
         as_of = datetime.fromtimestamp(now_event, UTC)

@@ -4,6 +4,7 @@ scheduler that applies them (possibly twice, after its own restart) ends with th
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -25,7 +26,7 @@ from tests.integration.test_pipeline import produce_simulated
 
 pytestmark = pytest.mark.integration
 
-ROUNDS = 4
+ROUNDS = 3
 
 
 def read_bid_adjustments(settings: Settings, expected: int, timeout: float = 30) -> list[tuple[int, int, BidAdjustment]]:
@@ -59,7 +60,7 @@ def test_restarted_optimizer_continues_rounds_without_duplicate_or_conflicting_d
     settings = settings.model_copy(update={"min_conversions": 1.0})  # leave the learning phase early
     scenario = runtime.scenario_of(settings)
     reader = FigureReader(redis_client, Keys(settings.topic_prefix), settings.partitions, settings.bucket_s)
-    events = produce_simulated(settings, sim_seconds=4 * 3600)
+    events = produce_simulated(settings, sim_seconds=3 * 3600)
     wait_for(lambda: caught_up(settings, reader), 60, "the worker to apply the first stretch")
 
     first = runtime.optimizer_of(settings, scenario)
@@ -69,7 +70,7 @@ def test_restarted_optimizer_continues_rounds_without_duplicate_or_conflicting_d
     assert before, "the optimizer decided nothing: no figures?"
     # The restart: a new process knows nothing but what is in Redis. More traffic meanwhile.
     del first
-    more = produce_simulated(settings, sim_seconds=3600, start_after=4 * 3600)
+    more = produce_simulated(settings, sim_seconds=3600, start_after=3 * 3600)
     wait_for(lambda: caught_up(settings, reader), 60, "the worker to apply the second stretch")
     second = runtime.optimizer_of(settings, scenario)
     after: list[BidAdjustment] = []
@@ -92,11 +93,11 @@ def test_restarted_optimizer_continues_rounds_without_duplicate_or_conflicting_d
     moved = 0
     for key, seq in by_key.items():
         assert len(seq) == 2 * ROUNDS, (key, [d.round for d in seq])
-        for prev, nxt in zip(seq, seq[1:], strict=False):
+        for prev, nxt in itertools.pairwise(seq):
             assert nxt.round > prev.round, (key, prev.round, nxt.round)
             assert nxt.old_bid == prev.new_bid, (key, prev.decision_id, prev.new_bid, nxt.decision_id, nxt.old_bid)
         last_before = [d for d in seq if d.round <= max(x.round for x in before)][-1]
-        first_after = [d for d in seq if d.round > max(x.round for x in before)][0]
+        first_after = next(d for d in seq if d.round > max(x.round for x in before))
         assert first_after.old_bid == last_before.new_bid, key
         moved += sum(1 for d in seq if d.new_bid != d.old_bid)
     reasons = sorted({d.reason for _, _, d in published})
