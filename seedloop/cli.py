@@ -123,6 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds-dir", type=Path, help="scenario folder (default ./seeds)")
 
     p = sub.add_parser(
+        "bench",
+        help="throughput, latency, memory and scale-out on embedded services, beside a stock Faust baseline",
+        description="Measures baseline_eps (a Faust agent that only counts), pipeline_eps, their ratio, "
+        "latency p50/p99 at half the sustainable rate, producer_eps, worker RSS and Redis memory per user, "
+        "and the two-worker scale-out factor, in one run. Prints a table; --json writes the figures.",
+    )
+    p.add_argument("--json", type=Path, dest="json_path", help="write the figures as JSON to this file")
+    p.add_argument("--quick", action="store_true", help="a smaller run (about a minute)")
+
+    p = sub.add_parser(
         "soak",
         help="sustained load on embedded services: memory, lag and completeness over time",
         description="Produces at SEEDLOOP_RATE for --duration seconds through N workers, sampling worker RSS, "
@@ -312,6 +322,13 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "bench":
+        from seedloop.bench import format_bench, run_bench
+
+        configure_logging("console", "WARNING")
+        result = run_bench(args.json_path, quick=args.quick, progress=lambda msg: print(msg, file=sys.stderr))
+        print(format_bench(result))
+        return 0
     if args.command == "evaluate":
         configure_logging("console", "WARNING")
         return cmd_evaluate(settings_from(args), args)

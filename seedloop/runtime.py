@@ -68,6 +68,7 @@ def worker_config(settings: Settings, scenario: Scenario) -> WorkerConfig:
         metrics_refresh_s=settings.metrics_refresh_s,
         metrics_top_n=settings.metrics_top_n,
         reach_ttl_s=settings.reach_ttl_s,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
     )
 
 

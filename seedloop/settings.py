@@ -82,6 +82,7 @@ class Settings(BaseSettings):
         default=14 * 86_400, ge=60, description="Redis expiry of per-user state (wall clock)"
     )
     rebalance_timeout_s: float = Field(default=6.0, gt=0)
+    fetch_max_wait_ms: int = Field(default=50, ge=1, le=5000, description="worker's Kafka long-poll wait")
     on_state_loss: Literal["stop", "rebuild"] = Field(
         default="stop", description="when Redis is behind Kafka's committed offsets: stop loudly, or rebuild"
     )
