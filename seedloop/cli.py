@@ -13,6 +13,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import AuthenticationError as RedisAuthenticationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from seedloop.logs import configure_logging
 from seedloop.settings import Settings
 
@@ -366,4 +369,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "optimize": lambda: cmd_optimize(settings, args),
         "report": lambda: cmd_report(settings, args),
     }
-    return handlers[args.command]()
+    try:
+        return handlers[args.command]()
+    except (RedisAuthenticationError, RedisConnectionError) as exc:
+        # One structured record, never a traceback: log pipelines must be able to parse it. The
+        # URL is redacted; redis-py's message does not include the password.
+        log.critical(
+            "Redis refused the connection or the credentials",
+            extra={"redis": settings.redacted()["redis_url"], "error": str(exc), "error_class": type(exc).__name__},
+        )
+        return 4
