@@ -106,5 +106,6 @@ def optimizer_of(
         window_s=settings.optimizer_window_s,
         policy=policy,
         mode=settings.optimizer_mode,
+        final_after_s=settings.allowed_lateness_s + 5 * settings.bucket_s,
     )
     return OptimizerService(scenario, reader, client, keys, settings.confluent_config(), cfg, metrics)
