@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from schemas.decisions import BidAdjustment
-from schemas.events import ACTION_MODELS, MAX_PAYLOAD_BYTES, SCHEMA_VERSION, UserAction
+from schemas.events import (
+    ACTION_MODELS,
+    MAX_PAYLOAD_BYTES,
+    SCHEMA_VERSION,
+    AddToCart,
+    Checkout,
+    Follow,
+    UserAction,
+    View,
+)
+
+# The fast path: pydantic parses and validates the bytes in Rust in one pass (no Python dict).
+# It accepts only what the step-by-step path below accepts; anything it rejects is decoded again
+# step by step, so every failure keeps its stable reason.
+_ACTIONS: TypeAdapter[UserAction] = TypeAdapter(
+    Annotated[View | Follow | AddToCart | Checkout, Field(discriminator="action")]
+)
 
 DecodeReason = Literal[
     "oversized",
@@ -49,6 +65,21 @@ def _reject_constant(name: str) -> object:
 
 def decode_action(payload: bytes, expected_action: str | None = None) -> UserAction:
     """Decode one user action. `expected_action` is the action its topic carries, if known."""
+    # NaN/Infinity are not JSON (the slow path rejects them as not_json): never take the fast path
+    # when they could be present.
+    if len(payload) <= MAX_PAYLOAD_BYTES and b"NaN" not in payload and b"Infinity" not in payload:
+        try:
+            event = _ACTIONS.validate_json(payload)
+        except ValidationError:
+            pass  # decode step by step below, for the precise reason
+        else:
+            if expected_action is not None and event.action != expected_action:
+                raise DecodeError("action_topic_mismatch", f"{event.action!r} on the {expected_action!r} topic")
+            return event
+    return _decode_action_slow(payload, expected_action)
+
+
+def _decode_action_slow(payload: bytes, expected_action: str | None) -> UserAction:
     obj = _load_object(payload)
     action = obj.get("action", expected_action)
     model = ACTION_MODELS.get(action) if isinstance(action, str) else None

@@ -85,6 +85,29 @@ def window_bounds(now: float, minutes: int) -> tuple[float, float]:
     return now - minutes * 60 + 1, now + 1
 
 
+# One call per batch instead of a PFADD and an EXPIRE per key: KEYS are the HyperLogLogs, ARGV[1]
+# the TTL, ARGV[1 + k] the space-separated users of KEYS[k] (user ids have no spaces).
+_REACH_SCRIPT = """
+local ttl = ARGV[1]
+for k = 1, #KEYS do
+  local users, n = {}, 0
+  for user in string.gmatch(ARGV[k + 1], '%S+') do
+    n = n + 1
+    users[n] = user
+    if n == 1000 then
+      redis.call('PFADD', KEYS[k], unpack(users, 1, n))
+      n = 0
+    end
+  end
+  if n > 0 then
+    redis.call('PFADD', KEYS[k], unpack(users, 1, n))
+  end
+  redis.call('EXPIRE', KEYS[k], ttl)
+end
+return #KEYS
+"""
+
+
 class ReachRecorder:
     """After-apply hook: PFADD each applied view's user into its campaign/channel/minute HLL."""
 
@@ -93,27 +116,33 @@ class ReachRecorder:
         self._keys = keys
         self._bucket_s = bucket_s
         self._ttl = ttl_s
+        self._script = client.register_script(_REACH_SCRIPT)
 
     async def __call__(self, plan: BatchPlan) -> None:
-        adds: dict[str, set[str]] = {}
+        adds: dict[tuple[int, str, str], set[str]] = {}
+        engaged: dict[tuple[int, str], set[str]] = {}
+        bucket_s = self._bucket_s
         for decoded in plan.applied:
             event = decoded.event
             if not isinstance(event, View):
                 continue
-            bucket = int(event.event_ts // self._bucket_s) * self._bucket_s
-            key = reach_key(self._keys, plan.partition, bucket, event.campaign_id, event.channel)
-            adds.setdefault(key, set()).add(event.user_id)
+            bucket = int(event.event_ts // bucket_s) * bucket_s
+            group = (bucket, event.campaign_id, event.channel)
+            users = adds.get(group)
+            if users is None:
+                users = adds[group] = set()
+            users.add(event.user_id)
             if event.engaged:
-                adds.setdefault(engaged_key(self._keys, plan.partition, bucket, event.campaign_id), set()).add(
-                    event.user_id
-                )
+                engaged.setdefault((bucket, event.campaign_id), set()).add(event.user_id)
         if not adds:
             return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key, users in adds.items():
-                pipe.pfadd(key, *sorted(users))
-                pipe.expire(key, self._ttl)
-            await pipe.execute()
+        p = plan.partition
+        keys = [reach_key(self._keys, p, b, c, ch) for b, c, ch in adds]
+        keys += [engaged_key(self._keys, p, b, c) for b, c in engaged]
+        args: list[str | int] = [self._ttl]
+        args += [" ".join(users) for users in adds.values()]
+        args += [" ".join(users) for users in engaged.values()]
+        await self._script(keys=keys, args=args)
 
 
 @dataclass(slots=True)

@@ -114,7 +114,7 @@ class TopicProgress:
 class BatchPlan:
     partition: int
     progress: dict[str, TopicProgress]
-    user_states: dict[str, str]
+    user_states: dict[str, bytes]
     increments: Increments
     journey_paths: Counter[str]
     dead_letters: list[DeadLetter]
@@ -166,6 +166,10 @@ def _in_base_currency(event: UserAction, catalogue: Catalogue) -> UserAction:
     return event
 
 
+def _topic_offset(d: Decoded) -> tuple[str, int]:
+    return (d.message.topic, d.message.offset)
+
+
 def plan_batch(
     batch: DecodedBatch,
     meta: PartitionMeta,
@@ -194,19 +198,25 @@ def plan_batch(
         tp.new_offset = max(tp.new_offset, msg.offset)
 
     # Messages at or below the stored offset were applied before a crash or rebalance: skip them.
-    fresh = [d for d in batch.events if d.message.offset > meta.offsets.get(d.message.topic, -1)]
-    stale_ids = {id(d.message) for d in batch.events} - {id(d.message) for d in fresh}
-    dead = [d for d in dead if d.message.offset > meta.offsets.get(d.message.topic, -1)]
-    for msg in batch.messages:
-        if id(msg) in stale_ids:
-            replayed[msg.topic] += 1
+    stored_offsets = meta.offsets
+    if stored_offsets:
+        fresh = []
+        for d in batch.events:
+            if d.message.offset > stored_offsets.get(d.message.topic, -1):
+                fresh.append(d)
+            else:
+                replayed[d.message.topic] += 1
+        dead = [d for d in dead if d.message.offset > stored_offsets.get(d.message.topic, -1)]
+    else:
+        fresh = list(batch.events)
 
     on_time: list[Decoded] = []
-    for decoded in sorted(fresh, key=lambda d: (d.message.topic, d.message.offset)):
+    # Watermarks only move forward, so the lead (the latest of them) is kept as it moves.
+    lead = max(watermarks.values(), default=None)
+    for decoded in sorted(fresh, key=_topic_offset):
         at = decoded.event.event_ts
         topic = decoded.message.topic
         tp = progress[topic]
-        lead = max((w for w in watermarks.values()), default=None)
         if tp.watermark != float("-inf") and at < tp.watermark - lateness:
             dead.append(
                 DeadLetter(
@@ -228,8 +238,11 @@ def plan_batch(
                 )
             )
             continue
-        tp.watermark = max(tp.watermark, at)
+        if at > tp.watermark:
+            tp.watermark = at
         watermarks[topic] = tp.watermark
+        if lead is None or tp.watermark > lead:
+            lead = tp.watermark
         on_time.append(decoded)
 
     horizon = min(watermarks.values(), default=float("-inf")) - lateness
@@ -239,15 +252,20 @@ def plan_batch(
 
     increments = Increments()
     paths: Counter[str] = Counter()
-    states: dict[str, str] = {}
+    states: dict[str, bytes] = {}
+    base_currency = rules.catalogue.base_currency
     applied: list[Decoded] = []
     duplicates: list[UserAction] = []
     for user_id, decoded_events in by_user.items():
         state = UserState.from_json(stored_states.get(user_id))
-        by_event = {id(d.event): d for d in decoded_events}
-        events = [_in_base_currency(d.event, rules.catalogue) for d in decoded_events]
-        originals = {id(e): d for e, d in zip(events, decoded_events, strict=True)}
-        by_event.update(originals)
+        events = [
+            _in_base_currency(d.event, rules.catalogue)
+            if isinstance(d.event, AddToCart | Checkout) and d.event.currency != base_currency
+            else d.event
+            for d in decoded_events
+        ]
+        # Every applied event is one of `events` (converted or not): map it back to its message.
+        by_event = {id(e): d for e, d in zip(events, decoded_events, strict=True)}
         result = apply_events(
             state, events, rules.engine, increments, horizon=horizon, channel_weights=channel_weights
         )

@@ -102,7 +102,7 @@ class PartitionStore:
     async def apply(self, plan: BatchPlan, epoch: str) -> None:
         p = plan.partition
         keys: list[str] = [self._keys.meta(p), self._keys.totals(p), self._keys.paths(p)]
-        args: list[str | int] = [epoch, len(plan.progress)]
+        args: list[str | bytes | int] = [epoch, len(plan.progress)]
         for topic, tp in sorted(plan.progress.items()):
             args += [topic, tp.expected_offset, tp.new_offset, repr(tp.watermark)]
         args += [len(plan.user_states), self._user_ttl]

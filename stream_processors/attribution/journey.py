@@ -13,9 +13,11 @@ Money is integer minor units and conversion counts are integer micro-units (1 co
 
 from __future__ import annotations
 
-import json
+import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+import orjson
 
 from schemas.events import AddToCart, Checkout, Follow, UserAction, View
 from stream_processors.attribution.models import (
@@ -87,8 +89,9 @@ class UserState:
     follows: dict[str, list[float]] = field(default_factory=dict)
     checkouts: int = 0
 
-    def to_json(self) -> str:
-        return json.dumps(
+    def to_json(self) -> bytes:
+        # orjson: the same JSON document as json.dumps (floats round-trip exactly), several times faster.
+        return orjson.dumps(
             {
                 "t": [
                     [t.at, t.event_id, t.campaign_id, t.channel, t.creative_id, t.creator_id, t.engaged_at]
@@ -98,15 +101,14 @@ class UserState:
                 "s": self.seen,
                 "f": self.follows,
                 "b": self.checkouts,
-            },
-            separators=(",", ":"),
+            }
         )
 
     @classmethod
     def from_json(cls, raw: str | bytes | None) -> UserState:
         if not raw:
             return cls()
-        data = json.loads(raw)
+        data = orjson.loads(raw)
         return cls(
             touches=[TouchRecord(*row) for row in data["t"]],
             conversions=[
@@ -133,8 +135,12 @@ class Increments:
             self.by_key[key] = self.by_key.get(key, 0) + amount
 
     def add_windowed(self, bucket: int, name: str, amount: int) -> None:
-        self.add(bucket, name, amount)
-        self.add(None, name, amount)
+        if amount:
+            by_key = self.by_key
+            key: tuple[int | None, str] = (bucket, name)
+            by_key[key] = by_key.get(key, 0) + amount
+            key = (None, name)
+            by_key[key] = by_key.get(key, 0) + amount
 
     def merge(self, other: Increments) -> None:
         for key, amount in other.by_key.items():
@@ -178,18 +184,23 @@ def apply_events(
     applied: list[UserAction] = []
     duplicates: list[UserAction] = []
     journeys: list[JourneyObservation] = []
-    for event in sorted(events, key=lambda e: (e.event_ts, e.event_id)):
-        if event.event_id in state.seen:
+    seen = state.seen
+    bucket_s = cfg.bucket_s
+    timed = [(e.event_ts, e) for e in events]  # event_ts is computed from a datetime: once each
+    if len(timed) > 1:
+        timed.sort(key=lambda p: (p[0], p[1].event_id))
+    for at, event in timed:
+        if event.event_id in seen:
             duplicates.append(event)
             continue
-        at = event.event_ts
-        state.seen[event.event_id] = at
+        seen[event.event_id] = at
         applied.append(event)
-        bucket = bucket_of(at, cfg.bucket_s)
+        bucket = int(at // bucket_s) * bucket_s
         if isinstance(event, View):
             _count_view(event, bucket, out)
-            _insert_touch(state, event, cfg)
-            _reattribute(state, since=at, cfg=cfg, out=out, channel_weights=channel_weights)
+            _insert_touch(state, event, at, cfg)
+            if state.conversions:
+                _reattribute(state, since=at, cfg=cfg, out=out, channel_weights=channel_weights)
         elif isinstance(event, Follow):
             out.add_windowed(bucket, "t|follows", 1)
             if event.creator_id not in state.follows:
@@ -228,33 +239,47 @@ def apply_events(
 
 
 def _count_view(view: View, bucket: int, out: Increments) -> None:
-    out.add_windowed(bucket, "t|views", 1)
-    out.add_windowed(bucket, "t|spend", view.cost_minor)
+    by_key = out.by_key
+    get = by_key.get
+    cost = view.cost_minor
     base = f"c|{view.campaign_id}|{view.channel}"
-    out.add_windowed(bucket, f"{base}|views", 1)
-    out.add_windowed(bucket, f"{base}|spend", view.cost_minor)
+    names = ["t|views", base + "|views"]
     if view.creator_id:
-        out.add_windowed(bucket, f"k|{view.creator_id}|views", 1)
-        out.add_windowed(bucket, f"k|{view.creator_id}|spend", view.cost_minor)
+        creator = f"k|{view.creator_id}"
+        names.append(creator + "|views")
+        if cost:
+            names += ["t|spend", base + "|spend", creator + "|spend"]
+    elif cost:
+        names += ["t|spend", base + "|spend"]
+    for name in names:
+        amount = cost if name[-1] == "d" else 1  # "...|spend" or "...|views"
+        key: tuple[int | None, str] = (bucket, name)
+        by_key[key] = get(key, 0) + amount
+        key = (None, name)
+        by_key[key] = get(key, 0) + amount
 
 
-def _insert_touch(state: UserState, view: View, cfg: EngineConfig) -> None:
+def _touch_order(t: TouchRecord) -> tuple[float, str]:
+    return (t.at, t.event_id)
+
+
+def _insert_touch(state: UserState, view: View, at: float, cfg: EngineConfig) -> None:
     record = TouchRecord(
-        at=view.event_ts,
+        at=at,
         event_id=view.event_id,
         campaign_id=view.campaign_id,
         channel=view.channel,
         creative_id=view.creative_id,
         creator_id=view.creator_id,
-        engaged_at=view.event_ts if view.engaged else None,
+        engaged_at=at if view.engaged else None,
     )
     if view.creator_id:
         later_follows = [f for f in state.follows.get(view.creator_id, ()) if f >= record.at]
         if later_follows:
             first = min(later_follows)
             record.engaged_at = first if record.engaged_at is None else min(record.engaged_at, first)
-    state.touches.append(record)
-    state.touches.sort(key=lambda t: (t.at, t.event_id))
+    # The stored touches are sorted; inserting after equal keys is what append + stable sort did.
+    bisect.insort_right(state.touches, record, key=_touch_order)
     if len(state.touches) > cfg.max_touches:
         del state.touches[: len(state.touches) - cfg.max_touches]
 
@@ -394,12 +419,15 @@ def _reattribute(
 
 def _prune(state: UserState, horizon: float, cfg: EngineConfig) -> list[JourneyObservation]:
     """Drop what can no longer change a figure; report touches that aged out unconverted."""
-    state.conversions = [c for c in state.conversions if c.at >= horizon]
-    state.seen = {eid: at for eid, at in state.seen.items() if at >= horizon}
+    if state.conversions and any(c.at < horizon for c in state.conversions):
+        state.conversions = [c for c in state.conversions if c.at >= horizon]
+    if state.seen and min(state.seen.values()) < horizon:
+        state.seen = {eid: at for eid, at in state.seen.items() if at >= horizon}
     keep_from = horizon - cfg.longest_lookback_s
-    expired = [t for t in state.touches if t.at < keep_from]
-    if not expired:
+    # Touches are sorted by time: the expired ones are a prefix.
+    if not state.touches or state.touches[0].at >= keep_from:
         return []
+    expired = [t for t in state.touches if t.at < keep_from]
     state.touches = [t for t in state.touches if t.at >= keep_from]
     last_checkout = max((c.at for c in state.conversions if c.kind == "checkout"), default=None)
     if last_checkout is not None and any(t.at <= last_checkout for t in expired):
