@@ -14,6 +14,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -27,6 +28,18 @@ log = logging.getLogger("seedloop.embedded")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port free now, chosen below Linux's ephemeral range (32768-60999): a port the OS hands
+    out for outgoing connections could be taken by a Kafka or Redis client before our server
+    binds it."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(20_000, 32_000)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])

@@ -272,6 +272,10 @@ def plan_batch(
         states[user_id] = result.state.to_json()
         applied.extend(by_event[id(e)] for e in result.applied)
         duplicates.extend(result.duplicates)
+        # A duplicate counts once; the repeat is not silently dropped but dead-lettered, so a
+        # producer's retries or replays can be audited.
+        for e in result.duplicates:
+            dead.append(DeadLetter(by_event[id(e)].message, "duplicate", f"event_id {e.event_id!r} already applied"))
         for journey in result.journeys:
             if journey.channels:
                 paths[f"{'>'.join(journey.channels)}|{int(journey.converted)}"] += 1
