@@ -102,21 +102,7 @@ def _median(values: Sequence[float]) -> float | None:
 
 
 def _child_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEEDLOOP_")}
-    env.update(
-        {
-            "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap,
-            "REDIS_URL": settings.redis_url_value,
-            "SEEDLOOP_TOPIC_PREFIX": settings.topic_prefix,
-            "SEEDLOOP_PARTITIONS": str(settings.partitions),
-            "SEEDLOOP_SEEDS_DIR": str(settings.seeds_dir),
-            "SEEDLOOP_REBALANCE_TIMEOUT_S": str(settings.rebalance_timeout_s),
-            "SEEDLOOP_LOG_FORMAT": "json",
-            "SEEDLOOP_LOG_LEVEL": "WARNING",
-        }
-    )
-    env.update(extra)
-    return env
+    return settings.child_env(SEEDLOOP_LOG_LEVEL="WARNING", **extra)
 
 
 class Child:

@@ -52,23 +52,7 @@ class WorkerPool:
         self.restarts = 0
 
     def _env(self, worker_id: str, port: int) -> dict[str, str]:
-        s = self.settings
-        env = dict(os.environ)
-        env.update(
-            {
-                "KAFKA_BOOTSTRAP_SERVERS": s.bootstrap,
-                "REDIS_URL": s.redis_url_value,
-                "SEEDLOOP_TOPIC_PREFIX": s.topic_prefix,
-                "SEEDLOOP_PARTITIONS": str(s.partitions),
-                "SEEDLOOP_SEEDS_DIR": str(s.seeds_dir),
-                "SEEDLOOP_WORKER_ID": worker_id,
-                "SEEDLOOP_WEB_PORT": str(port),
-                "SEEDLOOP_WEB_HOST": s.web_host,
-                "SEEDLOOP_LOG_FORMAT": "json",
-                "SEEDLOOP_REBALANCE_TIMEOUT_S": str(s.rebalance_timeout_s),
-            }
-        )
-        return env
+        return self.settings.child_env(SEEDLOOP_WORKER_ID=worker_id, SEEDLOOP_WEB_PORT=str(port))
 
     def start(self, worker_id: str) -> None:
         port = self.ports.get(worker_id) or (self.settings.web_port if not self.ports else free_port())

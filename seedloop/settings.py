@@ -201,6 +201,25 @@ class Settings(BaseSettings):
             opts["broker_credentials"] = faust.SSLCredentials(ssl_context)
         return opts
 
+    def child_env(self, **extra: str) -> dict[str, str]:
+        """The environment for a child process (a worker) that must use these settings' services:
+        this process's environment without its SEEDLOOP_* values, plus these settings and `extra`."""
+        import os
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SEEDLOOP_")}
+        env.update({
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "REDIS_URL": self.redis_url_value,
+            "SEEDLOOP_TOPIC_PREFIX": self.topic_prefix,
+            "SEEDLOOP_PARTITIONS": str(self.partitions),
+            "SEEDLOOP_SEEDS_DIR": str(self.seeds_dir),
+            "SEEDLOOP_REBALANCE_TIMEOUT_S": str(self.rebalance_timeout_s),
+            "SEEDLOOP_WEB_HOST": self.web_host,
+            "SEEDLOOP_LOG_FORMAT": "json",
+        })
+        env.update(extra)
+        return env
+
     def redacted(self) -> dict[str, Any]:
         """Settings safe to log or write into a report."""
         return {

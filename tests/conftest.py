@@ -3,7 +3,6 @@ well under a second), with unique topic prefixes, so tests never share state."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -45,21 +44,7 @@ def settings(stack: EmbeddedStack, unique_prefix: str) -> Settings:
 
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEEDLOOP_")}
-    env.update(
-        {
-            "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap,
-            "REDIS_URL": settings.redis_url_value,
-            "SEEDLOOP_TOPIC_PREFIX": settings.topic_prefix,
-            "SEEDLOOP_PARTITIONS": str(settings.partitions),
-            "SEEDLOOP_SEEDS_DIR": str(settings.seeds_dir),
-            "SEEDLOOP_REBALANCE_TIMEOUT_S": str(settings.rebalance_timeout_s),
-            "SEEDLOOP_LOG_FORMAT": "json",
-            "SEEDLOOP_MARKOV_REFRESH_S": "3600",
-        }
-    )
-    env.update(extra)
-    return env
+    return settings.child_env(SEEDLOOP_MARKOV_REFRESH_S="3600", **extra)
 
 
 class WorkerProcess:
