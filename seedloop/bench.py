@@ -56,6 +56,7 @@ from seedloop import runtime
 from seedloop.embedded import EmbeddedStack, free_port
 from seedloop.settings import REPO_SEEDS, Settings
 from seedloop.topics import ACTIONS, ensure_topics
+from stream_processors.worker import consumer_app_options, shorten_fetch_wait
 
 log = logging.getLogger("seedloop.bench")
 REPO = Path(__file__).resolve().parent.parent
@@ -271,7 +272,9 @@ def run_baseline(
     settings: Settings, client: redis.Redis, n: int, tag: str, log_dir: Path, timeout: float
 ) -> dict[str, Any]:
     key = f"bench:baseline:{tag}"
-    child = start_baseline(settings, f"bench-baseline-{tag}", key, log_dir)
+    child = start_baseline(
+        settings, f"bench-baseline-{tag}", key, log_dir, fetch_max_wait_ms=settings.fetch_max_wait_ms
+    )
     try:
         return drain_rate(lambda: int(client.get(key) or 0), n, [child], timeout)
     finally:
@@ -704,35 +707,13 @@ def baseline_agent_main(argv: Sequence[str]) -> None:
     )
     args = ap.parse_args(argv)
     if args.fetch_max_wait_ms is not None:
-        import faust.transport.drivers.aiokafka as faust_aiokafka
-
-        create = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
-        wait_ms = args.fetch_max_wait_ms
-
-        def _create(self: Any, transport: Any) -> Any:
-            consumer = create(self, transport)
-            consumer._fetch_max_wait_ms = wait_ms
-            return consumer
-
-        faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = _create  # type: ignore[method-assign]
-    import tempfile
-
+        shorten_fetch_wait(args.fetch_max_wait_ms)
     app = faust.App(
         args.group,
         broker=f"kafka://{args.bootstrap}",
-        value_serializer="raw",
-        key_serializer="raw",
+        **consumer_app_options(args.rebalance_timeout, "seedloop-bench-baseline-"),
         topic_partitions=args.partitions,
-        topic_disable_leader=True,
-        broker_rebalance_timeout=args.rebalance_timeout,
-        broker_session_timeout=max(10.0, args.rebalance_timeout),
-        broker_heartbeat_interval=1.0,
-        broker_commit_interval=1.0,
-        consumer_auto_offset_reset="earliest",
-        stream_wait_empty=False,
         web_enabled=False,
-        datadir=tempfile.mkdtemp(prefix="seedloop-bench-baseline-"),
-        store="memory://",
     )
     topics = app.topic(*(f"{args.prefix}.{a}" for a in ACTIONS), value_serializer="raw", key_serializer="raw")
     counted = [0]

@@ -262,28 +262,36 @@ class AttributionRuntime:
             await self.redis.set(self.keys.markov_weights(), json.dumps(weights))
 
 
+def consumer_app_options(rebalance_timeout_s: float, datadir_prefix: str) -> dict[str, Any]:
+    """faust.App options of every consuming app we run: the worker and the benchmark's stock
+    counting agent share them, so the benchmark's baseline differs from the worker only in what
+    the agent does per event."""
+    return {
+        "value_serializer": "raw",
+        "key_serializer": "raw",
+        "topic_disable_leader": True,
+        "broker_rebalance_timeout": rebalance_timeout_s,
+        "broker_session_timeout": max(10.0, rebalance_timeout_s),
+        "broker_heartbeat_interval": 1.0,
+        "broker_commit_interval": 1.0,
+        "consumer_auto_offset_reset": "earliest",
+        "stream_wait_empty": False,
+        "datadir": tempfile.mkdtemp(prefix=datadir_prefix),
+        "store": "memory://",
+    }
+
+
 def build_app(cfg: WorkerConfig) -> faust.App:
-    datadir = tempfile.mkdtemp(prefix=f"seedloop-{cfg.worker_id}-")
     app = faust.App(
         cfg.app_id,
         **cfg.faust_broker_options,
-        value_serializer="raw",
-        key_serializer="raw",
+        **consumer_app_options(cfg.rebalance_timeout_s, f"seedloop-{cfg.worker_id}-"),
         topic_partitions=cfg.partitions,
-        topic_disable_leader=True,
-        broker_rebalance_timeout=cfg.rebalance_timeout_s,
-        broker_session_timeout=max(10.0, cfg.rebalance_timeout_s),
-        broker_heartbeat_interval=1.0,
-        broker_commit_interval=1.0,
-        consumer_auto_offset_reset="earliest",
-        stream_wait_empty=False,
         producer_acks=-1,
         web_enabled=True,
         web_bind=cfg.web_host,
         web_port=cfg.web_port,
         web_host=cfg.web_host,
-        datadir=datadir,
-        store="memory://",
     )
     metrics = PipelineMetrics()
     runtime = AttributionRuntime(app, cfg, metrics)
