@@ -41,6 +41,7 @@ def processing_rules(settings: Settings, scenario: Scenario) -> ProcessingRules:
         lateness_s=settings.allowed_lateness_s,
         bucket_s=settings.bucket_s,
         campaign_lookbacks=campaign_lookbacks(scenario),
+        retention_s=settings.retention_s,
     )
     catalogue = Catalogue(scenario.campaign_channels(), scenario.fx.base, scenario.rates_to_base())
     return ProcessingRules(engine=engine, max_future_s=settings.max_future_s, catalogue=catalogue)

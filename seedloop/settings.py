@@ -78,6 +78,11 @@ class Settings(BaseSettings):
         default=86_400.0, ge=0, description="how far past max(wall clock, watermark) an event time may be"
     )
     bucket_s: int = Field(default=60, ge=1, description="event-time bucket of the rolling windows")
+    retention_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="a campaign's follower is retained when active again this long after following (day 1)",
+    )
     state_ttl_s: int = Field(
         default=14 * 86_400, ge=60, description="Redis expiry of per-user state (wall clock)"
     )
@@ -214,6 +219,7 @@ class Settings(BaseSettings):
             "SEEDLOOP_PARTITIONS": str(self.partitions),
             "SEEDLOOP_SEEDS_DIR": str(self.seeds_dir),
             "SEEDLOOP_REBALANCE_TIMEOUT_S": str(self.rebalance_timeout_s),
+            "SEEDLOOP_RETENTION_S": str(self.retention_s),
             "SEEDLOOP_WEB_HOST": self.web_host,
             "SEEDLOOP_LOG_FORMAT": "json",
         })

@@ -218,6 +218,29 @@ def loyalty(fields: Mapping[str, int]) -> dict[str, float | int | None]:
     }
 
 
+LOYALTY_SEGMENTS = ("buyers", "repeat_buyers", "followers", "retained_followers")
+
+
+def campaign_loyalty(fields: Mapping[str, int]) -> dict[str, dict[str, int]]:
+    """All-time loyalty per campaign (`l|<campaign>|<segment>`): distinct users who bought through
+    it, bought twice, followed through it, and followed and came back (journey.loyalty_flags)."""
+    out: dict[str, dict[str, int]] = {}
+    for name, amount in fields.items():
+        if name.startswith("l|"):
+            _, campaign, segment = name.split("|", 2)
+            out.setdefault(campaign, dict.fromkeys(LOYALTY_SEGMENTS, 0))[segment] = amount
+    return dict(sorted(out.items()))
+
+
+def loyalty_rates(figures: Mapping[str, int]) -> dict[str, float | int | None]:
+    """One campaign's loyalty segments with the two rates a campaign manager reads."""
+    return {
+        **{k: figures.get(k, 0) for k in LOYALTY_SEGMENTS},
+        "repeat_rate": _rate(figures.get("repeat_buyers", 0), figures.get("buyers", 0)),
+        "follower_retention": _rate(figures.get("retained_followers", 0), figures.get("followers", 0)),
+    }
+
+
 def _rate(num: float, den: float) -> float | None:
     return round(num / den, 6) if den else None
 

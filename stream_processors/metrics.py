@@ -155,6 +155,14 @@ class PipelineMetrics:
         self.repeat_buyers = Gauge(
             "seedloop_repeat_buyers", "Distinct users with two or more checkouts", registry=r
         )
+        self.campaign_loyalty = Gauge(
+            "seedloop_campaign_loyalty_users",
+            "Loyalty per campaign, all-time distinct users: buyers and repeat_buyers (checkouts "
+            "credited to the campaign), followers and retained_followers (a follow credited to it; "
+            "retained: active again SEEDLOOP_RETENTION_S after)",
+            ["campaign", "segment"],
+            registry=r,
+        )
         self.metrics_refresh = Gauge(
             "seedloop_metrics_refresh_timestamp_seconds",
             "Wall-clock time the campaign and creator gauges were last refreshed",

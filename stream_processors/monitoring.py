@@ -44,6 +44,7 @@ import redis.asyncio as aioredis
 from schemas.events import View
 from stream_processors.figures import (
     campaign_figures,
+    campaign_loyalty,
     campaign_spend,
     creator_figures,
     creator_followers,
@@ -239,6 +240,12 @@ async def collect_snapshot(runtime: AttributionRuntime) -> Snapshot:
         lab = label_of(creator, keep_creators)
         followers[lab] = followers.get(lab, 0) + n
     snap["creator_followers"] = {(c,): n for c, n in followers.items()}
+    loyal: dict[Labels, float] = {}
+    for campaign, segments in campaign_loyalty(mine).items():
+        lab = label_of(campaign, keep_campaigns)
+        for segment, n in segments.items():
+            loyal[(lab, segment)] = loyal.get((lab, segment), 0) + n
+    snap["campaign_loyalty"] = loyal
 
     for minutes in WINDOWS_MINUTES:
         window = f"{minutes}m"

@@ -6,7 +6,8 @@
                            `?window=15m&model=last` also each campaign's figures over that window
                            (spend, GMV, views, reach, checkouts, ROAS, CPA): what /live polls
 /api/campaigns/{id}        one campaign: rolling windows of 1/5/15/60 minutes, per channel and model,
-                           and its AIPL funnel per window (`?model=`, default the first model)
+                           its AIPL funnel per window (`?model=`, default the first model) and its
+                           all-time Loyalty (buyers, repeat buyers, followers, retained followers)
 /api/creators              creators (KOL/KOS): spend, views, attributed checkouts and GMV over a
                            window (`?window=60m&model=last`), all-time followers
 
@@ -27,9 +28,11 @@ from stream_processors.figures import (
     Efficiency,
     aipl_funnel,
     campaign_figures,
+    campaign_loyalty,
     creator_figures,
     creator_followers,
     loyalty,
+    loyalty_rates,
     totals,
 )
 from stream_processors.metrics import WINDOWS_MINUTES
@@ -85,12 +88,17 @@ def register_routes(app: faust.App, runtime: AttributionRuntime) -> None:
         async def get(self, request: Request) -> Response:
             fields = await reader.totals()
             now = await reader.watermark()
+            loyal = campaign_loyalty(fields)
             body: dict[str, Any] = {
                 "watermark": now,
                 "totals": totals(fields),
                 "loyalty": loyalty(fields),
                 "campaigns": [
-                    {"campaign_id": cid, "models": {m: f.total(m).as_dict() for m in models}}
+                    {
+                        "campaign_id": cid,
+                        "models": {m: f.total(m).as_dict() for m in models},
+                        "loyalty": loyalty_rates(loyal.get(cid, {})),
+                    }
                     for cid, f in campaign_figures(fields, models).items()
                 ],
             }
@@ -152,9 +160,9 @@ def register_routes(app: faust.App, runtime: AttributionRuntime) -> None:
                     "windows": windows,
                     "reach": reach,
                     "funnel": funnel,
-                    # Loyalty is all-time and platform-wide: the stored figures do not tie a
-                    # repeat buyer to one campaign.
-                    "loyalty": loyalty(all_time),
+                    # The L of AIPL: all-time distinct users (a window would count a user in
+                    # whichever bucket their second checkout happened to land).
+                    "loyalty": loyalty_rates(campaign_loyalty(all_time).get(campaign_id, {})),
                 }
             )
 

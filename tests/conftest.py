@@ -40,6 +40,8 @@ def settings(stack: EmbeddedStack, unique_prefix: str) -> Settings:
         partitions=4,
         seeds_dir=REPO / "seeds",
         rebalance_timeout_s=3.0,
+        # Short enough that the tests' few simulated hours retain some followers.
+        retention_s=3600.0,
     )
 
 

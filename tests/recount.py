@@ -25,6 +25,7 @@ def recount(
     half_life_s: float,
     rates_to_base: Mapping[str, float],
     campaign_lookbacks: Mapping[str, Lookback] | None = None,
+    retention_s: float = 86_400.0,
 ) -> dict[str, int]:
     per_campaign = campaign_lookbacks or {}
     unlimited = Lookback(float("inf"), float("inf"))
@@ -41,6 +42,9 @@ def recount(
         out["t|repeat_buyers"] += n_checkouts >= 2
         views = [e for e in user_events if isinstance(e, View)]
         follows = [e for e in user_events if isinstance(e, Follow)]
+        # Loyalty per campaign: conversions with an eligible touch of the campaign.
+        campaign_checkouts: dict[str, int] = defaultdict(int)
+        first_follow: dict[str, float] = {}
         for v in views:
             out["t|views"] += 1
             out["t|spend"] += v.cost_minor
@@ -68,6 +72,11 @@ def recount(
                 touches.append(
                     Touch(v.event_ts, v.campaign_id, v.channel, v.creative_id, v.creator_id, engaged)
                 )
+            for campaign in {t.campaign_id for t in touches}:
+                if isinstance(conv, Checkout):
+                    campaign_checkouts[campaign] += 1
+                elif isinstance(conv, Follow):
+                    first_follow[campaign] = min(at, first_follow.get(campaign, at))
             for model in MODEL_NAMES:
                 counts = allocate(model, touches, at, MICRO, lookback=unlimited, half_life_s=half_life_s)
                 if not counts:
@@ -81,6 +90,13 @@ def recount(
                     if isinstance(conv, Checkout):
                         out[f"c|{t.campaign_id}|{t.channel}|{model}|gmv"] += val
                         out[f"v|{t.creative_id}|{model}|gmv"] += val
+        last = max(e.event_ts for e in user_events)
+        for campaign, n in campaign_checkouts.items():
+            out[f"l|{campaign}|buyers"] += 1
+            out[f"l|{campaign}|repeat_buyers"] += n >= 2
+        for campaign, at in first_follow.items():
+            out[f"l|{campaign}|followers"] += 1
+            out[f"l|{campaign}|retained_followers"] += last >= at + retention_s
     return {k: v for k, v in out.items() if v}
 
 
@@ -93,4 +109,4 @@ def recount_for(settings: Settings, events: Iterable[UserAction]) -> dict[str, i
         if c.lookback_view_s is not None and c.lookback_engaged_s is not None
     }
     return recount(events, Lookback(settings.lookback_view_s, settings.lookback_engaged_s), settings.half_life_s,
-                   scenario.rates_to_base(), per_campaign)
+                   scenario.rates_to_base(), per_campaign, settings.retention_s)

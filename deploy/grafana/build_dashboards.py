@@ -57,6 +57,7 @@ KINDS = ("follow", "add_to_cart", "checkout")
 
 # Selectors shared by campaign queries.
 C = 'campaign=~"$campaign",window="$window"'
+LOYAL = 'seedloop_campaign_loyalty_users{campaign=~"$campaign",segment="%s"}'
 CM = f'{C},model="$model"'
 
 
@@ -474,6 +475,33 @@ def aipl_funnel() -> dash_b.Dashboard:
                 w=12,
             )
         )
+        .with_row(dash_b.Row("Loyalty per campaign (all-time distinct users)"))
+        .with_panel(
+            table(
+                "Loyalty by campaign",
+                [
+                    (f"sum by (campaign) ({LOYAL % 'buyers'})", "buyers"),
+                    (f"sum by (campaign) ({LOYAL % 'repeat_buyers'})", "repeat buyers"),
+                    (f"sum by (campaign) ({LOYAL % 'followers'})", "followers"),
+                    (f"sum by (campaign) ({LOYAL % 'retained_followers'})", "retained followers"),
+                ],
+                description="Buyers: users with a checkout credited to the campaign (it had an eligible "
+                "touch); repeat buyers: two or more such checkouts. Followers: users whose follow was "
+                "credited to it; retained: active again SEEDLOOP_RETENTION_S (default 1 day) after.",
+                w=12,
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Repeat rate and follower retention",
+                [
+                    (ratio(LOYAL % "repeat_buyers", LOYAL % "buyers"), "{{campaign}} repeat"),
+                    (ratio(LOYAL % "retained_followers", LOYAL % "followers"), "{{campaign}} retained"),
+                ],
+                "percentunit",
+                w=12,
+            )
+        )
         .with_row(dash_b.Row("Loyalty (all-time, platform-wide)"))
         .with_panel(stat("Buyers", "sum(seedloop_buyers)", "short", w=8))
         .with_panel(stat("Repeat buyers", "sum(seedloop_repeat_buyers)", "short", w=8))
@@ -482,8 +510,7 @@ def aipl_funnel() -> dash_b.Dashboard:
                 "Repeat rate",
                 "sum(seedloop_repeat_buyers) / sum(seedloop_buyers)",
                 "percentunit",
-                "Buyers with two or more checkouts. Not tied to one campaign: the stored figures do not "
-                "attribute a repeat buyer.",
+                "Buyers with two or more checkouts, whatever campaign they bought through.",
                 w=8,
             )
         )

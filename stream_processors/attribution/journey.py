@@ -43,6 +43,9 @@ class EngineConfig:
     max_touches: int = 200
     # Per-campaign lookbacks (the advertiser's own "7-day click / 1-day view"), else `lookback`.
     campaign_lookbacks: Mapping[str, Lookback] = field(default_factory=dict)
+    # A campaign's follower counts as retained when the user is active again this long after
+    # their first follow credited to the campaign (day-1 retention by default).
+    retention_s: float = 86_400.0
 
     def lookback_of(self, campaign_id: str) -> Lookback:
         return self.campaign_lookbacks.get(campaign_id, self.lookback)
@@ -88,21 +91,32 @@ class UserState:
     # creator -> times the user followed them: a follow engages that creator's earlier touches.
     follows: dict[str, list[float]] = field(default_factory=dict)
     checkouts: int = 0
+    # Loyalty per campaign from conversions already pruned (final: their credit can no longer
+    # move): checkouts credited to the campaign (capped at 2, all that the flags need) and the
+    # earliest follow credited to it. Live conversions add to these when the flags are computed.
+    loyal_checkouts: dict[str, int] = field(default_factory=dict)
+    loyal_follow_at: dict[str, float] = field(default_factory=dict)
+    last_at: float | None = None  # the user's latest event time (a max: order-independent)
 
     def to_json(self) -> bytes:
         # orjson: the same JSON document as json.dumps (floats round-trip exactly), several times faster.
-        return orjson.dumps(
-            {
-                "t": [
-                    [t.at, t.event_id, t.campaign_id, t.channel, t.creative_id, t.creator_id, t.engaged_at]
-                    for t in self.touches
-                ],
-                "c": [[c.at, c.event_id, c.kind, c.value_minor, c.alloc] for c in self.conversions],
-                "s": self.seen,
-                "f": self.follows,
-                "b": self.checkouts,
-            }
-        )
+        doc: dict[str, object] = {
+            "t": [
+                [t.at, t.event_id, t.campaign_id, t.channel, t.creative_id, t.creator_id, t.engaged_at]
+                for t in self.touches
+            ],
+            "c": [[c.at, c.event_id, c.kind, c.value_minor, c.alloc] for c in self.conversions],
+            "s": self.seen,
+            "f": self.follows,
+            "b": self.checkouts,
+            "l": self.last_at,
+        }
+        # Most users never convert: leave the loyalty maps out rather than store empty ones.
+        if self.loyal_checkouts:
+            doc["lc"] = self.loyal_checkouts
+        if self.loyal_follow_at:
+            doc["lf"] = self.loyal_follow_at
+        return orjson.dumps(doc)
 
     @classmethod
     def from_json(cls, raw: str | bytes | None) -> UserState:
@@ -118,6 +132,9 @@ class UserState:
             seen=data["s"],
             follows=data.get("f", {}),
             checkouts=int(data.get("b", 0)),
+            loyal_checkouts=data.get("lc", {}),
+            loyal_follow_at=data.get("lf", {}),
+            last_at=data.get("l"),
         )
 
 
@@ -186,6 +203,7 @@ def apply_events(
     journeys: list[JourneyObservation] = []
     seen = state.seen
     bucket_s = cfg.bucket_s
+    loyal_before = loyalty_flags(state, cfg.retention_s)
     timed = [(e.event_ts, e) for e in events]  # event_ts is computed from a datetime: once each
     if len(timed) > 1:
         timed.sort(key=lambda p: (p[0], p[1].event_id))
@@ -195,6 +213,8 @@ def apply_events(
             continue
         seen[event.event_id] = at
         applied.append(event)
+        if state.last_at is None or at > state.last_at:
+            state.last_at = at
         bucket = int(at // bucket_s) * bucket_s
         if isinstance(event, View):
             _count_view(event, bucket, out)
@@ -235,7 +255,69 @@ def apply_events(
             if kind == "checkout":
                 journeys.append(JourneyObservation(_channel_path(_eligible(state, at, cfg)), True))
     journeys.extend(_prune(state, horizon, cfg))
+    _emit_loyalty(loyal_before, loyalty_flags(state, cfg.retention_s), out)
     return UserResult(state, applied, duplicates, journeys)
+
+
+# Loyalty flags of one user toward one campaign (the L of AIPL), as bits.
+BUYER, REPEAT_BUYER, FOLLOWER, RETAINED_FOLLOWER = 1, 2, 4, 8
+LOYALTY_FIELDS = ((BUYER, "buyers"), (REPEAT_BUYER, "repeat_buyers"), (FOLLOWER, "followers"),
+                  (RETAINED_FOLLOWER, "retained_followers"))
+
+
+def _credited_campaigns(alloc: Mapping[str, Sequence[Credit]]) -> set[str]:
+    return {row[0] for rows in alloc.values() for row in rows}
+
+
+def loyalty_flags(state: UserState, retention_s: float) -> dict[str, int]:
+    """Per campaign: is this user its buyer (a checkout credited to it), repeat buyer (two),
+    follower (a follow credited to it) and retained follower (active again `retention_s` after
+    the first such follow)?
+
+    Every input is order-independent (credited conversions are re-attributed when late touches
+    arrive; counts, earliest and latest times do not depend on arrival order), so the flags after
+    the last event are too; `apply_events` emits each batch's change in the flags, and the stored
+    sums are exact distinct-user counts. Credited = in the credit of any model, i.e. the campaign
+    had an eligible touch."""
+    if not (state.conversions or state.loyal_checkouts or state.loyal_follow_at):
+        return {}
+    checkouts = dict(state.loyal_checkouts)
+    follow_at = dict(state.loyal_follow_at)
+    for conv in state.conversions:
+        if conv.kind == "add_to_cart" or not conv.alloc:
+            continue
+        for campaign in _credited_campaigns(conv.alloc):
+            if conv.kind == "checkout":
+                checkouts[campaign] = checkouts.get(campaign, 0) + 1
+            elif conv.at < follow_at.get(campaign, float("inf")):
+                follow_at[campaign] = conv.at
+    flags = {c: BUYER | (REPEAT_BUYER if n >= 2 else 0) for c, n in checkouts.items() if n}
+    last = state.last_at if state.last_at is not None else float("-inf")
+    for campaign, at in follow_at.items():
+        flags[campaign] = flags.get(campaign, 0) | FOLLOWER | (RETAINED_FOLLOWER if last >= at + retention_s else 0)
+    return flags
+
+
+def _emit_loyalty(before: Mapping[str, int], after: Mapping[str, int], out: Increments) -> None:
+    if before == after:
+        return
+    for campaign in before.keys() | after.keys():
+        old, new = before.get(campaign, 0), after.get(campaign, 0)
+        if old == new:
+            continue
+        for bit, name in LOYALTY_FIELDS:
+            out.add(None, f"l|{campaign}|{name}", bool(new & bit) - bool(old & bit))
+
+
+def _fold_loyalty(state: UserState, conv: ConversionRecord) -> None:
+    """A conversion leaves the live state: keep what the loyalty flags need of it."""
+    if conv.kind == "add_to_cart" or not conv.alloc:
+        return
+    for campaign in _credited_campaigns(conv.alloc):
+        if conv.kind == "checkout":
+            state.loyal_checkouts[campaign] = min(2, state.loyal_checkouts.get(campaign, 0) + 1)
+        elif conv.at < state.loyal_follow_at.get(campaign, float("inf")):
+            state.loyal_follow_at[campaign] = conv.at
 
 
 def _count_view(view: View, bucket: int, out: Increments) -> None:
@@ -420,6 +502,9 @@ def _reattribute(
 def _prune(state: UserState, horizon: float, cfg: EngineConfig) -> list[JourneyObservation]:
     """Drop what can no longer change a figure; report touches that aged out unconverted."""
     if state.conversions and any(c.at < horizon for c in state.conversions):
+        for conv in state.conversions:
+            if conv.at < horizon:
+                _fold_loyalty(state, conv)
         state.conversions = [c for c in state.conversions if c.at >= horizon]
     if state.seen and min(state.seen.values()) < horizon:
         state.seen = {eid: at for eid, at in state.seen.items() if at >= horizon}

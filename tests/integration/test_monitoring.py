@@ -32,7 +32,14 @@ from seedloop import runtime
 from seedloop.embedded import free_port
 from seedloop.settings import Settings
 from seedloop.topics import caught_up, ensure_topics
-from stream_processors.figures import OTHER, campaign_figures, campaign_spend, label_of, top_n
+from stream_processors.figures import (
+    OTHER,
+    campaign_figures,
+    campaign_loyalty,
+    campaign_spend,
+    label_of,
+    top_n,
+)
 from stream_processors.monitoring import reach_key, window_bounds, window_buckets
 from stream_processors.state import FigureReader, Keys
 from tests.conftest import WorkerProcess, wait_for
@@ -127,12 +134,18 @@ def redis_expected(
     keep = top_n(campaign_spend(reader.totals()), TOP_N)
     start, end = window_bounds(now, window_min)
     figs = campaign_figures(reader.window(start, end), ("last",))
-    out: dict[str, dict[str, float]] = {"spend": {}, "views": {}, "checkouts": {}, "reach": {}}
+    out: dict[str, dict[str, float]] = {
+        "spend": {}, "views": {}, "checkouts": {}, "reach": {}, "buyers": {}, "retained_followers": {}
+    }
     for cid, fig in figs.items():
         eff = fig.total("last")
         label = label_of(cid, keep)
         for key, value in (("spend", eff.spend), ("views", eff.views), ("checkouts", eff.checkouts)):
             out[key][label] = out[key].get(label, 0.0) + value
+    for cid, segments in campaign_loyalty(reader.totals()).items():
+        label = label_of(cid, keep)
+        for key in ("buyers", "retained_followers"):
+            out[key][label] = out[key].get(label, 0.0) + segments[key]
     keys = Keys(settings.topic_prefix)
     buckets = window_buckets(start, end, settings.bucket_s)
     groups: dict[str, list[str]] = {}
@@ -214,11 +227,14 @@ def test_two_workers_prometheus_sums_equal_redis_api_and_live_page(
     expected = redis_expected(settings, redis_client, reader, 60)
     assert OTHER in expected["spend"] and len(expected["spend"]) == TOP_N + 1, expected["spend"]
     assert sum(expected["checkouts"].values()) > 0 and expected["reach"]
+    assert sum(expected["buyers"].values()) > 0 and sum(expected["retained_followers"].values()) > 0
     queries = {
         "spend": 'sum by (campaign) (seedloop_campaign_spend{window="60m"})',
         "views": 'sum by (campaign) (seedloop_campaign_views{window="60m"})',
         "checkouts": 'sum by (campaign) (seedloop_campaign_conversions{window="60m",model="last",kind="checkout"})',
         "reach": 'sum by (campaign) (seedloop_campaign_reach{window="60m"})',
+        "buyers": 'sum by (campaign) (seedloop_campaign_loyalty_users{segment="buyers"})',
+        "retained_followers": 'sum by (campaign) (seedloop_campaign_loyalty_users{segment="retained_followers"})',
     }
     seen: dict[str, dict[str, float]] = {}
 
@@ -271,7 +287,7 @@ def test_two_workers_prometheus_sums_equal_redis_api_and_live_page(
     assert funnel["awareness"]["reach"] == expected["reach"][top]
     assert abs(funnel["awareness"]["spend"] - expected["spend"][top]) < 1e-6
     assert funnel["awareness"]["views"] == expected["views"][top]
-    assert one["loyalty"]["buyers"] > 0
+    assert one["loyalty"]["buyers"] > 0 and one["loyalty"]["followers"] >= one["loyalty"]["retained_followers"]
     creators = get_json(f"{base}/api/creators?window=60m&model=last")["creators"]
     assert creators and creators[0]["spend"] > 0 and "followers" in creators[0]
 

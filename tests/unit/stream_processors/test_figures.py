@@ -7,6 +7,7 @@ from stream_processors.figures import (
     Efficiency,
     aipl_funnel,
     campaign_figures,
+    campaign_loyalty,
     campaign_spend,
     creator_figures,
     creator_followers,
@@ -15,6 +16,7 @@ from stream_processors.figures import (
     fold_creators,
     label_of,
     loyalty,
+    loyalty_rates,
     top_n,
 )
 
@@ -87,3 +89,16 @@ def test_aipl_funnel() -> None:
     assert funnel["purchase"]["roas"] == 5.0
     empty = aipl_funnel(Efficiency())
     assert empty["purchase"]["cpa"] is None and empty["awareness"]["frequency"] is None
+
+
+def test_campaign_loyalty_reads_the_loyalty_fields_with_their_rates() -> None:
+    fields = {"l|c1|buyers": 4, "l|c1|repeat_buyers": 1, "l|c2|followers": 5, "l|c2|retained_followers": 2,
+              "t|buyers": 9, "c|c1|kol|views": 3}
+    loyal = campaign_loyalty(fields)
+    assert loyal == {
+        "c1": {"buyers": 4, "repeat_buyers": 1, "followers": 0, "retained_followers": 0},
+        "c2": {"buyers": 0, "repeat_buyers": 0, "followers": 5, "retained_followers": 2},
+    }
+    assert loyalty_rates(loyal["c1"])["repeat_rate"] == 0.25
+    assert loyalty_rates(loyal["c2"])["follower_retention"] == 0.4
+    assert loyalty_rates({})["repeat_rate"] is None

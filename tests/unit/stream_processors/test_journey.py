@@ -185,3 +185,58 @@ def test_creatives_get_all_time_credit() -> None:
     figures = run([[view(1, 0, "c1"), checkout(1, 10, value=500)]])
     assert figures[(None, "v|cr|last|checkouts")] == 1_000_000
     assert figures[(None, "v|cr|last|gmv")] == 500
+
+
+# --------------------------------------------------------------------------- loyalty per campaign
+
+
+def loyalty_of(figures: dict[tuple[int | None, str], int]) -> dict[str, int]:
+    return {k: v for (b, k), v in figures.items() if b is None and k.startswith("l|")}
+
+
+def follow(i: int, at: float, creator: str = "k1") -> Follow:
+    return Follow(event_id=f"f{i}", user_id="u1", event_time=ts(at), creator_id=creator)
+
+
+def test_a_campaign_counts_its_buyers_and_repeat_buyers_once_each() -> None:
+    figures = run([[view(1, 0, "c1"), checkout(1, 100)], [checkout(2, 200), checkout(3, 300)]])
+    assert loyalty_of(figures) == {"l|c1|buyers": 1, "l|c1|repeat_buyers": 1}
+
+
+def test_a_checkout_without_an_eligible_touch_makes_no_campaign_buyer() -> None:
+    # The view is two days old: outside the 1-day view lookback, so no campaign is credited.
+    figures = run([[view(1, 0, "c1", creator=None), checkout(1, 2 * 86_400)]])
+    assert loyalty_of(figures) == {}
+
+
+def test_a_late_touch_makes_an_earlier_checkout_a_campaign_purchase() -> None:
+    figures = run([[checkout(1, 100)], [view(1, 50, "c2", "feed")]])
+    assert loyalty_of(figures) == {"l|c2|buyers": 1}
+
+
+def test_a_follower_is_retained_when_active_again_after_the_retention_period() -> None:
+    early = run([[view(1, 0, "c1"), follow(1, 60)], [view(2, 60 + 3600, "c3")]])
+    assert loyalty_of(early) == {"l|c1|followers": 1}
+    later = run([[view(1, 0, "c1"), follow(1, 60)], [view(2, 60 + 86_400, "c3")]])
+    assert loyalty_of(later) == {"l|c1|followers": 1, "l|c1|retained_followers": 1}
+
+
+def test_pruned_conversions_keep_their_loyalty() -> None:
+    state, out = UserState(), Increments()
+    apply_events(state, [view(1, 0, "c1"), checkout(1, 10), checkout(2, 20)], CFG, out, horizon=float("-inf"))
+    before = loyalty_of(out.by_key)
+    # A horizon past both checkouts finalises them: they leave the live state, the flags stay.
+    state = UserState.from_json(state.to_json())
+    apply_events(state, [view(2, 10_000, "c2")], CFG, out, horizon=5_000 + T0)
+    assert not state.conversions and state.loyal_checkouts == {"c1": 2}
+    assert loyalty_of(out.by_key) == before == {"l|c1|buyers": 1, "l|c1|repeat_buyers": 1}
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(actions)
+def test_loyalty_equals_the_independent_recount(spec: list[tuple[str, int, str, bool]]) -> None:
+    from tests.recount import recount
+
+    events = build(spec)
+    expected = recount(events, CFG.lookback, CFG.half_life_s, {"CNY": 1.0}, retention_s=CFG.retention_s)
+    assert loyalty_of(run([events])) == {k: v for k, v in expected.items() if k.startswith("l|")}
