@@ -25,7 +25,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from schemas.decisions import ReasonCode
-from stream_processors.optimizer.pacing import PacingDecision, PacingPolicy, PacingState, pace
+from stream_processors.optimizer.pacing import (
+    DAY_S,
+    PacingDecision,
+    PacingPolicy,
+    PacingState,
+    pace,
+    shape_mass,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +58,18 @@ class ControlPolicy:
     ratio_prior: float = 0.25  # checkouts per add-to-cart before any are seen ...
     ratio_prior_strength: float = 40.0  # ... worth this many carts
     ratio_channel_strength: float = 150.0  # a channel's ratio shrinks to its campaign's by this many carts
+    # Variable memory (used when the round carries several windows, `Observation.memory`): the
+    # estimate reads the longest window that starts after the last detected change; a change is a
+    # shorter window's cart rate (bid-normalised) differing from the rest of the memory by more than
+    # `change_ratio` and `change_z` standard errors (a two-sample Poisson test).
+    round_s: float = 1800.0
+    conversion_lag_s: float = 3600.0  # the windows' `lagged_spend` is shifted back by this
+    cart_lag_s: float = 1800.0  # carts follow the view sooner than checkouts do
+    change_z: float = 3.0
+    change_ratio: float = 0.3
+    change_min_carts: float = 8.0  # a shorter window needs this many expected carts to be tested
+    memory_gain: float = 0.8  # the largest share of the way to the implied bid moved per round
+    memory_evidence_half: float = 25.0  # carts at which the gain is half of memory_gain
 
 
 @dataclass(slots=True)
@@ -65,6 +84,9 @@ class ChannelState:
     cooldown: int = 0
     rounds: int = 0
     history: list[float] = field(default_factory=list)  # bids in force, oldest first
+    weights: list[float] = field(default_factory=list)  # traffic share of each history round
+    memory_s: float | None = None  # memory since the last detected change; None: no change seen
+    changes: int = 0  # changes detected so far
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -72,6 +94,16 @@ class ChannelState:
     @classmethod
     def from_json(cls, raw: str | bytes) -> ChannelState:
         return cls(**json.loads(raw))
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelFigures:
+    spend: float = 0.0
+    conversions: float = 0.0
+    gmv: float = 0.0
+    add_to_carts: float = 0.0
+    # spend over the same span shifted back by the conversion lag (None: not read)
+    lagged_spend: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +126,12 @@ class Observation:
     order_value: float | None = None  # the campaign's average order value, for the ROAS prior
     add_to_carts: float = 0.0  # in the window: a leading indicator, 4-6x more frequent than checkouts
     checkout_ratio: float | None = None  # checkouts per add-to-cart, pooled over a long window
+    # (window seconds, figures with unlagged `spend` and `lagged_spend`), shortest first: when
+    # given, the estimate uses variable memory over these instead of the single window above.
+    memory: tuple[tuple[float, ChannelFigures], ...] = ()
+    traffic_weight: float = 1.0  # the plan's traffic share of the round just ended
+    # pacing's bid factor at which spend keeps to the plan: no raise beyond bid * headroom
+    budget_headroom: float | None = None
 
     @property
     def observed(self) -> float | None:
@@ -139,6 +177,100 @@ def shrunk_efficiency(obs: Observation, policy: ControlPolicy) -> float | None:
     return (conv * aov + k * aov) / (obs.spend + k * aov / prior)
 
 
+def _window_bid(st: ChannelState, rounds: int, lag: int) -> float | None:
+    """Traffic-weighted geometric mean of the bids in force over `rounds` rounds ending `lag` ago."""
+    h = st.history
+    w = st.weights if len(st.weights) == len(h) else [1.0] * len(h)
+    end = len(h) - lag
+    start = max(0, end - max(1, rounds))
+    if end <= start:
+        return None
+    num = den = 0.0
+    for b, wt in zip(h[start:end], w[start:end], strict=True):
+        if b > 0 and wt > 0:
+            num += wt * math.log(b)
+            den += wt
+    return math.exp(num / den) if den > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class _WindowEstimate:
+    seconds: float
+    carts: float
+    conversions: float
+    gmv: float
+    cart_spend: float  # spend matched to the carts (lagged by the cart lag)
+    conv_spend: float  # spend matched to the checkouts (lagged by the conversion lag)
+    bid: float  # the bid that spend was bought at
+    exposure: float  # cart_spend normalised to the bid now: carts per exposure is bid-free
+
+
+def _window_estimate(
+    obs: Observation, st: ChannelState, seconds: float, f: ChannelFigures, policy: ControlPolicy
+) -> _WindowEstimate:
+    s0 = f.spend
+    s1 = f.lagged_spend if f.lagged_spend is not None else f.spend
+    lag = max(policy.conversion_lag_s, 1.0)
+    # spend is smooth in time: interpolate between the unlagged and the lagged windows
+    cart_spend = max(0.0, s0 + (policy.cart_lag_s / lag) * (s1 - s0))
+    rounds = max(1, round(seconds / policy.round_s))
+    bid = _window_bid(st, rounds, round(policy.cart_lag_s / policy.round_s)) or obs.bid
+    exposure = cart_spend * (bid / obs.bid) ** -policy.elasticity
+    return _WindowEstimate(seconds, f.add_to_carts, f.conversions, f.gmv, cart_spend, s1, bid, exposure)
+
+
+def _detect_change(windows: list[_WindowEstimate], policy: ControlPolicy) -> _WindowEstimate | None:
+    """The shortest window whose bid-normalised cart rate differs from the rest of the longest one."""
+    if len(windows) < 2:
+        return None
+    top = windows[-1]
+    if top.exposure <= 0 or top.carts <= 0:
+        return None
+    for w in windows[:-1]:
+        p = w.exposure / top.exposure
+        if not 0 < p < 1:
+            continue
+        expected = top.carts * p
+        rest_carts, rest_exposure = top.carts - w.carts, top.exposure - w.exposure
+        if expected < policy.change_min_carts or rest_carts <= 0 or rest_exposure <= 0:
+            continue
+        z = (w.carts - expected) / math.sqrt(top.carts * p * (1 - p))
+        ratio = (max(w.carts, 0.5) / w.exposure) / (rest_carts / rest_exposure)
+        if abs(z) >= policy.change_z and abs(math.log(ratio)) >= math.log(1 + policy.change_ratio):
+            return w
+    return None
+
+
+def _memory_efficiency(
+    obs: Observation, w: _WindowEstimate, policy: ControlPolicy
+) -> tuple[float | None, float]:
+    """CPA/ROAS over one window (carts times the checkout ratio blended with the direct checkouts,
+    each against its own lag-matched spend), shrunk toward the prior; and its evidence in carts."""
+    r = obs.checkout_ratio
+    if w.conv_spend <= 0 and w.cart_spend <= 0:
+        return None, 0.0
+    rate_direct = w.conversions / w.conv_spend if w.conv_spend > 0 else 0.0
+    if r is not None and r > 0 and w.carts > 0 and w.cart_spend > 0:
+        direct = r / (1.0 + r)
+        rate = direct * rate_direct + (1.0 - direct) * w.carts * r / w.cart_spend
+        evidence = w.carts
+    else:
+        rate = rate_direct
+        evidence = 4.0 * w.conversions
+    spend = w.conv_spend if w.conv_spend > 0 else w.cart_spend
+    conv = rate * spend
+    k = policy.prior_strength
+    prior = obs.prior if obs.prior is not None and obs.prior > 0 else obs.target
+    if obs.target_kind == "cpa":
+        return ((spend + k * prior) / (conv + k) if conv + k > 0 else None), evidence
+    aov = obs.order_value if obs.order_value is not None and obs.order_value > 0 else None
+    if aov is None and w.conversions > 0 and w.gmv > 0:
+        aov = w.gmv / w.conversions
+    if aov is None:
+        return None, evidence
+    return (conv * aov + k * aov) / (spend + k * aov / prior), evidence
+
+
 def _log_error(obs: Observation, estimate: float) -> float:
     if obs.target_kind == "cpa":
         return math.log(obs.target / estimate)
@@ -158,7 +290,11 @@ def decide(obs: Observation, policy: ControlPolicy, state: ChannelState | None =
     if obs.budget_exhausted:
         return Decision(obs.bid, "budget_exhausted", observed)
     st.rounds += 1
-    st.history = [*st.history, obs.bid][-(policy.window_rounds + policy.lag_rounds) :]
+    longest = max([policy.window_rounds] + [round(w / policy.round_s) for w, _ in obs.memory])
+    keep = longest + policy.lag_rounds + 2 if obs.memory else policy.window_rounds + policy.lag_rounds
+    weights = st.weights if len(st.weights) == len(st.history) else [1.0] * len(st.history)
+    st.history = [*st.history, obs.bid][-keep:]
+    st.weights = [*weights, max(obs.traffic_weight, 1e-6)][-keep:]
     limit = math.log(1 + policy.max_step)
     m = _clamp(obs.pacing_multiplier, 1e-6, 1.0)
     floor, cap = obs.bid_floor, obs.bid_cap
@@ -174,6 +310,8 @@ def decide(obs: Observation, policy: ControlPolicy, state: ChannelState | None =
         wanted = _clamp(target_bid, floor, cap)
         if never_raise:
             wanted = min(wanted, obs.bid)
+        if obs.budget_headroom is not None and wanted > obs.bid:
+            wanted = max(obs.bid, min(wanted, obs.bid * obs.budget_headroom))
         lo, hi = obs.bid / (1 + policy.max_step), obs.bid * (1 + policy.max_step)
         new_bid = _clamp(_clamp(wanted, lo, hi), floor, cap)
         move = math.log(new_bid / obs.bid)
@@ -192,19 +330,49 @@ def decide(obs: Observation, policy: ControlPolicy, state: ChannelState | None =
     starved = (
         obs.target_kind == "cpa" and obs.conversions == 0 and obs.spend >= policy.min_conversions * obs.target
     )
-    if not st.learned and (obs.conversions >= policy.min_conversions or starved):
+    seen = max([obs.conversions] + [f.conversions for _, f in obs.memory])
+    if not st.learned and (seen >= policy.min_conversions or starved):
         st.learned = True
+    # variable memory: grows a round at a time, back to the shortest window after a change
+    windows = [_window_estimate(obs, st, w, f, policy) for w, f in sorted(obs.memory, key=lambda x: x[0])]
+    chosen: _WindowEstimate | None = None
+    if windows:
+        if st.memory_s is not None:
+            st.memory_s += policy.round_s
+            if st.memory_s >= windows[-1].seconds:
+                st.memory_s = None
+        usable = [w for w in windows if st.memory_s is None or w.seconds <= st.memory_s + 1e-6] or windows[:1]
+        if st.learned and _detect_change(usable, policy) is not None:
+            st.memory_s = windows[0].seconds
+            st.changes += 1
+            usable = windows[:1]
+        chosen = usable[-1]
     if not st.learned:
-        reason: ReasonCode = pace_reason if st.eff_bid * m < obs.bid * (1 - 1e-9) else "learning"
-        return final(st.eff_bid * m, reason, None, None, never_raise=True)
+        # No efficiency moves while learning; pacing may still lower the bid, and bring it back
+        # up toward the starting (efficiency) bid once spend falls behind the plan.
+        moved = abs(st.eff_bid * m - obs.bid) > 1e-9 * obs.bid
+        reason: ReasonCode = (
+            ("pacing_ahead" if st.eff_bid * m < obs.bid else "pacing_behind") if moved else "learning"
+        )
+        return final(st.eff_bid * m, reason, None, None)
     if st.cooldown > 0:
         st.cooldown -= 1
         reason = pace_reason if abs(st.eff_bid * m - obs.bid) > 1e-9 * obs.bid else "cooldown"
         return final(st.eff_bid * m, reason, None, None, never_raise=True)
-    estimate = shrunk_efficiency(obs, policy)
-    # The bid the window's spend was bought at (geometric mean of the bids then in force).
-    lagged = st.history[: -policy.lag_rounds] if len(st.history) > policy.lag_rounds else st.history
-    window_bid = math.exp(sum(math.log(b) for b in lagged) / len(lagged)) if lagged else obs.bid
+    evidence: float
+    if chosen is not None:
+        estimate, evidence = _memory_efficiency(obs, chosen, policy)
+        window_bid = chosen.bid
+        max_gain, half = policy.memory_gain, policy.memory_evidence_half
+    else:
+        estimate = shrunk_efficiency(obs, policy)
+        # The bid the window's spend was bought at (geometric mean of the bids then in force).
+        lagged = st.history[: -policy.lag_rounds] if len(st.history) > policy.lag_rounds else st.history
+        lagged = lagged[-policy.window_rounds :]
+        window_bid = math.exp(sum(math.log(b) for b in lagged) / len(lagged)) if lagged else obs.bid
+        evidence = obs.add_to_carts if obs.add_to_carts > 0 else 4.0 * obs.conversions
+        max_gain, half = policy.max_gain, policy.evidence_half
+    old_eff = st.eff_bid
     if starved:
         error = -limit * policy.elasticity
         move = -limit
@@ -215,8 +383,7 @@ def decide(obs: Observation, policy: ControlPolicy, state: ChannelState | None =
         # Model-based step: the window's efficiency implies the efficiency bid through the
         # elasticity (CPA ~ bid^elasticity); move part-way to it, more with more evidence.
         implied = window_bid * math.exp(window_error / policy.elasticity)
-        evidence = obs.add_to_carts if obs.add_to_carts > 0 else 4.0 * obs.conversions
-        gain = policy.max_gain * evidence / (evidence + policy.evidence_half)
+        gain = max_gain * evidence / (evidence + half) if evidence > 0 else 0.0
         step = gain * math.log(implied / st.eff_bid) if 0 < implied < math.inf else 0.0
         move = _clamp(step if math.isfinite(step) else 0.0, -limit, limit)
         # the error at the bid in force now, for the reason code and the decision log
@@ -227,7 +394,10 @@ def decide(obs: Observation, policy: ControlPolicy, state: ChannelState | None =
     st.integral += math.log(new_eff / st.eff_bid)
     st.eff_bid = new_eff
     st.prev_error2, st.prev_error = st.prev_error, e
-    wanted = st.eff_bid * m
+    # While pacing binds (m < 1) the bid is the budget's, not the efficiency's: a move of the
+    # efficiency bid leaves it alone (the optimizer rescales the multiplier to match) unless the
+    # efficiency bid falls below it.
+    wanted = st.eff_bid * m if m >= 1.0 else min(st.eff_bid, old_eff * m)
     if in_band and abs(math.log(wanted / obs.bid)) < 1e-9:
         return final(wanted, "within_band", estimate, error)
     if m < 1.0 and wanted < obs.bid and (in_band or e >= 0):
@@ -238,14 +408,6 @@ def decide(obs: Observation, policy: ControlPolicy, state: ChannelState | None =
 
 
 # --- one control round over every campaign: shared by the service and the evaluation ------------
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelFigures:
-    spend: float = 0.0
-    conversions: float = 0.0
-    gmv: float = 0.0
-    add_to_carts: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +436,10 @@ class RoundInput:
     # (campaign, channel) -> figures over a long window (a day): the checkout/cart ratio and the
     # order value, both stable, are pooled over it. Empty: the efficiency window's own figures.
     long_window: Mapping[tuple[str, str], ChannelFigures] = field(default_factory=dict)
+    # window seconds -> (campaign, channel) -> figures over [now - window, now], with `lagged_spend`
+    # the spend over the same span shifted back by the conversion lag: the variable-memory
+    # estimate (ControlPolicy.change_*). Empty: the single `window` above.
+    windows: Mapping[float, Mapping[tuple[str, str], ChannelFigures]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,6 +480,12 @@ class BidOptimizer:
     def step(self, inp: RoundInput) -> list[ChannelDecision]:
         paused = set(inp.paused)
         out: list[ChannelDecision] = []
+        # the traffic share of the round just ended: weights the bids of the variable memory
+        sid, rs = inp.seconds_into_day, self.policy.round_s
+        shape = self.pacing_policy.hour_shape
+        weight = shape_mass(max(0.0, sid - rs), min(sid, DAY_S), shape)
+        if sid < rs:
+            weight += shape_mass(DAY_S - (rs - sid), DAY_S, shape)
         for c in self.campaigns:
             cid = c.campaign_id
             spent = inp.spent_today.get(cid, 0.0)
@@ -353,6 +525,7 @@ class BidOptimizer:
             aov = long_gmv / long_conv if long_conv > 0 else None
             if aov is None and pooled.conversions > 0:
                 aov = pooled.gmv / pooled.conversions
+            eff_before = {ch: st.eff_bid for (k, ch), st in self.channel_states.items() if k == cid}
             for ch, lfig in zip(c.channels, lf, strict=True):
                 key = (cid, ch)
                 bid = inp.bids.get(key, c.start_bids[ch])
@@ -360,6 +533,7 @@ class BidOptimizer:
                     lfig.add_to_carts + self.policy.ratio_channel_strength
                 )
                 figs = inp.window.get(key, ChannelFigures())
+                memory = [(w, per.get(key, ChannelFigures(lagged_spend=0.0))) for w, per in inp.windows.items()]
                 st = self.channel_states.setdefault(key, ChannelState(eff_bid=bid))
                 if key in inp.overrides and cid not in paused:
                     manual = min(c.bid_cap, max(c.bid_floor, inp.overrides[key]))
@@ -385,8 +559,21 @@ class BidOptimizer:
                         pacing_multiplier=pstate.multiplier,
                         order_value=aov,
                         add_to_carts=figs.add_to_carts,
-                        checkout_ratio=ratio if figs.add_to_carts > 0 else None,
+                        checkout_ratio=ratio if (figs.add_to_carts > 0 or memory) else None,
+                        memory=tuple((w, f) for w, f in memory),
+                        budget_headroom=pacing.headroom if pacing is not None else None,
+                        traffic_weight=weight,
                     )
                     d = decide(obs, self.policy, st)
                 out.append(ChannelDecision(cid, ch, bid, d, figs, pacing))
+            # The bids pacing holds stay put when the efficiency bids move (decide): rescale the
+            # multiplier to match, so next round's pacing starts from the bids really in force.
+            if pstate.multiplier < 1.0 and cid not in paused:
+                moves = [
+                    math.log(eff_before[ch] / self.channel_states[(cid, ch)].eff_bid)
+                    for ch in c.channels
+                    if ch in eff_before and self.channel_states[(cid, ch)].eff_bid > 0
+                ]
+                if moves:
+                    pstate.multiplier = min(1.0, pstate.multiplier * math.exp(sum(moves) / len(moves)))
         return out

@@ -74,7 +74,9 @@ class EvalConfig:
     policy: ControlPolicy = field(default_factory=ControlPolicy)
     traffic_shaped_plan: bool = True
     pace_window_s: float = 3600.0
-    long_window_s: float = DAY_S  # the checkout/cart ratio and order value are pooled over this  # pacing reads the spend rate over this recent stretch
+    long_window_s: float = DAY_S  # the checkout/cart ratio and order value are pooled over this
+    # the variable-memory windows of the efficiency estimate (controller.ControlPolicy.change_*)
+    memory_windows_s: tuple[float, ...] = (4 * 3600.0, 8 * 3600.0, DAY_S)
 
 
 def campaign_specs(scenario: Scenario) -> list[CampaignSpec]:
@@ -203,6 +205,17 @@ class FigureStore:
                 b = self.buckets[bucket]
                 b[name] = b.get(name, 0) + amount
 
+    def window_with_lag(self, start: float, end: float, lag: float) -> dict[tuple[str, str], ChannelFigures]:
+        """Figures over [start, end) with `lagged_spend`, the spend over the span shifted back by `lag`."""
+        now, lagged = self.window(start, end), self.window(start - lag, end - lag)
+        out: dict[tuple[str, str], ChannelFigures] = {}
+        for k in set(now) | set(lagged):
+            f = now.get(k, ChannelFigures())
+            out[k] = ChannelFigures(
+                f.spend, f.conversions, f.gmv, f.add_to_carts, lagged.get(k, ChannelFigures()).spend
+            )
+        return out
+
     def window(self, start: float, end: float) -> dict[tuple[str, str], ChannelFigures]:
         fields: dict[str, int] = {}
         first = -(-int(start) // self.bucket_s) * self.bucket_s
@@ -270,6 +283,7 @@ def _run(seeds_dir: Path, cfg: EvalConfig, policy: str, shock: bool) -> dict[str
                 recent_s=cfg.pace_window_s,
                 bids=dict(scheduler.bids),
                 long_window=store.window(t - cfg.long_window_s, t),
+                windows={w: store.window_with_lag(t - w, t, cfg.conversion_lag_s) for w in cfg.memory_windows_s},
             )
             at = datetime.fromtimestamp(t, UTC)
             for d in optimizer.step(inp):

@@ -68,6 +68,9 @@ class PacingDecision:
     multiplier: float
     plan: float  # planned spend by now, campaign currency
     ratio: float | None  # remaining budget / projected remaining spend at current bids
+    # The factor on today's bids at which the recent spend rate would keep to the plan (catching
+    # up as the multiplier does): the efficiency controller may raise a bid at most this far.
+    headroom: float | None = None
 
 
 def pace(
@@ -83,10 +86,12 @@ def pace(
     """Project today's remaining spend from the recent rate and the plan's shape; steer the multiplier."""
     plan = budget * plan_fraction(seconds_into_day, policy.hour_shape)
     s = min(max(seconds_into_day, 0.0), DAY_S)
-    recent_mass = shape_mass(max(0.0, s - recent_s), s, policy.hour_shape) if s >= 1.0 else 0.0
-    if recent_mass <= 0 and recent_s > 0:
-        # Just past midnight: the last interval belongs to yesterday's end of day.
-        recent_mass = shape_mass(DAY_S - recent_s, DAY_S, policy.hour_shape)
+    # The traffic mass the recent spend was bought in. Just past midnight part (or all) of that
+    # stretch is yesterday's end of day: count its mass too, or the evening's heavier traffic
+    # reads as overspending and the first round of a day cuts every bid.
+    recent_mass = shape_mass(max(0.0, s - recent_s), s, policy.hour_shape)
+    if recent_s > s:
+        recent_mass += shape_mass(max(0.0, DAY_S - (recent_s - s)), DAY_S, policy.hour_shape)
     remaining_mass = shape_mass(s, DAY_S, policy.hour_shape)
     day_mass = shape_mass(0.0, DAY_S, policy.hour_shape)
     left = max(0.0, budget - spent_today)
@@ -98,16 +103,19 @@ def pace(
     projected = recent_spend / recent_mass * remaining_mass
     ratio = math.inf if projected <= 0 else left / projected
     limit = math.log(1 + policy.max_step)
+    headroom: float | None = None
     if day_rate <= 0:
         step = limit
     elif left <= 0:
         step = -limit
+        headroom = 1.0
     else:
         behind = (plan - spent_today) / budget  # positive: underspent
         remaining = remaining_mass / day_mass
         catch_up = max(0.05, 1.0 + behind / (remaining + policy.catch_up_floor))
         wanted = budget / day_rate * catch_up
         step = max(-limit, min(limit, policy.gain * math.log(wanted) / policy.elasticity))
+        headroom = wanted ** (1.0 / policy.elasticity)
     m = min(1.0, max(policy.min_multiplier, state.multiplier * math.exp(step)))
     state.multiplier = m
-    return PacingDecision(m, plan, None if ratio == math.inf else ratio)
+    return PacingDecision(m, plan, None if ratio == math.inf else ratio, headroom)

@@ -56,6 +56,8 @@ class OptimizerConfig:
     pace_window_s: float = 3600.0
     # The checkout/cart ratio and the order value (both stable) are pooled over this long window.
     long_window_s: float = float(DAY_S)
+    # The variable-memory windows of the efficiency estimate (ControlPolicy.change_*).
+    memory_windows_s: tuple[float, ...] = (4 * 3600.0, 8 * 3600.0, float(DAY_S))
     # A bucket older than this behind the watermark can no longer change (the pipeline's allowed
     # lateness plus a margin), so its figures are read once and cached.
     final_after_s: float = 3600.0 + 300.0
@@ -198,6 +200,19 @@ class OptimizerService:
             del self._buckets[bucket]
         return {k: ChannelFigures(*v) for k, v in sums.items()}
 
+    def _window_with_lag(self, seconds: float, now: float) -> dict[tuple[str, str], ChannelFigures]:
+        """The last `seconds` of figures, with `lagged_spend` over the span shifted back by the lag."""
+        lag = self.cfg.conversion_lag_s
+        cur = self._window(now - seconds, now + 1, now)
+        lagged = self._window(now - seconds - lag, now - lag + 1, now)
+        out: dict[tuple[str, str], ChannelFigures] = {}
+        for k in set(cur) | set(lagged):
+            f = cur.get(k, ChannelFigures())
+            out[k] = ChannelFigures(
+                f.spend, f.conversions, f.gmv, f.add_to_carts, lagged.get(k, ChannelFigures()).spend
+            )
+        return out
+
     def run_round(self) -> list[BidAdjustment]:
         now_event = self.reader.watermark()
         if now_event is None:
@@ -229,6 +244,7 @@ class OptimizerService:
             recent_spend=recent_spend, recent_s=self.cfg.pace_window_s, bids=self.current_bids(),
             paused=paused, overrides=self.overrides(),
             long_window=self._window(now_event - self.cfg.long_window_s, now_event + 1, now_event),
+            windows={w: self._window_with_lag(w, now_event) for w in self.cfg.memory_windows_s},
         )
         decided_at = datetime.now(UTC)
         as_of = datetime.fromtimestamp(now_event, UTC)

@@ -199,3 +199,34 @@ def test_override_and_pause() -> None:
     out = _optimizer().step(_input(paused=["c1"]))
     assert {d.decision.reason for d in out} == {"paused"}
     assert all(d.decision.new_bid == d.old_bid for d in out)
+
+
+def test_learning_lets_pacing_bring_the_bid_back_but_never_above_the_start() -> None:
+    state = ChannelState(eff_bid=200.0)
+    d = decide(obs(bid=120.0, conversions=1.0, pacing_multiplier=0.9), POLICY, state)
+    assert d.reason == "pacing_behind" and 120.0 < d.new_bid <= 180.0 + 1e-9
+    assert state.eff_bid == 200.0 and not state.learned
+
+
+def test_budget_headroom_caps_raises() -> None:
+    state = ChannelState(eff_bid=200.0, learned=True)
+    d = decide(obs(spend=1000.0, conversions=40.0, budget_headroom=1.05), POLICY, state)
+    assert 200.0 < d.new_bid <= 210.0 + 1e-9
+
+
+def test_variable_memory_detects_a_drop_in_the_cart_rate() -> None:
+    from stream_processors.optimizer.controller import ChannelFigures
+
+    policy = ControlPolicy()
+    state = ChannelState(eff_bid=200.0, learned=True, history=[200.0] * 60, weights=[1.0] * 60)
+    # a day at 0.1 carts per unit spend, the last 4 hours at half that
+    day = ChannelFigures(2400.0, 60.0, 0.0, 220.0, 2400.0)
+    short = ChannelFigures(400.0, 5.0, 0.0, 20.0, 400.0)
+    mid = ChannelFigures(800.0, 15.0, 0.0, 60.0, 800.0)
+    o = obs(
+        target=60.0, spend=800.0, conversions=15.0, add_to_carts=60.0, checkout_ratio=0.25,
+        memory=((4 * 3600.0, short), (8 * 3600.0, mid), (86_400.0, day)),
+    )
+    d = decide(o, policy, state)
+    assert state.changes == 1 and state.memory_s == 4 * 3600.0
+    assert d.new_bid < 200.0  # the short memory sees the worse CPA

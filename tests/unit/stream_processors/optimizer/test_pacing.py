@@ -56,3 +56,25 @@ def test_multiplier_bounded() -> None:
             recent_s=1800.0,
         )
     assert state.multiplier == pytest.approx(policy.min_multiplier)
+
+
+def test_just_past_midnight_yesterdays_evening_is_not_overspending() -> None:
+    # 00:30, the last hour's spend half from 23:30-24:00 (heavy) and half from 00:00-00:30 (light):
+    # a spend rate on the plan's shape must not read as running ahead
+    shape = tuple([0.4] + [1.0] * 22 + [1.6])
+    policy = PacingPolicy(hour_shape=shape)
+    budget = 2400.0
+    day_mass = sum(shape)
+    recent = budget / day_mass * (0.5 * 1.6 + 0.5 * 0.4)
+    plan = budget * 0.5 * 0.4 / day_mass
+    d = pace(
+        PacingState(),
+        policy,
+        budget=budget,
+        spent_today=plan,
+        seconds_into_day=1800.0,
+        recent_spend=recent,
+        recent_s=3600.0,
+    )
+    assert d.multiplier == pytest.approx(1.0)
+    assert d.headroom is not None and d.headroom == pytest.approx(1.0, rel=0.02)
