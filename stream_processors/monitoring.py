@@ -11,8 +11,8 @@ leaves no stale series behind).
 
 Reach (unique users). A HyperLogLog per partition, event-time bucket, campaign and channel:
 `<ns>:{pN}:r:<bucket>:<campaign>:<channel>` (and `<ns>:{pN}:e:<bucket>:<campaign>` for users
-with an engaged view), filled by an after-apply hook with PFADD and expiring after
-`reach_ttl_s` of wall time. A window's reach on one partition is the PFCOUNT of the union of
+with an engaged view), filled with PFADD inside the batch's atomic apply (apply_batch.lua, from
+`processor.BatchSignals`) and expiring after `reach_ttl_s` of wall time. A window's reach on one partition is the PFCOUNT of the union of
 that partition's keys of the window (one call, one hash slot: fine on Redis Cluster). Reach is
 not summable in general, but here it is across partitions: messages are keyed by user_id, so a
 user lives in exactly one partition and the partitions' user sets are disjoint. So the reach of
@@ -23,11 +23,8 @@ partition nothing is summed: a campaign's reach is the union over its channels, 
 channel reaches. (The alternative, one global key per bucket written by every worker, would need
 cross-slot unions on a cluster; exporting reach from one worker would make that worker special.)
 
-Hooks and crashes. PFADD is idempotent, so a hook that runs twice is harmless. A crash after a
-batch is applied and before its hook runs loses that batch's PFADDs for good (the replay skips the
-batch by offset): reach can undercount by one batch per crash, an accepted error for an estimate
-that already carries ~1% noise. Views, spend and conversions are unaffected (they are in the
-atomic apply).
+Crashes. The PFADDs are part of the batch's atomic apply, so a crash never loses or repeats a
+batch's reach (PFADD is idempotent anyway).
 """
 
 from __future__ import annotations
@@ -41,7 +38,6 @@ from typing import TYPE_CHECKING
 import faust
 import redis.asyncio as aioredis
 
-from schemas.events import View
 from stream_processors.figures import (
     campaign_figures,
     campaign_loyalty,
@@ -58,7 +54,6 @@ from stream_processors.metrics import WINDOWS_MINUTES, PipelineMetrics
 from stream_processors.state import Keys
 
 if TYPE_CHECKING:
-    from stream_processors.processor import BatchPlan
     from stream_processors.worker import AttributionRuntime
 
 log = logging.getLogger("seedloop.monitoring")
@@ -88,64 +83,6 @@ def window_bounds(now: float, minutes: int) -> tuple[float, float]:
 
 # One call per batch instead of a PFADD and an EXPIRE per key: KEYS are the HyperLogLogs, ARGV[1]
 # the TTL, ARGV[1 + k] the space-separated users of KEYS[k] (user ids have no spaces).
-_REACH_SCRIPT = """
-local ttl = ARGV[1]
-for k = 1, #KEYS do
-  local users, n = {}, 0
-  for user in string.gmatch(ARGV[k + 1], '%S+') do
-    n = n + 1
-    users[n] = user
-    if n == 1000 then
-      redis.call('PFADD', KEYS[k], unpack(users, 1, n))
-      n = 0
-    end
-  end
-  if n > 0 then
-    redis.call('PFADD', KEYS[k], unpack(users, 1, n))
-  end
-  redis.call('EXPIRE', KEYS[k], ttl)
-end
-return #KEYS
-"""
-
-
-class ReachRecorder:
-    """After-apply hook: PFADD each applied view's user into its campaign/channel/minute HLL."""
-
-    def __init__(self, client: aioredis.Redis, keys: Keys, bucket_s: int, ttl_s: int) -> None:
-        self._redis = client
-        self._keys = keys
-        self._bucket_s = bucket_s
-        self._ttl = ttl_s
-        self._script = client.register_script(_REACH_SCRIPT)
-
-    async def __call__(self, plan: BatchPlan) -> None:
-        adds: dict[tuple[int, str, str], set[str]] = {}
-        engaged: dict[tuple[int, str], set[str]] = {}
-        bucket_s = self._bucket_s
-        for decoded in plan.applied:
-            event = decoded.event
-            if not isinstance(event, View):
-                continue
-            bucket = int(event.event_ts // bucket_s) * bucket_s
-            group = (bucket, event.campaign_id, event.channel)
-            users = adds.get(group)
-            if users is None:
-                users = adds[group] = set()
-            users.add(event.user_id)
-            if event.engaged:
-                engaged.setdefault((bucket, event.campaign_id), set()).add(event.user_id)
-        if not adds:
-            return
-        p = plan.partition
-        keys = [reach_key(self._keys, p, b, c, ch) for b, c, ch in adds]
-        keys += [engaged_key(self._keys, p, b, c) for b, c in engaged]
-        args: list[str | int] = [self._ttl]
-        args += [" ".join(users) for users in adds.values()]
-        args += [" ".join(users) for users in engaged.values()]
-        await self._script(keys=keys, args=args)
-
-
 @dataclass(slots=True)
 class Reach:
     """Reach of one window, summed over the partitions read."""
@@ -312,10 +249,6 @@ async def refresh_campaign_gauges(runtime: AttributionRuntime) -> None:
 
 def install_monitoring(app: faust.App, runtime: AttributionRuntime) -> None:
     from stream_processors.web import register_routes  # web.py reads reach through this module
-
-    runtime.after_apply.append(
-        ReachRecorder(runtime.redis, runtime.keys, runtime.cfg.rules.engine.bucket_s, runtime.cfg.reach_ttl_s)
-    )
 
     @app.timer(runtime.cfg.metrics_refresh_s)
     async def refresh_gauges() -> None:

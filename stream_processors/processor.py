@@ -66,6 +66,7 @@ class ProcessingRules:
 class Decoded:
     message: RawMessage
     event: UserAction
+    at: float  # event time, POSIX seconds (computed once: it is read several times per event)
 
 
 @dataclass(slots=True)
@@ -111,6 +112,52 @@ class TopicProgress:
 
 
 @dataclass(slots=True)
+class BatchSignals:
+    """What the applied events add to reach and to the remarketing audiences (written with the
+    batch, see apply_batch.lua)."""
+
+    # (bucket, campaign, channel) -> users who viewed; (bucket, campaign) -> users with an engaged view
+    reach: dict[tuple[int, str, str], set[str]] = field(default_factory=dict)
+    engaged_reach: dict[tuple[int, str], set[str]] = field(default_factory=dict)
+    # user -> latest event time in the batch of: a checkout, an add-to-cart, an engagement
+    # (an engaged view or a follow)
+    checkouts: dict[str, float] = field(default_factory=dict)
+    carts: dict[str, float] = field(default_factory=dict)
+    engagements: dict[str, float] = field(default_factory=dict)
+
+
+def collect_signals(applied: Sequence[Decoded], bucket_s: int) -> BatchSignals:
+    out = BatchSignals()
+    reach, engaged_reach = out.reach, out.engaged_reach
+    for d in applied:
+        event, at = d.event, d.at
+        user = event.user_id
+        if type(event) is View:
+            bucket = int(at // bucket_s) * bucket_s
+            key = (bucket, event.campaign_id, event.channel)
+            users = reach.get(key)
+            if users is None:
+                reach[key] = {user}
+            else:
+                users.add(user)
+            if event.engaged:
+                engaged_reach.setdefault((bucket, event.campaign_id), set()).add(user)
+                _latest(out.engagements, user, at)
+        elif type(event) is Checkout:
+            _latest(out.checkouts, user, at)
+        elif type(event) is AddToCart:
+            _latest(out.carts, user, at)
+        else:
+            _latest(out.engagements, user, at)  # a follow
+    return out
+
+
+def _latest(times: dict[str, float], user: str, at: float) -> None:
+    if at > times.get(user, float("-inf")):
+        times[user] = at
+
+
+@dataclass(slots=True)
 class BatchPlan:
     partition: int
     progress: dict[str, TopicProgress]
@@ -121,6 +168,7 @@ class BatchPlan:
     applied: list[Decoded]
     duplicates: list[UserAction]
     replayed: Counter[str]
+    signals: BatchSignals = field(default_factory=BatchSignals)
 
 
 def decode_batch(
@@ -140,7 +188,7 @@ def decode_batch(
         if problem:
             dead.append(DeadLetter(msg, problem[0], problem[1]))
             continue
-        events.append(Decoded(msg, event))
+        events.append(Decoded(msg, event, event.event_ts))
     return DecodedBatch(partition, list(messages), events, dead)
 
 
@@ -191,11 +239,12 @@ def plan_batch(
     dead = list(batch.dead_letters)
 
     for msg in batch.messages:
-        stored = meta.offsets.get(msg.topic, -1)
         tp = progress.get(msg.topic)
         if tp is None:
+            stored = meta.offsets.get(msg.topic, -1)
             tp = progress[msg.topic] = TopicProgress(stored, stored, watermarks.get(msg.topic, float("-inf")))
-        tp.new_offset = max(tp.new_offset, msg.offset)
+        if msg.offset > tp.new_offset:
+            tp.new_offset = msg.offset
 
     # Messages at or below the stored offset were applied before a crash or rebalance: skip them.
     stored_offsets = meta.offsets
@@ -213,11 +262,12 @@ def plan_batch(
     on_time: list[Decoded] = []
     # Watermarks only move forward, so the lead (the latest of them) is kept as it moves.
     lead = max(watermarks.values(), default=None)
+    no_mark = float("-inf")
     for decoded in sorted(fresh, key=_topic_offset):
-        at = decoded.event.event_ts
+        at = decoded.at
         topic = decoded.message.topic
         tp = progress[topic]
-        if tp.watermark != float("-inf") and at < tp.watermark - lateness:
+        if tp.watermark != no_mark and at < tp.watermark - lateness:
             dead.append(
                 DeadLetter(
                     decoded.message,
@@ -240,15 +290,21 @@ def plan_batch(
             continue
         if at > tp.watermark:
             tp.watermark = at
-        watermarks[topic] = tp.watermark
-        if lead is None or tp.watermark > lead:
-            lead = tp.watermark
+            watermarks[topic] = at
+            if lead is None or at > lead:
+                lead = at
+        elif topic not in watermarks:
+            watermarks[topic] = tp.watermark
         on_time.append(decoded)
 
     horizon = min(watermarks.values(), default=float("-inf")) - lateness
     by_user: dict[str, list[Decoded]] = {}
     for decoded in on_time:
-        by_user.setdefault(decoded.event.user_id, []).append(decoded)
+        user_events = by_user.get(decoded.event.user_id)
+        if user_events is None:
+            by_user[decoded.event.user_id] = [decoded]
+        else:
+            user_events.append(decoded)
 
     increments = Increments()
     paths: Counter[str] = Counter()
@@ -256,33 +312,52 @@ def plan_batch(
     base_currency = rules.catalogue.base_currency
     applied: list[Decoded] = []
     duplicates: list[UserAction] = []
+    engine = rules.engine
     for user_id, decoded_events in by_user.items():
         state = UserState.from_json(stored_states.get(user_id))
-        events = [
-            _in_base_currency(d.event, rules.catalogue)
-            if isinstance(d.event, AddToCart | Checkout) and d.event.currency != base_currency
-            else d.event
-            for d in decoded_events
-        ]
-        # Every applied event is one of `events` (converted or not): map it back to its message.
-        by_event = {id(e): d for e, d in zip(events, decoded_events, strict=True)}
+        events: list[UserAction] = []
+        for d in decoded_events:
+            e = d.event
+            if type(e) is not View and isinstance(e, AddToCart | Checkout) and e.currency != base_currency:
+                e = _in_base_currency(e, rules.catalogue)
+            events.append(e)
         result = apply_events(
-            state, events, rules.engine, increments, horizon=horizon, channel_weights=channel_weights
+            state,
+            events,
+            engine,
+            increments,
+            horizon=horizon,
+            channel_weights=channel_weights,
+            times=[d.at for d in decoded_events],
         )
         states[user_id] = result.state.to_json()
+        for journey in result.journeys:
+            if journey.channels:
+                paths[f"{'>'.join(journey.channels)}|{int(journey.converted)}"] += 1
+        if not result.duplicates:
+            applied.extend(decoded_events)
+            continue
+        # Every applied event is one of `events` (converted or not): map it back to its message.
+        by_event = {id(e): d for e, d in zip(events, decoded_events, strict=True)}
         applied.extend(by_event[id(e)] for e in result.applied)
         duplicates.extend(result.duplicates)
         # A duplicate counts once; the repeat is not silently dropped but dead-lettered, so a
         # producer's retries or replays can be audited.
         for e in result.duplicates:
             dead.append(DeadLetter(by_event[id(e)].message, "duplicate", f"event_id {e.event_id!r} already applied"))
-        for journey in result.journeys:
-            if journey.channels:
-                paths[f"{'>'.join(journey.channels)}|{int(journey.converted)}"] += 1
 
     for tp in progress.values():
         if tp.watermark == float("-inf"):
             tp.watermark = -1.0
     return BatchPlan(
-        batch.partition, progress, states, increments, paths, dead, applied, duplicates, replayed
+        batch.partition,
+        progress,
+        states,
+        increments,
+        paths,
+        dead,
+        applied,
+        duplicates,
+        replayed,
+        collect_signals(applied, engine.bucket_s),
     )

@@ -23,10 +23,10 @@ from importlib import resources
 import redis
 import redis.asyncio as aioredis
 
-from stream_processors.attribution.journey import Increments
 from stream_processors.processor import BatchPlan, PartitionMeta
 
 APPLY_SCRIPT = resources.files("stream_processors").joinpath("apply_batch.lua").read_text()
+READ_SCRIPT = resources.files("stream_processors").joinpath("read_batch.lua").read_text()
 
 
 class FencedError(RuntimeError):
@@ -47,6 +47,10 @@ class Keys:
 
     def tag(self, partition: int) -> str:
         return f"{self.namespace}:{{p{partition}}}"
+
+    def prefix(self, partition: int) -> str:
+        """What every key of the partition starts with (the scripts build key names from it)."""
+        return f"{self.tag(partition)}:"
 
     def meta(self, partition: int) -> str:
         return f"{self.tag(partition)}:meta"
@@ -74,14 +78,29 @@ class Keys:
 
 
 class PartitionStore:
-    """Async adapter used by the worker. Opens no connection until first used."""
+    """Async adapter used by the worker. Opens no connection until first used.
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, user_ttl_s: int, bucket_ttl_s: int) -> None:
+    One round trip to read a batch's inputs (read_batch.lua) and one atomic call to apply it
+    (apply_batch.lua): the figures, user states, journey paths, reach and audiences all move with
+    the offsets, so a crash at any point neither loses nor repeats any of them."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        user_ttl_s: int,
+        bucket_ttl_s: int,
+        reach_ttl_s: int = 3 * 3600,
+        audience_expiry_s: Mapping[str, float] | None = None,
+    ) -> None:
         self._redis = client
         self._keys = keys
         self._user_ttl = user_ttl_s
         self._bucket_ttl = bucket_ttl_s
+        self._reach_ttl = reach_ttl_s
+        self._audience_expiry = audience_expiry_s
         self._script = client.register_script(APPLY_SCRIPT)
+        self._read = client.register_script(READ_SCRIPT)
 
     async def claim(self, partition: int) -> str:
         """Become the partition's writer: bump its epoch, which fences every older writer."""
@@ -90,39 +109,17 @@ class PartitionStore:
     async def read(
         self, partition: int, user_ids: Sequence[str]
     ) -> tuple[PartitionMeta, dict[str, bytes | None]]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self._keys.meta(partition))
-            if user_ids:
-                pipe.mget([self._keys.user(partition, u) for u in user_ids])
-            results = await pipe.execute()
-        meta = PartitionMeta.from_hash(results[0])
-        states = dict(zip(user_ids, results[1], strict=True)) if user_ids else {}
-        return meta, states
+        reply = await self._read(
+            keys=[self._keys.meta(partition)], args=[self._keys.prefix(partition), " ".join(user_ids)]
+        )
+        flat = reply[0]
+        meta = PartitionMeta.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
+        return meta, dict(zip(user_ids, reply[1:], strict=True))
 
     async def apply(self, plan: BatchPlan, epoch: str) -> None:
         p = plan.partition
-        keys: list[str] = [self._keys.meta(p), self._keys.totals(p), self._keys.paths(p)]
-        args: list[str | bytes | int] = [epoch, len(plan.progress)]
-        for topic, tp in sorted(plan.progress.items()):
-            args += [topic, tp.expected_offset, tp.new_offset, repr(tp.watermark)]
-        args += [len(plan.user_states), self._user_ttl]
-        for user_id, state in plan.user_states.items():
-            keys.append(self._keys.user(p, user_id))
-            args.append(state)
-        buckets, totals = split_increments(plan.increments)
-        args += [len(buckets), self._bucket_ttl]
-        for bucket, fields in sorted(buckets.items()):
-            keys.append(self._keys.bucket(p, bucket))
-            args.append(len(fields))
-            for name, amount in fields.items():
-                args += [name, amount]
-        args.append(len(totals))
-        for name, amount in totals.items():
-            args += [name, amount]
-        args.append(len(plan.journey_paths))
-        for name, amount in plan.journey_paths.items():
-            args += [name, amount]
-        result = await self._script(keys=keys, args=args)
+        keys = [self._keys.meta(p), self._keys.totals(p), self._keys.paths(p)]
+        result = await self._script(keys=keys, args=[epoch, self._keys.prefix(p), *self.apply_args(plan)])
         status = text(result[0])
         if status == "FENCED":
             current = text(result[1])
@@ -130,16 +127,51 @@ class PartitionStore:
         if status == "CONFLICT":
             raise OffsetConflict(f"partition {p}: {text(result[1])} offset is now {text(result[2])}")
 
+    def apply_args(self, plan: BatchPlan) -> list[str | bytes | int]:
+        """ARGV[3:] of apply_batch.lua (its header documents the layout)."""
+        offsets = "".join(
+            f"{topic} {tp.expected_offset} {tp.new_offset} {tp.watermark!r}\n"
+            for topic, tp in sorted(plan.progress.items())
+        )
+        states = plan.user_states
+        state_index = "".join([f"{user} {len(state)} " for user, state in states.items()])
+        increments = "".join(
+            [
+                f"{'-' if bucket is None else bucket} {name} {amount}\n"
+                for (bucket, name), amount in plan.increments.by_key.items()
+                if amount
+            ]
+        )
+        paths = "".join(f"{name} {amount}\n" for name, amount in plan.journey_paths.items() if amount)
+        sig = plan.signals
+        reach = [f"r:{b}:{c}:{ch} {' '.join(users)}\n" for (b, c, ch), users in sig.reach.items()]
+        reach += [f"e:{b}:{c} {' '.join(users)}\n" for (b, c), users in sig.engaged_reach.items()]
+        cutoffs = ""
+        watermark = max((tp.watermark for tp in plan.progress.values()), default=None)
+        if self._audience_expiry is not None and watermark is not None and watermark > 0:
+            ex = self._audience_expiry
+            cutoffs = " ".join(
+                repr(watermark - ex[a]) for a in ("cart_abandoners", "engaged", "buyers")
+            )
+        return [
+            offsets,
+            self._user_ttl,
+            state_index,
+            b"".join(states.values()),
+            self._bucket_ttl,
+            increments,
+            paths,
+            self._reach_ttl,
+            "".join(reach),
+            _times(sig.checkouts),
+            _times(sig.carts),
+            _times(sig.engagements),
+            cutoffs,
+        ]
 
-def split_increments(incs: Increments) -> tuple[dict[int, dict[str, int]], dict[str, int]]:
-    buckets: dict[int, dict[str, int]] = {}
-    totals: dict[str, int] = {}
-    for (bucket, name), amount in incs.by_key.items():
-        if bucket is None:
-            totals[name] = amount
-        else:
-            buckets.setdefault(bucket, {})[name] = amount
-    return buckets, totals
+
+def _times(times: Mapping[str, float]) -> str:
+    return "".join([f"{user} {at!r}\n" for user, at in times.items()])
 
 
 def text(value: bytes | str | int) -> str:

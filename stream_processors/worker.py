@@ -21,7 +21,7 @@ import os
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,11 +32,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream_processors.attribution.markov import MarkovChain
-from stream_processors.audiences import AudienceExpiry, AudienceRecorder
+from stream_processors.audiences import AudienceExpiry
 from stream_processors.metrics import PipelineMetrics
 from stream_processors.monitoring import install_monitoring
 from stream_processors.processor import (
-    BatchPlan,
     DeadLetter,
     ProcessingRules,
     RawMessage,
@@ -106,7 +105,14 @@ class AttributionRuntime:
         self.metrics = metrics
         self.keys = Keys(cfg.topic_prefix)
         self.redis = aioredis.Redis.from_url(cfg.redis_url)
-        self.store = PartitionStore(self.redis, self.keys, cfg.user_ttl_s, cfg.bucket_ttl_s)
+        self.store = PartitionStore(
+            self.redis,
+            self.keys,
+            cfg.user_ttl_s,
+            cfg.bucket_ttl_s,
+            reach_ttl_s=cfg.reach_ttl_s,
+            audience_expiry_s=AudienceExpiry().as_mapping(),
+        )
         self.epochs: dict[int, str] = {}
         self.owned: set[int] = set()
         self.channel_weights: dict[str, float] | None = None
@@ -115,9 +121,6 @@ class AttributionRuntime:
         )
         self.last_offsets: dict[tuple[str, int], int] = {}
         self.watermarks: dict[int, float] = {}
-        # Called with each applied BatchPlan (monitoring adds reach, funnels...). A hook must be
-        # idempotent: a crash after the apply and before the hook replays nothing (offsets skip).
-        self.after_apply: list[Callable[[BatchPlan], Awaitable[None]]] = []
         self.reader = AsyncFigureReader(self.redis, self.keys, cfg.partitions, cfg.rules.engine.bucket_s)
 
     async def on_assigned(self, assigned: set[TP]) -> None:
@@ -184,8 +187,6 @@ class AttributionRuntime:
             if attempt >= 10:
                 raise RuntimeError(f"partition {partition}: offsets kept moving under us")
         self._record(plan, messages, time.perf_counter() - started)
-        for hook in self.after_apply:
-            await hook(plan)
 
     async def _claim_late(self, partition: int) -> str:
         self.epochs[partition] = await self.store.claim(partition)
@@ -323,7 +324,6 @@ def build_app(cfg: WorkerConfig) -> faust.App:
         await runtime.refresh_markov()
 
     install_monitoring(app, runtime)
-    runtime.after_apply.append(AudienceRecorder(runtime.redis, runtime.keys, AudienceExpiry()).record)
     return app
 
 

@@ -47,13 +47,16 @@ class EngineConfig:
     # their first follow credited to the campaign (day-1 retention by default).
     retention_s: float = 86_400.0
 
+    models: tuple[ModelName, ...] = MODEL_NAMES
+    # Derived once (read for every user of every batch): the longest engaged lookback of any campaign.
+    longest_lookback_s: float = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        longest = max([self.lookback.engaged_s, *(lb.engaged_s for lb in self.campaign_lookbacks.values())])
+        object.__setattr__(self, "longest_lookback_s", longest)
+
     def lookback_of(self, campaign_id: str) -> Lookback:
         return self.campaign_lookbacks.get(campaign_id, self.lookback)
-
-    @property
-    def longest_lookback_s(self) -> float:
-        return max([self.lookback.engaged_s, *(lb.engaged_s for lb in self.campaign_lookbacks.values())])
-    models: tuple[ModelName, ...] = MODEL_NAMES
 
 
 # One row of a conversion's allocation: (campaign, channel, creator or "", creative,
@@ -139,29 +142,64 @@ class UserState:
 
 
 class Increments:
-    """Integer increments keyed by (bucket start or None for all-time totals, field)."""
+    """Integer increments keyed by (bucket start or None for all-time totals, field).
 
-    __slots__ = ("by_key",)
+    Views, by far the most common event, are first tallied per (bucket, campaign, channel,
+    creator) and expanded into their field names once, when `by_key` is read: the same
+    figures at a fraction of the per-event dictionary work."""
+
+    __slots__ = ("_by_key", "_views")
 
     def __init__(self) -> None:
-        self.by_key: dict[tuple[int | None, str], int] = {}
+        self._by_key: dict[tuple[int | None, str], int] = {}
+        # (bucket, campaign, channel, creator or None) -> [views, cost in minor units]
+        self._views: dict[tuple[int, str, str, str | None], list[int]] = {}
+
+    @property
+    def by_key(self) -> dict[tuple[int | None, str], int]:
+        if self._views:
+            self._expand_views()
+        return self._by_key
 
     def add(self, bucket: int | None, name: str, amount: int) -> None:
         if amount:
             key = (bucket, name)
-            self.by_key[key] = self.by_key.get(key, 0) + amount
+            self._by_key[key] = self._by_key.get(key, 0) + amount
 
     def add_windowed(self, bucket: int, name: str, amount: int) -> None:
         if amount:
-            by_key = self.by_key
+            by_key = self._by_key
             key: tuple[int | None, str] = (bucket, name)
             by_key[key] = by_key.get(key, 0) + amount
             key = (None, name)
             by_key[key] = by_key.get(key, 0) + amount
 
+    def add_view(self, bucket: int, campaign: str, channel: str, creator: str | None, cost: int) -> None:
+        key = (bucket, campaign, channel, creator)
+        tally = self._views.get(key)
+        if tally is None:
+            self._views[key] = [1, cost]
+        else:
+            tally[0] += 1
+            tally[1] += cost
+
+    def _expand_views(self) -> None:
+        views, self._views = self._views, {}
+        add = self.add_windowed
+        for (bucket, campaign, channel, creator), (n, cost) in views.items():
+            base = f"c|{campaign}|{channel}"
+            add(bucket, "t|views", n)
+            add(bucket, base + "|views", n)
+            add(bucket, "t|spend", cost)
+            add(bucket, base + "|spend", cost)
+            if creator:
+                add(bucket, f"k|{creator}|views", n)
+                add(bucket, f"k|{creator}|spend", cost)
+
     def merge(self, other: Increments) -> None:
+        by_key = self.by_key
         for key, amount in other.by_key.items():
-            self.by_key[key] = self.by_key.get(key, 0) + amount
+            by_key[key] = by_key.get(key, 0) + amount
 
 
 @dataclass(slots=True)
@@ -192,11 +230,13 @@ def apply_events(
     *,
     horizon: float,
     channel_weights: Mapping[str, float] | None = None,
+    times: Sequence[float] | None = None,
 ) -> UserResult:
     """Apply one user's events (any order) to `state`, adding metric increments to `out`.
 
     `horizon` is the event time before which nothing can change any more (the partition's slowest
     watermark minus the allowed lateness): conversions older than it are finalised and dropped.
+    `times`, when the caller already has them, are the events' `event_ts`, in the same order.
     """
     applied: list[UserAction] = []
     duplicates: list[UserAction] = []
@@ -204,7 +244,8 @@ def apply_events(
     seen = state.seen
     bucket_s = cfg.bucket_s
     loyal_before = loyalty_flags(state, cfg.retention_s)
-    timed = [(e.event_ts, e) for e in events]  # event_ts is computed from a datetime: once each
+    # event_ts is computed from a datetime: once per event
+    timed = list(zip(times, events, strict=True)) if times is not None else [(e.event_ts, e) for e in events]
     if len(timed) > 1:
         timed.sort(key=lambda p: (p[0], p[1].event_id))
     for at, event in timed:
@@ -217,7 +258,7 @@ def apply_events(
             state.last_at = at
         bucket = int(at // bucket_s) * bucket_s
         if isinstance(event, View):
-            _count_view(event, bucket, out)
+            out.add_view(bucket, event.campaign_id, event.channel, event.creator_id, event.cost_minor)
             _insert_touch(state, event, at, cfg)
             if state.conversions:
                 _reattribute(state, since=at, cfg=cfg, out=out, channel_weights=channel_weights)
@@ -320,27 +361,6 @@ def _fold_loyalty(state: UserState, conv: ConversionRecord) -> None:
             state.loyal_follow_at[campaign] = conv.at
 
 
-def _count_view(view: View, bucket: int, out: Increments) -> None:
-    by_key = out.by_key
-    get = by_key.get
-    cost = view.cost_minor
-    base = f"c|{view.campaign_id}|{view.channel}"
-    names = ["t|views", base + "|views"]
-    if view.creator_id:
-        creator = f"k|{view.creator_id}"
-        names.append(creator + "|views")
-        if cost:
-            names += ["t|spend", base + "|spend", creator + "|spend"]
-    elif cost:
-        names += ["t|spend", base + "|spend"]
-    for name in names:
-        amount = cost if name[-1] == "d" else 1  # "...|spend" or "...|views"
-        key: tuple[int | None, str] = (bucket, name)
-        by_key[key] = get(key, 0) + amount
-        key = (None, name)
-        by_key[key] = get(key, 0) + amount
-
-
 def _touch_order(t: TouchRecord) -> tuple[float, str]:
     return (t.at, t.event_id)
 
@@ -361,7 +381,11 @@ def _insert_touch(state: UserState, view: View, at: float, cfg: EngineConfig) ->
             first = min(later_follows)
             record.engaged_at = first if record.engaged_at is None else min(record.engaged_at, first)
     # The stored touches are sorted; inserting after equal keys is what append + stable sort did.
-    bisect.insort_right(state.touches, record, key=_touch_order)
+    touches = state.touches
+    if not touches or (touches[-1].at, touches[-1].event_id) <= (at, record.event_id):
+        touches.append(record)  # the common case: the newest touch
+    else:
+        bisect.insort_right(touches, record, key=_touch_order)
     if len(state.touches) > cfg.max_touches:
         del state.touches[: len(state.touches) - cfg.max_touches]
 

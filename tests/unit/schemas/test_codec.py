@@ -64,10 +64,20 @@ def test_action_must_match_its_topic() -> None:
     assert info.value.reason == "action_topic_mismatch"
 
 
-def test_event_time_is_normalised_to_utc() -> None:
+def test_event_time_with_an_offset_is_the_same_instant() -> None:
     raw = json.loads(encode(VIEW))
     raw["event_time"] = "2026-11-11T16:00:00+08:00"
-    assert decode_action(json.dumps(raw).encode()).event_time == datetime(2026, 11, 11, 8, tzinfo=UTC)
+    event = decode_action(json.dumps(raw).encode())
+    assert event.event_time == datetime(2026, 11, 11, 8, tzinfo=UTC)
+    assert event.event_ts == datetime(2026, 11, 11, 8, tzinfo=UTC).timestamp()
+
+
+def test_a_naive_event_time_is_rejected() -> None:
+    raw = json.loads(encode(VIEW))
+    raw["event_time"] = "2026-11-11T08:00:00"
+    with pytest.raises(DecodeError) as info:
+        decode_action(json.dumps(raw).encode(), "view")
+    assert info.value.reason == "invalid_fields" and "timezone" in info.value.detail
 
 
 def test_checkout_needs_order_and_currency() -> None:
