@@ -35,7 +35,8 @@ MinorUnits = Annotated[int, Field(ge=0, le=10**12)]
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+    # allow_inf_nan=False: NaN/Infinity are not JSON and not money; the parser rejects them.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False, allow_inf_nan=False)
 
     schema_version: Literal[1] = 1
     event_id: Identifier

@@ -15,9 +15,51 @@ from the same Redis totals, so they agree on who is `other` and `sum by (campaig
 
 from __future__ import annotations
 
+import bisect
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
 
 WINDOWS_MINUTES: tuple[int, ...] = (1, 5, 15, 60)
+
+
+class BatchHistogram(Collector):
+    """A histogram observed a batch at a time. prometheus_client's Histogram takes a lock and
+    walks its buckets per observation (~0.8 us); per-event latency over a 2,000-event batch needs
+    one lock and a bisect per value. Exposed exactly like a Histogram (_bucket, _count, _sum)."""
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry) -> None:
+        self._name = name
+        self._doc = documentation
+        self._bounds = sorted(buckets)
+        self._counts = [0] * (len(self._bounds) + 1)  # the last one is +Inf
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        bounds = self._bounds
+        counts = [0] * len(self._counts)
+        total = 0.0
+        for value in values:
+            counts[bisect.bisect_left(bounds, value)] += 1  # buckets are `le`: inclusive upper bounds
+            total += value
+        with self._lock:
+            for i, n in enumerate(counts):
+                self._counts[i] += n
+            self._sum += total
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative, buckets = 0, []
+        for bound, n in zip([*self._bounds, float("inf")], counts, strict=True):
+            cumulative += n
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        yield HistogramMetricFamily(self._name, self._doc, buckets=buckets, sum_value=total)
 
 
 class PipelineMetrics:
@@ -59,7 +101,7 @@ class PipelineMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=r,
         )
-        self.latency = Histogram(
+        self.latency = BatchHistogram(
             "seedloop_event_to_redis_latency_seconds",
             "From an event's production time to its effect being visible in Redis",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),

@@ -6,9 +6,11 @@ journey is handled by one worker without a repartition (a `group_by` halves thro
 DESIGN.md section 3). Cross-topic order is not guaranteed; the journey engine is order-independent
 within the allowed lateness, so that does not matter.
 
-Failure policy (crash-only): Faust acknowledges a batch once the agent body returns, even if it
-raised. So every exception that could leave a batch neither applied nor dead-lettered ends the
-process at once (`os._exit`) before Faust can acknowledge or commit; a supervisor (the demo,
+Failure policy (crash-only): the agent takes batches without acknowledging them (`noack_take`)
+and acknowledges each event only once its batch is applied (see `AttributionRuntime.submit`, which
+overlaps one batch's Redis work with the next batch's fetching and decoding). Every exception
+that could leave a batch neither applied nor dead-lettered ends the process at once (`os._exit`)
+before any of its events is acknowledged, so Faust cannot commit past it; a supervisor (the demo,
 compose `restart:`) starts it again, and replay is harmless because Redis skips applied offsets.
 """
 
@@ -20,8 +22,8 @@ import logging
 import os
 import tempfile
 import time
-from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,12 +33,15 @@ from faust.types import TP, EventT
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from schemas.events import ACTION_MODELS
 from stream_processors.attribution.markov import MarkovChain
 from stream_processors.audiences import AudienceExpiry
 from stream_processors.metrics import PipelineMetrics
 from stream_processors.monitoring import install_monitoring
 from stream_processors.processor import (
+    BatchPlan,
     DeadLetter,
+    DecodedBatch,
     ProcessingRules,
     RawMessage,
     decode_batch,
@@ -46,6 +51,7 @@ from stream_processors.state import AsyncFigureReader, FencedError, Keys, Offset
 
 log = logging.getLogger("seedloop.worker")
 
+ACTION_OF = {model: action for action, model in ACTION_MODELS.items()}
 EXIT_APPLY_FAILED = 70
 # A Redis outage longer than this (doubling back-off, about 25 s in all) ends the worker loudly.
 REDIS_RETRY_LIMIT_S = 12.8
@@ -121,6 +127,11 @@ class AttributionRuntime:
         )
         self.last_offsets: dict[tuple[str, int], int] = {}
         self.watermarks: dict[int, float] = {}
+        # Batches in flight (see submit): per partition the task of its latest batch, and the
+        # batches in arrival order.
+        self._chains: dict[int, asyncio.Future[None]] = {}
+        self._inflight: deque[asyncio.Future[list[None]]] = deque()
+        self.max_inflight_batches = 2
         self.reader = AsyncFigureReader(self.redis, self.keys, cfg.partitions, cfg.rules.engine.bucket_s)
 
     async def on_assigned(self, assigned: set[TP]) -> None:
@@ -133,24 +144,87 @@ class AttributionRuntime:
         self.metrics.owned_partitions.set(len(mine))
         log.info("partitions assigned", extra={"partitions": sorted(mine), "worker": self.cfg.worker_id})
 
-    async def process(self, events: Sequence[EventT]) -> None:
-        by_partition: dict[int, list[RawMessage]] = defaultdict(list)
+    async def submit(self, events: Sequence[EventT], ack: Callable[[EventT], Awaitable[object]]) -> None:
+        """Decode a batch and chain each partition's apply behind that partition's previous batch.
+
+        Returns without waiting for Redis, so that Faust fetches and buffers the next batch (and
+        this method decodes it) while Redis applies this one: the worker thread is not left idle
+        while valkey runs a batch's script. What keeps it exactly-once:
+        * per partition, batches apply strictly in order (each task awaits its predecessor, and a
+          batch is read and planned only after the previous one is applied);
+        * an event is acknowledged to Faust (so its offset can be committed) only once its batch is
+          applied; a batch that fails ends the process before any of its events is acknowledged.
+        At most `max_inflight_batches` batches are in flight; the next waits for the oldest.
+        """
+        by_partition: dict[int, tuple[list[RawMessage], list[EventT]]] = {}
         consumed: Counter[str] = Counter()
         for event in events:
             msg = event.message
             consumed[msg.topic] += 1
-            by_partition[msg.partition].append(
-                RawMessage(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.timestamp)
-            )
+            entry = by_partition.get(msg.partition)
+            if entry is None:
+                entry = by_partition[msg.partition] = ([], [])
+            entry[0].append(RawMessage(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.timestamp))
+            entry[1].append(event)
         for topic, n in consumed.items():
             self.metrics.events_consumed.labels(topic).inc(n)
-        # Partitions are independent (own keys, own offsets, own epoch): apply them concurrently so
-        # one partition's Redis round trips overlap another's planning.
-        await asyncio.gather(*(self._process_partition(p, msgs) for p, msgs in by_partition.items()))
+        tasks = []
+        for partition, (messages, partition_events) in by_partition.items():
+            started = time.perf_counter()
+            batch = decode_batch(partition, messages, self.cfg.action_topics, self.cfg.rules)
+            task = asyncio.ensure_future(
+                self._apply_in_order(
+                    self._chains.get(partition), partition, batch, partition_events, ack, started
+                )
+            )
+            self._chains[partition] = task
+            tasks.append(task)
+        self._inflight.append(asyncio.gather(*tasks))
+        while len(self._inflight) > self.max_inflight_batches or (self._inflight and self._inflight[0].done()):
+            await self._inflight.popleft()
 
-    async def _process_partition(self, partition: int, messages: list[RawMessage]) -> None:
-        started = time.perf_counter()
-        batch = decode_batch(partition, messages, self.cfg.action_topics, self.cfg.rules)
+    async def drain(self) -> None:
+        """Wait until every batch in flight is applied (tests, and a clean stop)."""
+        while self._inflight:
+            await self._inflight.popleft()
+
+    def cancel_inflight(self) -> None:
+        """The agent is stopping: unapplied batches stay unacknowledged and are read again."""
+        for chained in self._chains.values():
+            chained.cancel()
+        self._chains.clear()
+        self._inflight.clear()
+
+    async def _apply_in_order(
+        self,
+        previous: asyncio.Future[None] | None,
+        partition: int,
+        batch: DecodedBatch,
+        events: Sequence[EventT],
+        ack: Callable[[EventT], Awaitable[object]],
+        started: float,
+    ) -> None:
+        try:
+            if previous is not None:
+                await previous
+            if await self._apply_partition(partition, batch, started):
+                for event in events:
+                    await ack(event)
+        except asyncio.CancelledError:
+            raise  # stopping: nothing acknowledged, the batch is read again after a restart
+        except BaseException as exc:
+            # Crash-only: end the process before any of this batch's events is acknowledged, so
+            # Faust cannot commit past them; the restart replays them (Redis skips what was applied).
+            log.critical(
+                "batch could not be applied; exiting before it is acknowledged",
+                exc_info=exc,
+                extra={"worker": self.cfg.worker_id, "partition": partition},
+            )
+            logging.shutdown()
+            os._exit(EXIT_APPLY_FAILED)
+
+    async def _apply_partition(self, partition: int, batch: DecodedBatch, started: float) -> bool:
+        """Read, plan and apply one partition batch; False if the partition was revoked meanwhile."""
         attempt = 0
         backoff = 0.2
         while True:
@@ -182,11 +256,12 @@ class AttributionRuntime:
                 if partition not in self.owned:
                     # Revoked mid-batch: the new owner replays these messages from Kafka.
                     log.warning("batch dropped for a partition revoked mid-batch", extra={"partition": partition})
-                    return
+                    return False
                 raise
             if attempt >= 10:
                 raise RuntimeError(f"partition {partition}: offsets kept moving under us")
-        self._record(plan, messages, time.perf_counter() - started)
+        self._record(plan, time.perf_counter() - started)
+        return True
 
     async def _claim_late(self, partition: int) -> str:
         self.epochs[partition] = await self.store.claim(partition)
@@ -211,19 +286,18 @@ class AttributionRuntime:
         await asyncio.gather(*futures)
         log.info("dead-lettered", extra={"count": len(dead), "reasons": sorted({d.reason for d in dead})})
 
-    def _record(self, plan: Any, messages: list[RawMessage], elapsed: float) -> None:
+    def _record(self, plan: BatchPlan, elapsed: float) -> None:
         m = self.metrics
         m.batch_seconds.observe(elapsed)
         now = time.time()
         m.last_applied.set(now)
-        applied: Counter[str] = Counter()
-        observe = m.latency.observe
-        for decoded in plan.applied:
-            applied[decoded.event.action] += 1
-            if decoded.message.timestamp:
-                observe(max(0.0, now - decoded.message.timestamp))
-        for action, n in applied.items():
-            m.events_applied.labels(action).inc(n)
+        applied = Counter(type(d.event) for d in plan.applied)
+        # Latency from the broker's timestamp (produce time) to now, when the batch is visible.
+        m.latency.observe_many(
+            [now - d.message.timestamp if d.message.timestamp < now else 0.0 for d in plan.applied if d.message.timestamp]
+        )
+        for event_type, n in applied.items():
+            m.events_applied.labels(ACTION_OF[event_type]).inc(n)
         for action, n in Counter(e.action for e in plan.duplicates).items():
             m.duplicates.labels(action).inc(n)
         for topic, n in plan.replayed.items():
@@ -301,19 +375,22 @@ def build_app(cfg: WorkerConfig) -> faust.App:
 
     @app.agent(source, concurrency=1)
     async def attribute(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(  # type: ignore[attr-defined]
-            cfg.batch_max, within=cfg.batch_within_s
-        ):
-            try:
-                await runtime.process(events)
-            except BaseException as exc:
-                log.critical(
-                    "batch could not be applied; exiting before Faust acknowledges it",
-                    exc_info=exc,
-                    extra={"worker": cfg.worker_id},
-                )
-                logging.shutdown()
-                os._exit(EXIT_APPLY_FAILED)
+        # noack_take: Faust does not acknowledge a batch when the body returns; submit() acks each
+        # event once its batch is applied (and the next batch is taken meanwhile).
+        try:
+            async for events in stream.noack_take(cfg.batch_max, within=cfg.batch_within_s):  # type: ignore[attr-defined]
+                try:
+                    await runtime.submit(events, stream.ack)
+                except Exception as exc:
+                    log.critical(
+                        "batch could not be decoded or scheduled; exiting before it is acknowledged",
+                        exc_info=exc,
+                        extra={"worker": cfg.worker_id},
+                    )
+                    logging.shutdown()
+                    os._exit(EXIT_APPLY_FAILED)
+        finally:
+            runtime.cancel_inflight()
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:

@@ -46,6 +46,8 @@ def test_round_trip() -> None:
             "invalid_fields",
         ),
         (encode(VIEW).replace(b'"cost_minor":30', b'"cost_minor":NaN'), "not_json"),
+        (encode(VIEW).replace(b'"cost_minor":30', b'"cost_minor":Infinity'), "not_json"),
+        (encode(VIEW).replace(b'"engaged":false', b'"engaged":-Infinity'), "not_json"),
         (b"{" * 20_000, "oversized"),
     ],
 )
