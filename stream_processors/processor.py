@@ -50,6 +50,12 @@ class Catalogue:
     base_currency: str
     # minor units of currency X -> minor units of the base currency
     rates_to_base: Mapping[str, float]
+    # (campaign, channel) pairs a view may carry: one set lookup accepts a valid view.
+    view_channels: frozenset[tuple[str, str]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        pairs = frozenset((c, ch) for c, chans in self.campaign_channels.items() for ch in chans)
+        object.__setattr__(self, "view_channels", pairs)
 
     def to_base(self, value_minor: int, currency: str) -> int | None:
         rate = self.rates_to_base.get(currency)
@@ -176,6 +182,8 @@ def decode_batch(
 ) -> DecodedBatch:
     events: list[Decoded] = []
     dead: list[DeadLetter] = []
+    view_channels = rules.catalogue.view_channels
+    base_currency = rules.catalogue.base_currency
     for msg in messages:
         try:
             if msg.value is None:
@@ -183,6 +191,13 @@ def decode_batch(
             event = decode_action(msg.value, topic_actions.get(msg.topic))
         except DecodeError as exc:
             dead.append(DeadLetter(msg, exc.reason, exc.detail))
+            continue
+        if (
+            type(event) is View
+            and (event.campaign_id, event.channel) in view_channels
+            and event.currency == base_currency
+        ):
+            events.append(Decoded(msg, event, event.event_ts))
             continue
         problem = _catalogue_problem(event, rules.catalogue)
         if problem:
