@@ -51,11 +51,18 @@ def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
 
 
 def metric_classes() -> list[type]:
-    """Every class of metrics.py that builds its metrics on a `registry` it is given."""
+    """Every class of metrics.py that builds its metrics on a `registry` it is given (the metric
+    sets; not single metric types such as BatchHistogram, which need a name too)."""
+
+    def only_needs_registry(cls: type) -> bool:
+        params = inspect.signature(cls).parameters
+        required = [n for n, p in params.items() if p.default is inspect.Parameter.empty]
+        return "registry" in params and set(required) <= {"registry"}
+
     return [
         cls
         for _, cls in inspect.getmembers(metrics_module, inspect.isclass)
-        if cls.__module__ == metrics_module.__name__ and "registry" in inspect.signature(cls).parameters
+        if cls.__module__ == metrics_module.__name__ and only_needs_registry(cls)
     ]
 
 
