@@ -10,7 +10,7 @@ from producers.scenario import Scenario
 from seedloop.settings import Settings
 from seedloop.topics import end_offsets
 from stream_processors.attribution.models import MODEL_NAMES
-from stream_processors.figures import campaign_figures, totals
+from stream_processors.figures import campaign_figures, campaign_loyalty, loyalty_rates, totals
 from stream_processors.state import FigureReader, Keys, text
 
 REPORT_MODEL = "last"
@@ -29,6 +29,7 @@ def build_report(
         watermark = reader.watermark()
     finally:
         client.close()
+    loyal = campaign_loyalty(fields)
     campaigns = []
     for c in scenario.campaigns:
         f = figs.get(c.campaign_id)
@@ -55,6 +56,7 @@ def build_report(
             if f
             else {}
         )
+        row["loyalty"] = loyalty_rates(loyal.get(c.campaign_id, {}))
         campaigns.append(row)
     t = totals(fields)
     offsets = end_offsets(settings, [settings.topic("dead_letters"), settings.topic("bid_adjustments")])
@@ -66,6 +68,7 @@ def build_report(
         "dead_letters": sum(v for (topic, _), v in offsets.items() if topic.endswith(".dead_letters")),
         "bid_adjustments": sum(v for (topic, _), v in offsets.items() if topic.endswith(".bid_adjustments")),
         "totals": t,
+        "retention_s": settings.retention_s,
         "campaigns": campaigns,
     }
     if extra:
@@ -107,6 +110,18 @@ def report_markdown(report: dict[str, Any]) -> str:
             _fmt(c["follows"], 1), _fmt(c["add_to_carts"], 1), _fmt(c["checkouts"], 1),
             _fmt(c["gmv"]), _fmt(c["cpa"]), _fmt(c["roas"]), bids,
         ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Loyalty per campaign (all-time distinct users; retained = active again "
+        f"{report.get('retention_s', 86_400) / 3600:g} h after following):",
+        "",
+        "| campaign | buyers | repeat buyers | followers | retained followers |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for c in report["campaigns"]:
+        lo = c.get("loyalty", {})
+        cells = [c["campaign_id"], *(_fmt(lo.get(k, 0)) for k in ("buyers", "repeat_buyers", "followers", "retained_followers"))]
         lines.append("| " + " | ".join(cells) + " |")
     t = report["totals"]
     lines += [

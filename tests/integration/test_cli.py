@@ -38,8 +38,13 @@ def test_demo_closes_the_loop_and_writes_reports(tmp_path: Path) -> None:
     assert any(
         abs(bid - seeds[c["campaign_id"]]["channels"][ch]) > 1e-9 for c in report["campaigns"] for ch, bid in c["bids"].items()
     )
+    # Loyalty per campaign is in the report: buyers through some campaign, never more repeat
+    # buyers than buyers.
+    assert any(c["loyalty"]["buyers"] > 0 for c in report["campaigns"])
+    assert all(c["loyalty"]["repeat_buyers"] <= c["loyalty"]["buyers"] for c in report["campaigns"])
     md = (tmp_path / "report.md").read_text()
     assert "| c_pmpm_launch |" in md and "bid adjustments published" in md
+    assert "Loyalty per campaign" in md
 
 
 def test_simulate_json_reports_what_the_broker_acknowledged(settings: Settings) -> None:
