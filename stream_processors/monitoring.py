@@ -63,11 +63,11 @@ Labels = tuple[str, ...]
 
 # --------------------------------------------------------------------------- reach (HyperLogLog)
 def reach_key(keys: Keys, partition: int, bucket: int, campaign: str, channel: str) -> str:
-    return f"{keys.tag(partition)}:r:{bucket}:{campaign}:{channel}"
+    return keys.prefix(partition) + Keys.reach_suffix(bucket, campaign, channel)
 
 
 def engaged_key(keys: Keys, partition: int, bucket: int, campaign: str) -> str:
-    return f"{keys.tag(partition)}:e:{bucket}:{campaign}"
+    return keys.prefix(partition) + Keys.engaged_reach_suffix(bucket, campaign)
 
 
 def window_buckets(start: float, end: float, bucket_s: int) -> list[int]:

@@ -182,8 +182,6 @@ def decode_batch(
 ) -> DecodedBatch:
     events: list[Decoded] = []
     dead: list[DeadLetter] = []
-    view_channels = rules.catalogue.view_channels
-    base_currency = rules.catalogue.base_currency
     for msg in messages:
         try:
             if msg.value is None:
@@ -191,13 +189,6 @@ def decode_batch(
             event = decode_action(msg.value, topic_actions.get(msg.topic))
         except DecodeError as exc:
             dead.append(DeadLetter(msg, exc.reason, exc.detail))
-            continue
-        if (
-            type(event) is View
-            and (event.campaign_id, event.channel) in view_channels
-            and event.currency == base_currency
-        ):
-            events.append(Decoded(msg, event, event.event_ts))
             continue
         problem = _catalogue_problem(event, rules.catalogue)
         if problem:
@@ -209,6 +200,9 @@ def decode_batch(
 
 def _catalogue_problem(event: UserAction, catalogue: Catalogue) -> tuple[str, str] | None:
     if isinstance(event, View):
+        # The common case, a valid view, in one set lookup; the checks below name what is wrong.
+        if (event.campaign_id, event.channel) in catalogue.view_channels and event.currency == catalogue.base_currency:
+            return None
         channels = catalogue.campaign_channels.get(event.campaign_id)
         if channels is None:
             return "unknown_campaign", f"campaign_id={event.campaign_id!r}"
@@ -308,8 +302,6 @@ def plan_batch(
             watermarks[topic] = at
             if lead is None or at > lead:
                 lead = at
-        elif topic not in watermarks:
-            watermarks[topic] = tp.watermark
         on_time.append(decoded)
 
     horizon = min(watermarks.values(), default=float("-inf")) - lateness
@@ -333,7 +325,7 @@ def plan_batch(
         events: list[UserAction] = []
         for d in decoded_events:
             e = d.event
-            if type(e) is not View and isinstance(e, AddToCart | Checkout) and e.currency != base_currency:
+            if isinstance(e, AddToCart | Checkout) and e.currency != base_currency:
                 e = _in_base_currency(e, rules.catalogue)
             events.append(e)
         result = apply_events(

@@ -52,6 +52,16 @@ class Keys:
         """What every key of the partition starts with (the scripts build key names from it)."""
         return f"{self.tag(partition)}:"
 
+    @staticmethod
+    def reach_suffix(bucket: int, campaign: str, channel: str) -> str:
+        """Reach HyperLogLog of a campaign/channel/bucket, after the partition's prefix."""
+        return f"r:{bucket}:{campaign}:{channel}"
+
+    @staticmethod
+    def engaged_reach_suffix(bucket: int, campaign: str) -> str:
+        """Users with an engaged view of a campaign in a bucket, after the partition's prefix."""
+        return f"e:{bucket}:{campaign}"
+
     def meta(self, partition: int) -> str:
         return f"{self.tag(partition)}:meta"
 
@@ -144,8 +154,10 @@ class PartitionStore:
         )
         paths = "".join(f"{name} {amount}\n" for name, amount in plan.journey_paths.items() if amount)
         sig = plan.signals
-        reach = [f"r:{b}:{c}:{ch} {' '.join(users)}\n" for (b, c, ch), users in sig.reach.items()]
-        reach += [f"e:{b}:{c} {' '.join(users)}\n" for (b, c), users in sig.engaged_reach.items()]
+        reach = [f"{Keys.reach_suffix(b, c, ch)} {' '.join(users)}\n" for (b, c, ch), users in sig.reach.items()]
+        reach += [
+            f"{Keys.engaged_reach_suffix(b, c)} {' '.join(users)}\n" for (b, c), users in sig.engaged_reach.items()
+        ]
         cutoffs = ""
         watermark = max((tp.watermark for tp in plan.progress.values()), default=None)
         if self._audience_expiry is not None and watermark is not None and watermark > 0:

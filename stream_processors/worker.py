@@ -183,11 +183,6 @@ class AttributionRuntime:
         while len(self._inflight) > self.max_inflight_batches or (self._inflight and self._inflight[0].done()):
             await self._inflight.popleft()
 
-    async def drain(self) -> None:
-        """Wait until every batch in flight is applied (tests, and a clean stop)."""
-        while self._inflight:
-            await self._inflight.popleft()
-
     def cancel_inflight(self) -> None:
         """The agent is stopping: unapplied batches stay unacknowledged and are read again."""
         for chained in self._chains.values():

@@ -325,13 +325,7 @@ def loyalty_flags(state: UserState, retention_s: float) -> dict[str, int]:
     checkouts = dict(state.loyal_checkouts)
     follow_at = dict(state.loyal_follow_at)
     for conv in state.conversions:
-        if conv.kind == "add_to_cart" or not conv.alloc:
-            continue
-        for campaign in _credited_campaigns(conv.alloc):
-            if conv.kind == "checkout":
-                checkouts[campaign] = checkouts.get(campaign, 0) + 1
-            elif conv.at < follow_at.get(campaign, float("inf")):
-                follow_at[campaign] = conv.at
+        _count_loyalty(conv, checkouts, follow_at)
     flags = {c: BUYER | (REPEAT_BUYER if n >= 2 else 0) for c, n in checkouts.items() if n}
     last = state.last_at if state.last_at is not None else float("-inf")
     for campaign, at in follow_at.items():
@@ -350,15 +344,16 @@ def _emit_loyalty(before: Mapping[str, int], after: Mapping[str, int], out: Incr
             out.add(None, f"l|{campaign}|{name}", bool(new & bit) - bool(old & bit))
 
 
-def _fold_loyalty(state: UserState, conv: ConversionRecord) -> None:
-    """A conversion leaves the live state: keep what the loyalty flags need of it."""
+def _count_loyalty(conv: ConversionRecord, checkouts: dict[str, int], follow_at: dict[str, float]) -> None:
+    """Add one conversion to per-campaign checkout counts (capped at 2, all the flags need) and
+    earliest credited follows. Used for live conversions and to fold pruned ones into the state."""
     if conv.kind == "add_to_cart" or not conv.alloc:
         return
     for campaign in _credited_campaigns(conv.alloc):
         if conv.kind == "checkout":
-            state.loyal_checkouts[campaign] = min(2, state.loyal_checkouts.get(campaign, 0) + 1)
-        elif conv.at < state.loyal_follow_at.get(campaign, float("inf")):
-            state.loyal_follow_at[campaign] = conv.at
+            checkouts[campaign] = min(2, checkouts.get(campaign, 0) + 1)
+        elif conv.at < follow_at.get(campaign, float("inf")):
+            follow_at[campaign] = conv.at
 
 
 def _touch_order(t: TouchRecord) -> tuple[float, str]:
@@ -527,8 +522,8 @@ def _prune(state: UserState, horizon: float, cfg: EngineConfig) -> list[JourneyO
     """Drop what can no longer change a figure; report touches that aged out unconverted."""
     if state.conversions and any(c.at < horizon for c in state.conversions):
         for conv in state.conversions:
-            if conv.at < horizon:
-                _fold_loyalty(state, conv)
+            if conv.at < horizon:  # final: keep what the loyalty flags need of it
+                _count_loyalty(conv, state.loyal_checkouts, state.loyal_follow_at)
         state.conversions = [c for c in state.conversions if c.at >= horizon]
     if state.seen and min(state.seen.values()) < horizon:
         state.seen = {eid: at for eid, at in state.seen.items() if at >= horizon}

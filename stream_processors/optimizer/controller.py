@@ -106,6 +106,17 @@ class ChannelFigures:
     lagged_spend: float | None = None
 
 
+def with_lagged_spend(
+    current: Mapping[tuple[str, str], ChannelFigures], lagged: Mapping[tuple[str, str], ChannelFigures]
+) -> dict[tuple[str, str], ChannelFigures]:
+    """A window's figures with `lagged_spend` taken from the same span shifted back by the lag."""
+    out: dict[tuple[str, str], ChannelFigures] = {}
+    for k in set(current) | set(lagged):
+        f = current.get(k, ChannelFigures())
+        out[k] = ChannelFigures(f.spend, f.conversions, f.gmv, f.add_to_carts, lagged.get(k, ChannelFigures()).spend)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Observation:
     campaign_id: str

@@ -52,6 +52,7 @@ from stream_processors.optimizer.controller import (
     ChannelFigures,
     ControlPolicy,
     RoundInput,
+    with_lagged_spend,
 )
 from stream_processors.optimizer.pacing import PacingPolicy, plan_fraction
 from stream_processors.processor import Catalogue, _in_base_currency
@@ -207,14 +208,7 @@ class FigureStore:
 
     def window_with_lag(self, start: float, end: float, lag: float) -> dict[tuple[str, str], ChannelFigures]:
         """Figures over [start, end) with `lagged_spend`, the spend over the span shifted back by `lag`."""
-        now, lagged = self.window(start, end), self.window(start - lag, end - lag)
-        out: dict[tuple[str, str], ChannelFigures] = {}
-        for k in set(now) | set(lagged):
-            f = now.get(k, ChannelFigures())
-            out[k] = ChannelFigures(
-                f.spend, f.conversions, f.gmv, f.add_to_carts, lagged.get(k, ChannelFigures()).spend
-            )
-        return out
+        return with_lagged_spend(self.window(start, end), self.window(start - lag, end - lag))
 
     def window(self, start: float, end: float) -> dict[tuple[str, str], ChannelFigures]:
         fields: dict[str, int] = {}

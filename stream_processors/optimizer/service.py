@@ -32,6 +32,7 @@ from stream_processors.optimizer.controller import (
     ChannelFigures,
     ControlPolicy,
     RoundInput,
+    with_lagged_spend,
 )
 from stream_processors.optimizer.pacing import PacingPolicy
 from stream_processors.state import FigureReader, Keys
@@ -203,15 +204,9 @@ class OptimizerService:
     def _window_with_lag(self, seconds: float, now: float) -> dict[tuple[str, str], ChannelFigures]:
         """The last `seconds` of figures, with `lagged_spend` over the span shifted back by the lag."""
         lag = self.cfg.conversion_lag_s
-        cur = self._window(now - seconds, now + 1, now)
-        lagged = self._window(now - seconds - lag, now - lag + 1, now)
-        out: dict[tuple[str, str], ChannelFigures] = {}
-        for k in set(cur) | set(lagged):
-            f = cur.get(k, ChannelFigures())
-            out[k] = ChannelFigures(
-                f.spend, f.conversions, f.gmv, f.add_to_carts, lagged.get(k, ChannelFigures()).spend
-            )
-        return out
+        return with_lagged_spend(
+            self._window(now - seconds, now + 1, now), self._window(now - seconds - lag, now - lag + 1, now)
+        )
 
     def run_round(self) -> list[BidAdjustment]:
         now_event = self.reader.watermark()
