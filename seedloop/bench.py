@@ -56,7 +56,8 @@ from seedloop import runtime
 from seedloop.embedded import EmbeddedStack, free_port
 from seedloop.settings import REPO_SEEDS, Settings
 from seedloop.topics import ACTIONS, ensure_topics
-from stream_processors.worker import consumer_app_options, shorten_fetch_wait
+from stream_processors.faust_tuning import shorten_fetch_wait
+from stream_processors.worker import consumer_app_options
 
 log = logging.getLogger("seedloop.bench")
 REPO = Path(__file__).resolve().parent.parent

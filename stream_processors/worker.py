@@ -36,6 +36,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from schemas.events import ACTION_MODELS
 from stream_processors.attribution.markov import MarkovChain
 from stream_processors.audiences import AudienceExpiry
+from stream_processors.faust_tuning import deliver_eagerly, shorten_fetch_wait
 from stream_processors.metrics import PipelineMetrics
 from stream_processors.monitoring import install_monitoring
 from stream_processors.processor import (
@@ -399,24 +400,9 @@ def build_app(cfg: WorkerConfig) -> faust.App:
     return app
 
 
-def shorten_fetch_wait(fetch_max_wait_ms: int) -> None:
-    """Faust builds its aiokafka consumer with fetch_max_wait_ms=1500 and no setting to change it.
-    A broker that does not answer a long-poll fetch as soon as data arrives (Tansu does not) then
-    adds up to 1.5 s to every event's latency; a short wait costs a few more empty fetches."""
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-
-    original = AIOKafkaConsumerThread._create_worker_consumer
-
-    def create(self: AIOKafkaConsumerThread, transport: Any) -> Any:
-        consumer = original(self, transport)
-        consumer._fetch_max_wait_ms = fetch_max_wait_ms
-        return consumer
-
-    AIOKafkaConsumerThread._create_worker_consumer = create  # type: ignore[method-assign]
-
-
 def run_worker(cfg: WorkerConfig, loglevel: str = "WARNING") -> None:
     shorten_fetch_wait(cfg.fetch_max_wait_ms)
+    deliver_eagerly()
     app = build_app(cfg)
     # Our structured logging is already configured; mode must not replace it.
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False)
