@@ -17,6 +17,8 @@ KEYS = (
     "baseline_eps",
     "pipeline_eps",
     "ratio",
+    "baseline_eager_eps",
+    "ratio_same_delivery",
     "latency_p50_ms",
     "latency_p99_ms",
     "producer_eps",
@@ -42,7 +44,8 @@ def test_bench_harness_runs_on_a_tiny_load_and_writes_the_json_keys(tmp_path: Pa
     written = json.loads(out.read_text())
     for key in KEYS:
         assert key in written, key
-    for key in ("baseline_eps", "pipeline_eps", "ratio", "producer_eps", "worker_rss_mb", "redis_mb"):
+    positive = ("baseline_eps", "baseline_eager_eps", "pipeline_eps", "ratio", "ratio_same_delivery")
+    for key in (*positive, "producer_eps", "worker_rss_mb", "redis_mb"):
         assert isinstance(written[key], float) and math.isfinite(written[key]) and written[key] > 0, key
     assert written["drain_events"] == 3000
     assert written["latency_events"] > 0 and written["latency_not_visible"] == 0
