@@ -11,9 +11,10 @@ that the code it replaces is the code it was written against, and leaves Faust a
   `asyncio.wait` per message, so that a delivery blocked on a full stream buffer can be abandoned
   when a rebalance suspends the flow. Almost every delivery completes without blocking (the
   buffer has room), and those need none of that: `start_eagerly` runs the delivery coroutine up to
-  its first suspension in the caller, and only a delivery that does block becomes a task awaited
-  exactly as before. A py-spy profile of the worker put the per-message tasks at about a fifth
-  of its CPU time.
+  its first suspension in the caller, and only a delivery that does block becomes a task, awaited
+  as before (abandoned when the flow is suspended). In a py-spy profile of the worker the
+  per-message tasks took about a fifth of its CPU time; the stock counting agent of `seedloop
+  bench` drains about 1.7x as fast with this change (72 -> 42 us of CPU per event).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import hashlib
 import inspect
 import logging
 import types
-from collections.abc import AsyncIterator, Awaitable, Coroutine, Generator
+from collections.abc import AsyncIterator, Coroutine, Generator
 from typing import Any, cast
 
 log = logging.getLogger("seedloop.faust_tuning")
@@ -111,7 +112,7 @@ def deliver_eagerly() -> bool:
 
 async def _eager_drain(self: Any, fetcher: Any) -> None:  # pragma: no cover - runs in the worker
     # faust.transport.consumer.Consumer._drain_messages (faust-streaming 0.15.3), verbatim except
-    # for the marked statement (and two nested ifs joined).
+    # for the marked statement, its `suspended` waiter, and two nested ifs joined.
     callback = self.callback
     getmany = self.getmany
     consumer_should_stop = self._stopped.is_set
@@ -130,6 +131,7 @@ async def _eager_drain(self: Any, fetcher: Any) -> None:  # pragma: no cover - r
     yield_every = 100
     num_since_yield = 0
     sleep = asyncio.sleep
+    suspended: asyncio.Future[Any] | None = None
 
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
@@ -155,12 +157,21 @@ async def _eager_drain(self: Any, fetcher: Any) -> None:  # pragma: no cover - r
                         if commit_every is not None and self._n_acked >= commit_every:
                             self._n_acked = 0
                             await self.commit()
-                        # Changed: a delivery that completes without blocking needs no tasks;
-                        # one that blocks is awaited as upstream does (abandoned if the flow is
-                        # suspended by a rebalance).
+                        # Changed: upstream awaits wait_first(callback(message), suspend_flow.wait())
+                        # here. A delivery that completes without blocking needs no tasks; one that
+                        # blocks (full buffer) is awaited until done, or abandoned when the flow is
+                        # suspended by a rebalance or the consumer stops, as upstream does.
                         blocked = start_eagerly(callback(message))
                         if blocked is not None:
-                            await self.wait_first(cast(Awaitable[Any], blocked), self.suspend_flow.wait())
+                            # One long-lived waiter for "flow suspended, consumer stopped or
+                            # crashed" serves every blocked delivery until it fires.
+                            if suspended is None or suspended.done():
+                                suspended = asyncio.ensure_future(self.wait_first(self.suspend_flow.wait()))
+                            await asyncio.wait((blocked, suspended), return_when=asyncio.FIRST_COMPLETED)
+                            if blocked.done():
+                                blocked.result()  # a failed delivery raises here, as in wait_first
+                            else:
+                                blocked.cancel()
                         set_read_offset(tp, offset)
                     else:
                         self.log.dev(
@@ -186,3 +197,5 @@ async def _eager_drain(self: Any, fetcher: Any) -> None:  # pragma: no cover - r
         raise
     finally:
         unset_flag(flag_consumer_fetching)
+        if suspended is not None:
+            suspended.cancel()

@@ -7,7 +7,12 @@ import asyncio
 
 import pytest
 
-from stream_processors.faust_tuning import UPSTREAM_DRAIN_SHA256, deliver_eagerly, start_eagerly, upstream_drain_digest
+from stream_processors.faust_tuning import (
+    UPSTREAM_DRAIN_SHA256,
+    deliver_eagerly,
+    start_eagerly,
+    upstream_drain_digest,
+)
 
 
 def test_a_coroutine_that_does_not_block_runs_to_the_end_without_a_task() -> None:
