@@ -2,6 +2,15 @@
 to the cart and checks out, with delays between steps. Pure and deterministic: the same seed and
 the same bids give the same events, byte for byte.
 
+Random draws come from independent streams, one per campaign, channel and simulated minute (and
+one shared for anything campaign-independent), each seeded from the seed, the campaign, the
+channel and the minute: a bid change in one campaign changes that campaign's traffic and nothing
+else's, and changes its own draws only in the minutes served at a different bid. Two runs that
+differ only in one campaign's bids see the same random draws everywhere else, and two controllers
+see the same luck minute by minute (common random numbers), so their outcomes can be compared on
+one seed. Every view makes the same number of draws whatever happened before (a draw is taken
+even where its outcome cannot matter).
+
 The clock is simulated: `advance(until)` produces every event with event_time <= until. The Kafka
 runner maps wall time to simulated time (SEEDLOOP_SIM_SPEED); `seedloop evaluate` runs it as
 fast as the CPU allows.
@@ -9,6 +18,7 @@ fast as the CPU allows.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import math
 import random
@@ -20,6 +30,8 @@ from producers.scenario import Campaign, Scenario
 from producers.scheduler import AdScheduler
 from producers.traffic import TrafficModel
 from schemas.events import AddToCart, Channel, Checkout, Follow, UserAction, View
+
+STREAM_SLOT_S = 60.0  # the random streams are reseeded once a simulated minute
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +75,11 @@ class Simulator:
         self.traffic = traffic
         self.scheduler = scheduler
         self.cfg = cfg
-        self.rng = random.Random(cfg.seed)
+        # campaign-independent draws (none today; kept apart from the campaigns' streams)
+        self.rng = random.Random(f"{cfg.seed}:shared")
+        # (campaign, channel) -> its generator, its key and the slot (minute) it was seeded for
+        self._streams: dict[tuple[str, str], tuple[random.Random, int, list[int]]] = {}
+        self._ticks_per_slot = max(1, round(STREAM_SLOT_S / cfg.tick_s))
         self.now = cfg.start_ts
         self.truth = GroundTruth()
         self._pending: list[tuple[float, int, UserAction, str]] = []
@@ -89,9 +105,27 @@ class Simulator:
             start = end
         return ranges
 
-    def _pick_user(self, campaign: Campaign) -> tuple[int, str]:
+    def stream(self, campaign_id: str, channel: str, tick: int) -> random.Random:
+        """The random stream of one campaign and channel, reseeded at the start of each slot from
+        the seed, the names and the slot (reseeding every 10-second tick costs more than it buys)."""
+        entry = self._streams.get((campaign_id, channel))
+        if entry is None:
+            digest = hashlib.sha256(f"{self.cfg.seed}:{campaign_id}:{channel}".encode()).digest()
+            entry = self._streams[(campaign_id, channel)] = (
+                random.Random(),
+                int.from_bytes(digest[:8], "big") << 32,
+                [-1],
+            )
+        rng, key, seeded = entry
+        slot = tick // self._ticks_per_slot
+        if seeded[0] != slot:
+            rng.seed(key | (slot & 0xFFFFFFFF))
+            seeded[0] = slot
+        return rng
+
+    def _pick_user(self, campaign: Campaign, rng: random.Random) -> tuple[int, str]:
         shares = [(s, self._segment_share(s)) for s in campaign.segments]
-        r = self.rng.random() * sum(w for _, w in shares)
+        r = rng.random() * sum(w for _, w in shares)
         segment = shares[-1][0]
         for seg, w in shares:
             r -= w
@@ -99,7 +133,7 @@ class Simulator:
                 segment = seg
                 break
         lo, hi = self._segment_ranges[segment]
-        return self.rng.randrange(lo, hi), segment
+        return rng.randrange(lo, hi), segment
 
     def _segment_share(self, segment_id: str) -> float:
         shares = self._shares
@@ -118,44 +152,47 @@ class Simulator:
     def _ts(at: float) -> datetime:
         return datetime.fromtimestamp(round(at, 3), UTC)
 
-    def _creator_for(self, campaign: Campaign, channel: str) -> str | None:
+    @staticmethod
+    def _creator_for(campaign: Campaign, channel: str, rng: random.Random) -> str | None:
         creators = campaign.creators
         if channel in ("kol", "feed"):
             people = [c for c in creators if c != "brand_official"] or creators
-            return self.rng.choice(people)
+            return rng.choice(people)
         if channel == "brand":
             return "brand_official" if "brand_official" in creators else None
         return None
 
     def _serve_tick(self, start: float, dt: float) -> None:
+        tick = round((start - self.cfg.start_ts) / self.cfg.tick_s)
         for campaign in self.scenario.campaigns:
             for channel in campaign.channels:
                 bid = self.scheduler.bid(campaign.campaign_id, channel)
                 lam = self.traffic.views_per_hour(campaign.campaign_id, channel, bid, start) * dt / 3600.0
                 cost_minor = max(1, round(bid / 10))  # CPM in major units -> minor units per view
-                for _ in range(poisson(self.rng, lam)):
-                    at = start + self.rng.random() * dt
+                rng = self.stream(campaign.campaign_id, channel, tick)
+                for _ in range(poisson(rng, lam)):
+                    at = start + rng.random() * dt
                     if not self.scheduler.can_serve(campaign.campaign_id, cost_minor, at):
                         break
                     self.scheduler.record_spend(campaign.campaign_id, cost_minor, at)
-                    self._serve_view(campaign, channel, bid, cost_minor, at)
+                    self._serve_view(campaign, channel, bid, cost_minor, at, rng)
 
     def _serve_view(
-        self, campaign: Campaign, channel: Channel, bid: float, cost_minor: int, at: float
+        self, campaign: Campaign, channel: Channel, bid: float, cost_minor: int, at: float, rng: random.Random
     ) -> None:
         cid = campaign.campaign_id
-        user, segment = self._pick_user(campaign)
+        user, segment = self._pick_user(campaign, rng)
         user_id = f"u{user:07d}"
         rates = self.traffic.funnel(
             cid, channel, bid, segment, engaged=False, repeat_buyer=(user, cid) in self._buyers
         )
-        engaged = self.rng.random() < rates.engaged
+        engaged = rng.random() < rates.engaged
         if engaged:
             rates = self.traffic.funnel(
                 cid, channel, bid, segment, engaged=True, repeat_buyer=(user, cid) in self._buyers
             )
-        creator = self._creator_for(campaign, channel)
-        creative = f"{cid}.{channel}.cr{self.rng.randrange(self.cfg.creatives_per_channel)}"
+        creator = self._creator_for(campaign, channel, rng)
+        creative = f"{cid}.{channel}.cr{rng.randrange(self.cfg.creatives_per_channel)}"
         view = View(
             event_id=self._next_id("v"),
             user_id=user_id,
@@ -172,9 +209,12 @@ class Simulator:
         self._schedule(at, view, cid)
         self.truth.spend_minor[cid] = self.truth.spend_minor.get(cid, 0) + cost_minor
         self.truth.views[cid] = self.truth.views.get(cid, 0) + 1
-        if creator and (user, creator) not in self._follows and self.rng.random() < rates.follow:
+        # Drawn whether or not the user already follows the creator: follows are shared across
+        # campaigns (a creator can work for several), the stream's draws must not be.
+        follow_draw, follow_delay = rng.random(), rng.expovariate(1 / self.traffic.delay_mean_s("follow"))
+        if creator and (user, creator) not in self._follows and follow_draw < rates.follow:
             self._follows.add((user, creator))
-            t = at + self.rng.expovariate(1 / self.traffic.delay_mean_s("follow"))
+            t = at + follow_delay
             self._schedule(
                 t,
                 Follow(
@@ -186,9 +226,9 @@ class Simulator:
                 ),
                 cid,
             )
-        if self.rng.random() < rates.add_to_cart:
-            spu = self._spus[self.rng.choice(campaign.spus)]
-            t_cart = at + self.rng.expovariate(1 / self.traffic.delay_mean_s("add_to_cart"))
+        if rng.random() < rates.add_to_cart:
+            spu = self._spus[rng.choice(campaign.spus)]
+            t_cart = at + rng.expovariate(1 / self.traffic.delay_mean_s("add_to_cart"))
             self._schedule(
                 t_cart,
                 AddToCart(
@@ -201,8 +241,8 @@ class Simulator:
                 ),
                 cid,
             )
-            if self.rng.random() < rates.checkout:
-                t_buy = t_cart + self.rng.expovariate(1 / self.traffic.delay_mean_s("checkout"))
+            if rng.random() < rates.checkout:
+                t_buy = t_cart + rng.expovariate(1 / self.traffic.delay_mean_s("checkout"))
                 self._buyers.add((user, cid))
                 self._schedule(
                     t_buy,
