@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=float, default=2.0, help="simulated days (default 2)")
     p.add_argument("--processes", type=int, default=2, help="policies run in parallel processes (default 2)")
     p.add_argument("--seed", type=int, help="random seed of the simulation (default 7)")
+    p.add_argument(
+        "--seeds",
+        type=_seed_list,
+        help="several random seeds, comma-separated (e.g. 7,11,13): the evaluation once per seed, then a "
+        "summary across seeds (median and worst); --json then writes {seeds: {...}, summary: {...}}",
+    )
     p.add_argument("--seeds-dir", type=Path, help="scenario folder (default ./seeds)")
 
     p = sub.add_parser(
@@ -308,18 +314,24 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
-    from stream_processors.optimizer.evaluate import format_evaluation, run_evaluate
+def _seed_list(text: str) -> list[int]:
+    from stream_processors.optimizer.evaluate import parse_seeds
 
-    result = run_evaluate(
+    return parse_seeds(text)
+
+
+def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
+    from stream_processors.optimizer.evaluate import format_evaluations, run_evaluate_seeds
+
+    out = run_evaluate_seeds(
         settings.seeds_dir,
         args.json_path,
         args.plots,
         days=args.days,
-        seed=settings.seed,
+        seeds=args.seeds or [settings.seed],
         workers=args.processes,
     )
-    print(format_evaluation(result))
+    print(format_evaluations(out))
     return 0
 
 

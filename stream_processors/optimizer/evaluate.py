@@ -19,6 +19,11 @@ model), because the window's observed CPA of a few conversions is noise, not the
 controller: a campaign has settled at round r when from r on its true CPA/ROAS stays within +-10%
 of its reference: the target, or, where the budget binds first, the oracle's budget-limited
 efficiency. A shock scenario halves one campaign's true conversion rate mid-run.
+
+One seed's outcome is one draw of a noisy process (a small campaign's day of checkouts is +-15%
+noise against the +-10% band), so `run_evaluate_seeds` runs several seeds and summarises them
+(median and worst). The simulator's random streams are per campaign, channel and minute, so two
+controllers on the same seed see the same luck wherever they bid alike (common random numbers).
 """
 
 from __future__ import annotations
@@ -48,17 +53,19 @@ from stream_processors.attribution.models import Lookback
 from stream_processors.figures import campaign_figures
 from stream_processors.optimizer.controller import (
     BidOptimizer,
-    CampaignSpec,
     ChannelFigures,
     ControlPolicy,
     RoundInput,
     with_lagged_spend,
 )
 from stream_processors.optimizer.pacing import PacingPolicy, plan_fraction
+from stream_processors.optimizer.specs import campaign_specs, catalogue_price
 from stream_processors.processor import Catalogue, _in_base_currency
 
 DAY_S = 86_400.0
 BAND = math.log(1.10)
+# the share of campaign-rounds in band is counted from this round on (the settle target's horizon)
+IN_BAND_FROM_ROUND = 20
 POLICIES = ("static", "optimizer", "oracle")
 
 
@@ -80,22 +87,6 @@ class EvalConfig:
     memory_windows_s: tuple[float, ...] = (4 * 3600.0, 8 * 3600.0, DAY_S)
 
 
-def campaign_specs(scenario: Scenario) -> list[CampaignSpec]:
-    return [
-        CampaignSpec(
-            c.campaign_id,
-            c.target_kind,
-            c.target,
-            c.daily_budget,
-            c.bid_floor,
-            c.bid_cap,
-            tuple(c.channels),
-            {str(k): v for k, v in c.channels.items()},
-        )
-        for c in scenario.campaigns
-    ]
-
-
 # --- the truth side: expected daily figures and the oracle -------------------------------------
 
 
@@ -108,15 +99,7 @@ class Economics:
         self.day_mass = sum(traffic.truth.hour_shape)
         shares = {s.segment_id: s.share for s in scenario.segments}
         self.weights = {c.campaign_id: {g: shares[g] for g in c.segments} for c in scenario.campaigns}
-        spus = scenario.spu_by_id
-        self.price = {
-            c.campaign_id: sum(
-                spus[p].price_minor * (scenario.fx.minor_rate(spus[p].currency) or 1.0) for p in c.spus
-            )
-            / len(c.spus)
-            / 100.0
-            for c in scenario.campaigns
-        }
+        self.price = {c.campaign_id: catalogue_price(scenario, c) for c in scenario.campaigns}
 
     def daily(self, cid: str, ch: str, bid: float) -> tuple[float, float, float]:
         ct = self.traffic.channel(cid, ch)
@@ -309,6 +292,7 @@ def _run(seeds_dir: Path, cfg: EvalConfig, policy: str, shock: bool) -> dict[str
             tr["plan"].append(c.daily_budget * frac)
             tr["bids"].append(bids)
     campaigns = []
+    end = shock_round if shock_round is not None else n_rounds
     for c in scenario.campaigns:
         cid = c.campaign_id
         tr = trace[cid]
@@ -322,7 +306,6 @@ def _run(seeds_dir: Path, cfg: EvalConfig, policy: str, shock: bool) -> dict[str
             over = (s - p) / c.daily_budget
             errs.append((i, max(over, -over if bound else 0.0)))
         later = [e for i, e in errs if i >= rounds_per_day] or [e for _, e in errs]
-        end = shock_round if shock_round is not None else n_rounds
         row: dict[str, Any] = {
             "campaign_id": cid,
             "target_kind": c.target_kind,
@@ -336,6 +319,7 @@ def _run(seeds_dir: Path, cfg: EvalConfig, policy: str, shock: bool) -> dict[str
             "budget_bound": bound,
             "reference": round(tr["ref"][0], 4),
             "settle_rounds": _settle(tr["eff"][:end], tr["ref"][:end], c.target_kind),
+            "in_band_after_20": _in_band_share(tr["eff"][IN_BAND_FROM_ROUND:end], tr["ref"][IN_BAND_FROM_ROUND:end]),
             "final_efficiency": round(tr["eff"][end - 1], 4),
             "pacing_error": round(max(later), 4),
             "pacing_error_all": round(max(e for _, e in errs), 4),
@@ -350,6 +334,11 @@ def _run(seeds_dir: Path, cfg: EvalConfig, policy: str, shock: bool) -> dict[str
     spend = sum(r["spend"] for r in campaigns)
     gmv = sum(r["gmv"] for r in campaigns)
     settles = [r["settle_rounds"] for r in campaigns]
+    after = [
+        (e, f)
+        for tr in trace.values()
+        for e, f in zip(tr["eff"][IN_BAND_FROM_ROUND:end], tr["ref"][IN_BAND_FROM_ROUND:end], strict=True)
+    ]
     return {
         "policy": policy,
         "shock": shock,
@@ -360,6 +349,7 @@ def _run(seeds_dir: Path, cfg: EvalConfig, policy: str, shock: bool) -> dict[str
         "roas": round(gmv / spend, 4) if spend else None,
         "settle_rounds": None if any(s is None for s in settles) else max(settles),
         "pacing_error": max(r["pacing_error"] for r in campaigns),
+        "in_band_after_20": _in_band_share([e for e, _ in after], [f for _, f in after]),
         "reasons": dict(reasons),
         "campaigns": campaigns,
         "trace": {cid: {k: v for k, v in tr.items()} for cid, tr in trace.items()},
@@ -377,6 +367,15 @@ def _by_campaign(window: Mapping[tuple[str, str], ChannelFigures]) -> dict[str, 
     for (cid, _), f in window.items():
         out[cid] += f.spend
     return dict(out)
+
+
+def _in_band_share(eff: Sequence[float], ref: Sequence[float]) -> float | None:
+    """Share of rounds whose true efficiency is within +-10% of the reference."""
+    pairs = list(zip(eff, ref, strict=True))
+    if not pairs:
+        return None
+    inside = sum(1 for e, r in pairs if e > 0 and r > 0 and abs(math.log(e / r)) <= BAND)
+    return round(inside / len(pairs), 4)
 
 
 def _settle(eff: Sequence[float], ref: Sequence[float], kind: str) -> int | None:
@@ -469,6 +468,121 @@ def run_evaluate(
             cfg,
         )
     return result
+
+
+def run_evaluate_seeds(
+    seeds_dir: Path,
+    json_path: Path | None,
+    plots_dir: Path | None,
+    *,
+    days: float = 2.0,
+    seeds: Sequence[int] = (7,),
+    workers: int = 2,
+    cfg: EvalConfig | None = None,
+) -> dict[str, Any]:
+    """The evaluation once per seed, and a summary across them. One seed: exactly `run_evaluate`'s
+    result (and JSON file). Several: `{"seeds": {"7": <run_evaluate's result>, ...}, "summary":
+    ...}`; plots, if asked for, go to one folder per seed."""
+    if len(seeds) == 1:
+        result = run_evaluate(seeds_dir, json_path, plots_dir, days=days, seed=seeds[0], workers=workers, cfg=cfg)
+        return {"seeds": {str(seeds[0]): result}, "summary": summarize({seeds[0]: result})}
+    per: dict[int, dict[str, Any]] = {}
+    for seed in seeds:
+        per[seed] = run_evaluate(
+            seeds_dir,
+            None,
+            plots_dir / f"seed{seed}" if plots_dir is not None else None,
+            days=days,
+            seed=seed,
+            workers=workers,
+            cfg=cfg,
+        )
+    out = {"seeds": {str(k): v for k, v in per.items()}, "summary": summarize(per)}
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(out, indent=1))
+    return out
+
+
+def seed_row(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The optimizer's headline figures of one seed's evaluation."""
+    opt = result["policies"]["optimizer"]
+    return {
+        "gmv_vs_oracle": result["comparison"]["optimizer_gmv_vs_oracle"],
+        "gmv_vs_static": result["comparison"]["optimizer_gmv_vs_static"],
+        "settle_rounds": opt["settle_rounds"],
+        "settle_by_campaign": {c["campaign_id"]: c["settle_rounds"] for c in opt["campaigns"]},
+        "pacing_error": opt["pacing_error"],
+        "in_band_after_20": opt.get("in_band_after_20"),
+        "settle_after_shock": result["shock"]["settle_rounds_after_shock"],
+    }
+
+
+def summarize(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+    """Per seed, the optimizer's headline figures; across seeds, their median and worst. A settle
+    of None (never settled) counts as worse than any number of rounds."""
+    rows = {seed: seed_row(r) for seed, r in per_seed.items()}
+
+    def stats(key: str, higher_is_better: bool) -> dict[str, Any]:
+        vals = [r[key] for r in rows.values()]
+        if key.startswith("settle"):
+            ranked = sorted(vals, key=lambda v: math.inf if v is None else v)
+        else:
+            ranked = sorted(v for v in vals if v is not None)
+            if higher_is_better:
+                ranked.reverse()
+        if not ranked:
+            return {"median": None, "worst": None}
+        return {"median": _median(ranked), "worst": ranked[-1]}
+
+    return {
+        "seeds": [int(s) for s in rows],
+        "per_seed": {str(s): r for s, r in rows.items()},
+        "gmv_vs_oracle": stats("gmv_vs_oracle", True),
+        "gmv_vs_static": stats("gmv_vs_static", True),
+        "settle_rounds": stats("settle_rounds", False),
+        "pacing_error": stats("pacing_error", False),
+        "in_band_after_20": stats("in_band_after_20", True),
+        "settle_after_shock": stats("settle_after_shock", False),
+    }
+
+
+def _median(ranked: Sequence[Any]) -> Any:
+    """The median of values ranked best first; None (never) when the middle is None."""
+    n = len(ranked)
+    mid = ranked[(n - 1) // 2], ranked[n // 2]
+    if any(v is None for v in mid):
+        return None
+    return mid[0] if n % 2 else round((mid[0] + mid[1]) / 2, 4)
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    def fmt(v: Any, pct: bool = False) -> str:
+        if v is None:
+            return "never" if not pct else "-"
+        return f"{v:.1%}" if pct else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+    cols = (
+        ("gmv_vs_oracle", "GMV/oracle", False),
+        ("gmv_vs_static", "GMV/static", False),
+        ("settle_rounds", "settle", False),
+        ("pacing_error", "pacing", True),
+        ("in_band_after_20", "in band>20", True),
+        ("settle_after_shock", "shock settle", False),
+    )
+    head = f"{'seed':<8}" + "".join(f"{label:>13}" for _, label, _ in cols)
+    lines = ["optimizer across seeds", head]
+    for seed, row in summary["per_seed"].items():
+        lines.append(f"{seed:<8}" + "".join(f"{fmt(row[k], pct):>13}" for k, _, pct in cols))
+    for which in ("median", "worst"):
+        lines.append(f"{which:<8}" + "".join(f"{fmt(summary[k][which], pct):>13}" for k, _, pct in cols))
+    lines += ["", "settle rounds per campaign (optimizer; '-' never)"]
+    campaigns = list(next(iter(summary["per_seed"].values()))["settle_by_campaign"])
+    for seed, row in summary["per_seed"].items():
+        settles = ["-" if row["settle_by_campaign"][c] is None else str(row["settle_by_campaign"][c]) for c in campaigns]
+        lines.append(f"{seed:<8}" + " ".join(f"{v:>4}" for v in settles))
+    lines.append("campaigns: " + ", ".join(campaigns))
+    return "\n".join(lines)
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -576,18 +690,36 @@ def write_plots(
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    ap.add_argument("--seeds", type=Path, default=Path("seeds"))
+    ap.add_argument("--seeds-dir", type=Path, default=Path("seeds"))
     ap.add_argument("--json", type=Path)
     ap.add_argument("--plots", type=Path)
     ap.add_argument("--days", type=float, default=2.0)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--seeds", type=parse_seeds, help="several seeds, comma-separated (e.g. 7,11,13)")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
-    result = run_evaluate(
-        args.seeds, args.json, args.plots, days=args.days, seed=args.seed, workers=args.workers
+    out = run_evaluate_seeds(
+        args.seeds_dir, args.json, args.plots, days=args.days, seeds=args.seeds or [args.seed], workers=args.workers
     )
-    sys.stdout.write(format_evaluation(result) + "\n")
+    sys.stdout.write(format_evaluations(out) + "\n")
     return 0
+
+
+def parse_seeds(text: str) -> list[int]:
+    """"7,11,13" -> [7, 11, 13]."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("at least one seed")
+    return list(dict.fromkeys(seeds))
+
+
+def format_evaluations(out: Mapping[str, Any]) -> str:
+    """Each seed's full report, then the optimizer's headline figures per seed and across seeds."""
+    parts = [format_evaluation(r) for r in out["seeds"].values()]
+    return "\n\n".join([*parts, format_summary(out["summary"])])
 
 
 if __name__ == "__main__":

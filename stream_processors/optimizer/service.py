@@ -28,13 +28,13 @@ from stream_processors.figures import campaign_figures
 from stream_processors.metrics import OptimizerMetrics
 from stream_processors.optimizer.controller import (
     BidOptimizer,
-    CampaignSpec,
     ChannelFigures,
     ControlPolicy,
     RoundInput,
     with_lagged_spend,
 )
 from stream_processors.optimizer.pacing import PacingPolicy
+from stream_processors.optimizer.specs import campaign_specs
 from stream_processors.state import FigureReader, Keys
 
 log = logging.getLogger("seedloop.optimizer")
@@ -99,11 +99,7 @@ class OptimizerService:
         self._kafka_config = kafka_config
         self._producer: Producer | None = None
         self.published = 0
-        self.specs = [
-            CampaignSpec(c.campaign_id, c.target_kind, c.target, c.daily_budget, c.bid_floor, c.bid_cap,
-                         tuple(c.channels), {str(k): v for k, v in c.channels.items()})
-            for c in scenario.campaigns
-        ]
+        self.specs = campaign_specs(scenario)
         for c in scenario.campaigns:
             self.metrics.daily_budget.labels(c.campaign_id).set(c.daily_budget)
             self.metrics.target.labels(c.campaign_id, c.target_kind).set(c.target)
