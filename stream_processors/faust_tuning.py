@@ -167,7 +167,11 @@ async def _eager_drain(self: Any, fetcher: Any) -> None:  # pragma: no cover - r
                             # crashed" serves every blocked delivery until it fires.
                             if suspended is None or suspended.done():
                                 suspended = asyncio.ensure_future(self.wait_first(self.suspend_flow.wait()))
-                            await asyncio.wait((blocked, suspended), return_when=asyncio.FIRST_COMPLETED)
+                            try:
+                                await asyncio.wait((blocked, suspended), return_when=asyncio.FIRST_COMPLETED)
+                            except BaseException:
+                                blocked.cancel()  # as wait_first's cleanup does when it is cancelled
+                                raise
                             if blocked.done():
                                 blocked.result()  # a failed delivery raises here, as in wait_first
                             else:
