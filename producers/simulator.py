@@ -2,9 +2,9 @@
 to the cart and checks out, with delays between steps. Pure and deterministic: the same seed and
 the same bids give the same events, byte for byte.
 
-Random draws come from independent streams, one per campaign, channel and simulated minute (and
-one shared for anything campaign-independent), each seeded from the seed, the campaign, the
-channel and the minute: a bid change in one campaign changes that campaign's traffic and nothing
+Random draws come from independent streams, one per campaign, channel and simulated minute,
+each seeded from the seed, the campaign, the channel and the minute (every draw belongs to a
+campaign's traffic): a bid change in one campaign changes that campaign's traffic and nothing
 else's, and changes its own draws only in the minutes served at a different bid. Two runs that
 differ only in one campaign's bids see the same random draws everywhere else, and two controllers
 see the same luck minute by minute (common random numbers), so their outcomes can be compared on
@@ -67,6 +67,16 @@ def poisson(rng: random.Random, lam: float) -> int:
         k += 1
 
 
+@dataclass(slots=True)
+class _Stream:
+    """One campaign and channel's generator: `key` (from the seed and the names) | the slot it was
+    last seeded for."""
+
+    key: int
+    rng: random.Random = field(default_factory=random.Random)
+    slot: int = -1
+
+
 class Simulator:
     def __init__(
         self, scenario: Scenario, traffic: TrafficModel, scheduler: AdScheduler, cfg: SimConfig
@@ -75,10 +85,7 @@ class Simulator:
         self.traffic = traffic
         self.scheduler = scheduler
         self.cfg = cfg
-        # campaign-independent draws (none today; kept apart from the campaigns' streams)
-        self.rng = random.Random(f"{cfg.seed}:shared")
-        # (campaign, channel) -> its generator, its key and the slot (minute) it was seeded for
-        self._streams: dict[tuple[str, str], tuple[random.Random, int, list[int]]] = {}
+        self._streams: dict[tuple[str, str], _Stream] = {}
         self._ticks_per_slot = max(1, round(STREAM_SLOT_S / cfg.tick_s))
         self.now = cfg.start_ts
         self.truth = GroundTruth()
@@ -108,20 +115,15 @@ class Simulator:
     def stream(self, campaign_id: str, channel: str, tick: int) -> random.Random:
         """The random stream of one campaign and channel, reseeded at the start of each slot from
         the seed, the names and the slot (reseeding every 10-second tick costs more than it buys)."""
-        entry = self._streams.get((campaign_id, channel))
-        if entry is None:
+        stream = self._streams.get((campaign_id, channel))
+        if stream is None:
             digest = hashlib.sha256(f"{self.cfg.seed}:{campaign_id}:{channel}".encode()).digest()
-            entry = self._streams[(campaign_id, channel)] = (
-                random.Random(),
-                int.from_bytes(digest[:8], "big") << 32,
-                [-1],
-            )
-        rng, key, seeded = entry
+            stream = self._streams[(campaign_id, channel)] = _Stream(int.from_bytes(digest[:8], "big") << 32)
         slot = tick // self._ticks_per_slot
-        if seeded[0] != slot:
-            rng.seed(key | (slot & 0xFFFFFFFF))
-            seeded[0] = slot
-        return rng
+        if stream.slot != slot:
+            stream.rng.seed(stream.key | (slot & 0xFFFFFFFF))
+            stream.slot = slot
+        return stream.rng
 
     def _pick_user(self, campaign: Campaign, rng: random.Random) -> tuple[int, str]:
         shares = [(s, self._segment_share(s)) for s in campaign.segments]

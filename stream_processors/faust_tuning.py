@@ -1,7 +1,8 @@
 """Two changes to Faust's consumer that our consuming processes install before the app starts.
 
-Both are process-wide patches of faust-streaming 0.15.3 (pinned in pyproject.toml); each checks
-that the code it replaces is the code it was written against, and leaves Faust alone otherwise.
+Both are process-wide patches of faust-streaming 0.15.3 (pinned in pyproject.toml), installed
+once per process before the app starts. The delivery loop replaces a whole Faust function, so it
+checks that function's digest and leaves Faust alone on any other version.
 
 * `shorten_fetch_wait`: Faust builds its aiokafka consumer with fetch_max_wait_ms=1500 and no
   setting to change it. A broker that does not answer a long-poll fetch as soon as data arrives
@@ -71,16 +72,12 @@ def shorten_fetch_wait(fetch_max_wait_ms: int) -> None:
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
     original = AIOKafkaConsumerThread._create_worker_consumer
-    if getattr(original, "_seedloop_fetch_wait", None) is not None:
-        original = original.__wrapped__  # type: ignore[attr-defined]
 
     def create(self: AIOKafkaConsumerThread, transport: Any) -> Any:
         consumer = original(self, transport)
         consumer._fetch_max_wait_ms = fetch_max_wait_ms
         return consumer
 
-    create._seedloop_fetch_wait = fetch_max_wait_ms  # type: ignore[attr-defined]
-    create.__wrapped__ = original  # type: ignore[attr-defined]
     AIOKafkaConsumerThread._create_worker_consumer = create  # type: ignore[method-assign]
 
 

@@ -369,12 +369,17 @@ def _by_campaign(window: Mapping[tuple[str, str], ChannelFigures]) -> dict[str, 
     return dict(out)
 
 
+def _in_band(eff: float, ref: float) -> bool:
+    """True efficiency within +-10% of the reference (symmetric on the log scale)."""
+    return eff > 0 and ref > 0 and abs(math.log(eff / ref)) <= BAND
+
+
 def _in_band_share(eff: Sequence[float], ref: Sequence[float]) -> float | None:
     """Share of rounds whose true efficiency is within +-10% of the reference."""
     pairs = list(zip(eff, ref, strict=True))
     if not pairs:
         return None
-    inside = sum(1 for e, r in pairs if e > 0 and r > 0 and abs(math.log(e / r)) <= BAND)
+    inside = sum(1 for e, r in pairs if _in_band(e, r))
     return round(inside / len(pairs), 4)
 
 
@@ -382,7 +387,7 @@ def _settle(eff: Sequence[float], ref: Sequence[float], kind: str) -> int | None
     """First round (1-based) from which the true efficiency stays within +-10% of the reference."""
     settled: int | None = None
     for i, (e, r) in enumerate(zip(eff, ref, strict=True)):
-        inside = e > 0 and r > 0 and abs(math.log(e / r)) <= BAND
+        inside = _in_band(e, r)
         if not inside:
             settled = None
         elif settled is None:
@@ -523,9 +528,9 @@ def summarize(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     of None (never settled) counts as worse than any number of rounds."""
     rows = {seed: seed_row(r) for seed, r in per_seed.items()}
 
-    def stats(key: str, higher_is_better: bool) -> dict[str, Any]:
+    def stats(key: str, higher_is_better: bool, never_is_worst: bool = False) -> dict[str, Any]:
         vals = [r[key] for r in rows.values()]
-        if key.startswith("settle"):
+        if never_is_worst:
             ranked = sorted(vals, key=lambda v: math.inf if v is None else v)
         else:
             ranked = sorted(v for v in vals if v is not None)
@@ -540,10 +545,10 @@ def summarize(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
         "per_seed": {str(s): r for s, r in rows.items()},
         "gmv_vs_oracle": stats("gmv_vs_oracle", True),
         "gmv_vs_static": stats("gmv_vs_static", True),
-        "settle_rounds": stats("settle_rounds", False),
+        "settle_rounds": stats("settle_rounds", False, never_is_worst=True),
         "pacing_error": stats("pacing_error", False),
         "in_band_after_20": stats("in_band_after_20", True),
-        "settle_after_shock": stats("settle_after_shock", False),
+        "settle_after_shock": stats("settle_after_shock", False, never_is_worst=True),
     }
 
 
