@@ -131,6 +131,9 @@ class Scenario(_Frozen):
     def campaign_channels(self) -> dict[str, frozenset[str]]:
         return {c.campaign_id: frozenset(c.channels) for c in self.campaigns}
 
+    def campaign_products(self) -> dict[str, frozenset[str]]:
+        return {c.campaign_id: frozenset(c.spus) for c in self.campaigns}
+
     def rates_to_base(self) -> dict[str, float]:
         return {ccy: r for ccy in self.fx.rates_to_cny if (r := self.fx.minor_rate(ccy)) is not None}
 

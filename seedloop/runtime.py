@@ -42,6 +42,7 @@ def processing_rules(settings: Settings, scenario: Scenario) -> ProcessingRules:
         bucket_s=settings.bucket_s,
         campaign_lookbacks=campaign_lookbacks(scenario),
         retention_s=settings.retention_s,
+        campaign_products=scenario.campaign_products() if settings.attribution_scope == "product" else {},
     )
     catalogue = Catalogue(scenario.campaign_channels(), scenario.fx.base, scenario.rates_to_base())
     return ProcessingRules(engine=engine, max_future_s=settings.max_future_s, catalogue=catalogue)

@@ -71,6 +71,11 @@ class Settings(BaseSettings):
         default=7 * 86_400.0, gt=0, description="engaged-touch lookback (7 days)"
     )
     half_life_s: float = Field(default=6 * 3600.0, gt=0, description="time-decay half-life")
+    attribution_scope: Literal["product", "any"] = Field(
+        default="product",
+        description="product: an add-to-cart or checkout credits only ads of campaigns promoting the SPU "
+        "bought; any: every ad in the lookback, whatever it promoted",
+    )
     allowed_lateness_s: float = Field(
         default=3600.0, ge=0, description="event-time lateness before dead-lettering"
     )

@@ -26,8 +26,10 @@ def recount(
     rates_to_base: Mapping[str, float],
     campaign_lookbacks: Mapping[str, Lookback] | None = None,
     retention_s: float = 86_400.0,
+    campaign_products: Mapping[str, frozenset[str]] | None = None,
 ) -> dict[str, int]:
     per_campaign = campaign_lookbacks or {}
+    products = campaign_products or {}
     unlimited = Lookback(float("inf"), float("inf"))
     unique: dict[str, UserAction] = {}
     for e in events:
@@ -55,8 +57,10 @@ def recount(
                 continue
             at = conv.event_ts
             value = 0
+            spu: str | None = None
             if isinstance(conv, AddToCart | Checkout):
                 value = round(conv.value_minor * rates_to_base[conv.currency])
+                spu = conv.spu_id
             out[f"t|{KIND[conv.action]}"] += 1
             if isinstance(conv, Checkout):
                 out["t|gmv"] += value
@@ -66,6 +70,9 @@ def recount(
                 engaged = v.engaged or any(
                     f.creator_id == v.creator_id and v.event_ts <= f.event_ts <= at for f in follows
                 )
+                # A product is only credited to ads of campaigns that promote it.
+                if spu is not None and v.campaign_id in products and spu not in products[v.campaign_id]:
+                    continue
                 lb = per_campaign.get(v.campaign_id, lookback)
                 if not (v.event_ts <= at and at - v.event_ts <= (lb.engaged_s if engaged else lb.view_s)):
                     continue
@@ -108,5 +115,6 @@ def recount_for(settings: Settings, events: Iterable[UserAction]) -> dict[str, i
         for c in scenario.campaigns
         if c.lookback_view_s is not None and c.lookback_engaged_s is not None
     }
+    products = scenario.campaign_products() if settings.attribution_scope == "product" else {}
     return recount(events, Lookback(settings.lookback_view_s, settings.lookback_engaged_s), settings.half_life_s,
-                   scenario.rates_to_base(), per_campaign, settings.retention_s)
+                   scenario.rates_to_base(), per_campaign, settings.retention_s, products)

@@ -46,6 +46,11 @@ class EngineConfig:
     # A campaign's follower counts as retained when the user is active again this long after
     # their first follow credited to the campaign (day-1 retention by default).
     retention_s: float = 86_400.0
+    # campaign -> the SPUs it promotes. An add-to-cart or checkout of an SPU can only credit touches
+    # of campaigns promoting that SPU (a lipstick ad did not sell the serum the user bought next),
+    # as an advertiser's conversion tracking only counts its own products. Empty: any touch may be
+    # credited; a campaign missing from a non-empty map may be credited with any product.
+    campaign_products: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     models: tuple[ModelName, ...] = MODEL_NAMES
     # Derived once (read for every user of every batch): the longest engaged lookback of any campaign.
@@ -84,6 +89,7 @@ class ConversionRecord:
     value_minor: int
     # model -> [(campaign, channel, creator, credit_micro, credit_value)]
     alloc: dict[str, list[Credit]]
+    spu_id: str | None = None  # the product added or bought (None for a follow)
 
 
 @dataclass(slots=True)
@@ -108,7 +114,12 @@ class UserState:
                 [t.at, t.event_id, t.campaign_id, t.channel, t.creative_id, t.creator_id, t.engaged_at]
                 for t in self.touches
             ],
-            "c": [[c.at, c.event_id, c.kind, c.value_minor, c.alloc] for c in self.conversions],
+            "c": [
+                [c.at, c.event_id, c.kind, c.value_minor, c.alloc]
+                if c.spu_id is None
+                else [c.at, c.event_id, c.kind, c.value_minor, c.alloc, c.spu_id]
+                for c in self.conversions
+            ],
             "s": self.seen,
             "f": self.follows,
             "b": self.checkouts,
@@ -129,7 +140,9 @@ class UserState:
         return cls(
             touches=[TouchRecord(*row) for row in data["t"]],
             conversions=[
-                ConversionRecord(c[0], c[1], c[2], c[3], {m: [tuple(x) for x in v] for m, v in c[4].items()})
+                ConversionRecord(
+                    c[0], c[1], c[2], c[3], {m: [tuple(x) for x in v] for m, v in c[4].items()}, *c[5:6]
+                )
                 for c in data["c"]
             ],
             seen=data["s"],
@@ -278,7 +291,7 @@ def apply_events(
                     engaged_any = True
             if engaged_any:
                 _reattribute(state, since=at, cfg=cfg, out=out, channel_weights=channel_weights)
-            _add_conversion(state, event.event_id, at, "follow", 0, cfg, out, channel_weights)
+            _add_conversion(state, event.event_id, at, "follow", 0, None, cfg, out, channel_weights)
         elif isinstance(event, AddToCart | Checkout):
             kind = event.action
             out.add_windowed(bucket, f"t|{KIND_FIELD[kind]}", 1)
@@ -292,9 +305,11 @@ def apply_events(
                     out.add(None, "t|buyers", 1)
                 elif state.checkouts == 2:
                     out.add(None, "t|repeat_buyers", 1)
-            _add_conversion(state, event.event_id, at, kind, event.value_minor, cfg, out, channel_weights)
+            _add_conversion(
+                state, event.event_id, at, kind, event.value_minor, event.spu_id, cfg, out, channel_weights
+            )
             if kind == "checkout":
-                journeys.append(JourneyObservation(_channel_path(_eligible(state, at, cfg)), True))
+                journeys.append(JourneyObservation(_channel_path(_eligible(state, at, cfg, event.spu_id)), True))
     journeys.extend(_prune(state, horizon, cfg))
     _emit_loyalty(loyal_before, loyalty_flags(state, cfg.retention_s), out)
     return UserResult(state, applied, duplicates, journeys)
@@ -385,11 +400,16 @@ def _insert_touch(state: UserState, view: View, at: float, cfg: EngineConfig) ->
         del state.touches[: len(state.touches) - cfg.max_touches]
 
 
-def _eligible(state: UserState, conversion_at: float, cfg: EngineConfig) -> list[Touch]:
+def _eligible(state: UserState, conversion_at: float, cfg: EngineConfig, spu_id: str | None) -> list[Touch]:
     out: list[Touch] = []
+    products = cfg.campaign_products if spu_id is not None else None
     for t in state.touches:
         if t.at > conversion_at:
             break
+        if products:
+            promoted = products.get(t.campaign_id)
+            if promoted is not None and spu_id not in promoted:
+                continue
         engaged = t.engaged_at is not None and t.engaged_at <= conversion_at
         lookback = cfg.lookback_of(t.campaign_id)
         limit = lookback.engaged_s if engaged else lookback.view_s
@@ -477,17 +497,18 @@ def _add_conversion(
     at: float,
     kind: str,
     value_minor: int,
+    spu_id: str | None,
     cfg: EngineConfig,
     out: Increments,
     channel_weights: Mapping[str, float] | None,
 ) -> None:
-    alloc = _allocations(_eligible(state, at, cfg), at, kind, value_minor, cfg, channel_weights)
+    alloc = _allocations(_eligible(state, at, cfg, spu_id), at, kind, value_minor, cfg, channel_weights)
     bucket = bucket_of(at, cfg.bucket_s)
     if alloc:
         _emit(alloc, kind, bucket, +1, out)
     else:
         out.add_windowed(bucket, f"u|{KIND_FIELD[kind]}", 1)
-    state.conversions.append(ConversionRecord(at, event_id, kind, value_minor, alloc))
+    state.conversions.append(ConversionRecord(at, event_id, kind, value_minor, alloc, spu_id))
 
 
 def _reattribute(
@@ -502,7 +523,7 @@ def _reattribute(
         if conv.at < since:
             continue
         new = _allocations(
-            _eligible(state, conv.at, cfg), conv.at, conv.kind, conv.value_minor, cfg, channel_weights
+            _eligible(state, conv.at, cfg, conv.spu_id), conv.at, conv.kind, conv.value_minor, cfg, channel_weights
         )
         if new == conv.alloc:
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import UTC, datetime
 
@@ -13,6 +14,9 @@ from stream_processors.attribution.journey import EngineConfig, Increments, User
 from stream_processors.attribution.models import Lookback
 
 CFG = EngineConfig(lookback=Lookback(view_s=86_400, engaged_s=7 * 86_400), half_life_s=3600, lateness_s=10**9)
+# c1 and c2 both promote s2 (one brand's two campaigns); "s" is nobody's product
+PRODUCTS = {"c1": frozenset({"s1", "s2"}), "c2": frozenset({"s2"}), "c3": frozenset({"s3"})}
+CFG_PRODUCTS = dataclasses.replace(CFG, campaign_products=PRODUCTS)
 T0 = datetime(2026, 11, 11, tzinfo=UTC).timestamp()
 
 
@@ -41,22 +45,22 @@ def view(
     )
 
 
-def checkout(i: int, at: float, value: int = 10_000) -> Checkout:
+def checkout(i: int, at: float, value: int = 10_000, spu: str = "s") -> Checkout:
     return Checkout(
         event_id=f"o{i}",
         user_id="u1",
         event_time=ts(at),
-        spu_id="s",
+        spu_id=spu,
         value_minor=value,
         currency="CNY",
         order_id=f"ord{i}",
     )
 
 
-def run(batches: list[list[UserAction]]) -> dict[tuple[int | None, str], int]:
+def run(batches: list[list[UserAction]], cfg: EngineConfig = CFG) -> dict[tuple[int | None, str], int]:
     state, out = UserState(), Increments()
     for batch in batches:
-        res = apply_events(state, batch, CFG, out, horizon=float("-inf"))
+        res = apply_events(state, batch, cfg, out, horizon=float("-inf"))
         state = UserState.from_json(res.state.to_json())  # as stored in Redis between batches
     return {k: v for k, v in out.by_key.items() if v}
 
@@ -127,8 +131,10 @@ actions = st.lists(
 
 
 def build(spec: list[tuple[str, int, str, bool]]) -> list[UserAction]:
+    """A cart or checkout buys the product numbered like its campaign field (c2 -> s2)."""
     out: list[UserAction] = []
     for i, (kind, at, campaign, flag) in enumerate(spec):
+        spu = "s" + campaign[1:]
         if kind == "view":
             out.append(view(i, at, campaign, "kol", creator=f"k{campaign}", engaged=flag))
         elif kind == "cart":
@@ -137,25 +143,25 @@ def build(spec: list[tuple[str, int, str, bool]]) -> list[UserAction]:
                     event_id=f"a{i}",
                     user_id="u1",
                     event_time=ts(at),
-                    spu_id="s",
+                    spu_id=spu,
                     value_minor=500,
                     currency="CNY",
                 )
             )
         elif kind == "checkout":
-            out.append(checkout(i, at, value=1000 + i))
+            out.append(checkout(i, at, value=1000 + i, spu=spu))
         else:
             out.append(Follow(event_id=f"f{i}", user_id="u1", event_time=ts(at), creator_id=f"k{campaign}"))
     return out
 
 
 @settings(max_examples=100, deadline=None, derandomize=True)
-@given(actions, st.integers(0, 2**32 - 1), st.integers(1, 5))
+@given(actions, st.integers(0, 2**32 - 1), st.integers(1, 5), st.sampled_from([CFG, CFG_PRODUCTS]))
 def test_final_figures_do_not_depend_on_arrival_order_or_batching(
-    spec: list[tuple[str, int, str, bool]], shuffle_seed: int, n_batches: int
+    spec: list[tuple[str, int, str, bool]], shuffle_seed: int, n_batches: int, cfg: EngineConfig
 ) -> None:
     events = build(spec)
-    reference = run([sorted(events, key=lambda e: e.event_ts)])
+    reference = run([sorted(events, key=lambda e: e.event_ts)], cfg)
     shuffled = events[:]
     random.Random(shuffle_seed).shuffle(shuffled)
     cut = sorted(
@@ -166,12 +172,56 @@ def test_final_figures_do_not_depend_on_arrival_order_or_batching(
         batches.append(shuffled[start:end])
         start = end
     batches.append(shuffled[start:])
-    assert run(batches) == reference
+    assert run(batches, cfg) == reference
+
+
+def test_a_purchase_credits_only_campaigns_promoting_the_product() -> None:
+    # c3's view is the last touch, but c3 does not sell s2: the credit goes to c2, the last
+    # touch of a campaign that does.
+    events: list[UserAction] = [view(1, 0, "c1"), view(2, 50, "c2", "feed"), view(3, 100, "c3"), checkout(1, 200, spu="s2")]
+    scoped = run([events], CFG_PRODUCTS)
+    assert scoped[(None, "c|c2|feed|last|checkouts")] == 1_000_000
+    assert scoped[(None, "c|c1|kol|first|checkouts")] == 1_000_000
+    assert not any(k.startswith("c|c3|") and k.endswith(("|checkouts", "|gmv")) for _, k in scoped)
+    # without the product map every touch is eligible, as before
+    assert run([events])[(None, "c|c3|kol|last|checkouts")] == 1_000_000
+
+
+def test_a_product_no_campaign_promotes_stays_unattributed() -> None:
+    scoped = run([[view(1, 0, "c1"), checkout(1, 100, spu="s")]], CFG_PRODUCTS)
+    assert scoped[(None, "u|checkouts")] == 1
+    assert not any(k.startswith("c|") and k.endswith("|checkouts") for _, k in scoped)
+
+
+def test_a_late_touch_of_another_product_does_not_reattribute() -> None:
+    # The conversion's product survives the trip through Redis between the two batches.
+    in_order = run([[view(1, 0, "c1"), view(2, 50, "c3"), checkout(1, 100, spu="s1")]], CFG_PRODUCTS)
+    late = run([[view(1, 0, "c1"), checkout(1, 100, spu="s1")], [view(2, 50, "c3")]], CFG_PRODUCTS)
+    assert late == in_order
+    assert late[(None, "c|c1|kol|last|checkouts")] == 1_000_000
+
+
+def test_state_written_before_products_were_stored_still_loads() -> None:
+    old = b'{"t":[],"c":[[1.0,"o1","checkout",100,{}]],"s":{},"f":{},"b":1,"l":1.0}'
+    (conv,) = UserState.from_json(old).conversions
+    assert conv.spu_id is None and conv.kind == "checkout"
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(actions)
+def test_product_scoped_credit_equals_the_independent_recount(spec: list[tuple[str, int, str, bool]]) -> None:
+    from tests.recount import recount
+
+    events = build(spec)
+    expected = recount(
+        events, CFG.lookback, CFG.half_life_s, {"CNY": 1.0}, retention_s=CFG.retention_s, campaign_products=PRODUCTS
+    )
+    got = {k: v for (b, k), v in run([events], CFG_PRODUCTS).items() if b is None}
+    for key in {k for k in expected if k[:2] in ("c|", "u|", "v|", "l|")} | {k for k in got if k[:2] in ("c|", "u|", "v|", "l|")}:
+        assert got.get(key, 0) == expected.get(key, 0), key
 
 
 def test_campaign_lookbacks_override_the_default() -> None:
-    import dataclasses
-
     short = dataclasses.replace(CFG, campaign_lookbacks={"c1": Lookback(view_s=3600, engaged_s=3600)})
     state, out = UserState(), Increments()
     events: list[UserAction] = [view(1, 0, "c1"), view(2, 0, "c2", "feed"), checkout(1, 7200)]
