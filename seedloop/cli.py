@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -130,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
         "summary across seeds (median and worst); --json then writes {seeds: {...}, summary: {...}}",
     )
     p.add_argument("--seeds-dir", type=Path, help="scenario folder (default ./seeds)")
+    p.add_argument(
+        "--volume",
+        type=_positive_float,
+        default=1.0,
+        help="market size: ad inventory, daily budgets and users times this, rates and targets unchanged "
+        "(default 1); shows how settling depends on the evidence each control round carries",
+    )
 
     p = sub.add_parser(
         "bench",
@@ -314,6 +322,16 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def _seed_list(text: str) -> list[int]:
     from stream_processors.optimizer.evaluate import parse_seeds
 
@@ -321,7 +339,7 @@ def _seed_list(text: str) -> list[int]:
 
 
 def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
-    from stream_processors.optimizer.evaluate import format_evaluations, run_evaluate_seeds
+    from stream_processors.optimizer.evaluate import EvalConfig, format_evaluations, run_evaluate_seeds
 
     out = run_evaluate_seeds(
         settings.seeds_dir,
@@ -330,6 +348,7 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
         days=args.days,
         seeds=args.seeds or [settings.seed],
         workers=args.processes,
+        cfg=EvalConfig(attribution_scope=settings.attribution_scope, volume=args.volume),
     )
     print(format_evaluations(out))
     return 0

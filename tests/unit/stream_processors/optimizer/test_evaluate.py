@@ -7,12 +7,18 @@ from typing import Any
 
 import pytest
 
+from producers.scenario import load_scenario
+from producers.traffic import load_truth
 from stream_processors.optimizer.evaluate import (
+    EvalConfig,
+    evidence_by_round,
     format_evaluation,
     format_evaluations,
+    in_band_bound,
     parse_seeds,
     run_evaluate,
     run_evaluate_seeds,
+    scaled_market,
     summarize,
 )
 
@@ -51,7 +57,7 @@ def test_several_seeds_report_each_and_a_summary(tmp_path: Path) -> None:
         assert set(summary[key]) == {"median", "worst"}
     assert summary["pacing_error"]["worst"] == max(r["pacing_error"] for r in summary["per_seed"].values())
     text = format_evaluations(result)
-    assert "across seeds" in text and "median" in text
+    assert "across seeds" in text and "median" in text and "P<=" in text
 
 
 def test_one_seed_keeps_the_single_json_shape(tmp_path: Path) -> None:
@@ -74,6 +80,7 @@ def _fake(gmv_vs_oracle: float, settle: int | None, pacing: float, shock: int | 
             }
         },
         "shock": {"settle_rounds_after_shock": shock},
+        "evidence": {"rounds": 20, "campaigns": {"c1": {"in_band_bound": 0.5}}, "all_in_band_bound": 0.5},
     }
 
 
@@ -91,3 +98,37 @@ def test_parse_seeds() -> None:
     assert parse_seeds("7, 7,11") == [7, 11]
     with pytest.raises(argparse.ArgumentTypeError):
         parse_seeds("7,x")
+
+
+def test_in_band_bound_grows_with_evidence() -> None:
+    assert in_band_bound(0) == 0.0
+    # 100 carts: a standard error of 10%, about the +-10% band itself: 2 Phi(0.953) - 1
+    assert in_band_bound(100) == pytest.approx(0.6594, abs=1e-3)
+    assert in_band_bound(25) < in_band_bound(100) < in_band_bound(400) < 1.0
+    assert in_band_bound(2000) > 0.99
+
+
+def test_scaled_market_scales_inventory_budgets_only() -> None:
+    scenario, truth = load_scenario(SEEDS), load_truth(SEEDS)
+    assert scaled_market(scenario, truth, 1.0) == (scenario, truth)
+    big, big_truth = scaled_market(scenario, truth, 3.0)
+    for c, b in zip(scenario.campaigns, big.campaigns, strict=True):
+        assert b.daily_budget == pytest.approx(3 * c.daily_budget)
+        assert (b.target, b.bid_floor, b.bid_cap) == (c.target, c.bid_floor, c.bid_cap)
+    for cid, chans in truth.campaigns.items():
+        for ch, t in chans.items():
+            scaled = big_truth.campaigns[cid][ch]
+            assert scaled.inventory_per_hour == pytest.approx(3 * t.inventory_per_hour)
+            assert (scaled.bid_scale, scaled.p_add_to_cart) == (t.bid_scale, t.p_add_to_cart)
+
+
+def test_evidence_scales_with_the_market_and_bounds_settling() -> None:
+    small = evidence_by_round(SEEDS, EvalConfig())
+    large = evidence_by_round(SEEDS, EvalConfig(volume=4.0))
+    assert small["campaigns"].keys() == large["campaigns"].keys()
+    for cid, e in small["campaigns"].items():
+        assert e["carts"] > e["checkouts"] > 0
+        # the oracle's bids do not change when budgets and inventory scale together
+        assert large["campaigns"][cid]["carts"] == pytest.approx(4 * e["carts"], abs=0.5)  # rounded to 0.1
+        assert large["campaigns"][cid]["in_band_bound"] > e["in_band_bound"]
+    assert small["all_in_band_bound"] < large["all_in_band_bound"]
