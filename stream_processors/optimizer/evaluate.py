@@ -29,6 +29,8 @@ controllers on the same seed see the same luck wherever they bid alike (common r
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import json
 import math
 from collections import defaultdict
@@ -57,6 +59,7 @@ from stream_processors.optimizer.controller import (
     RoundInput,
     with_lagged_spend,
 )
+from stream_processors.optimizer.levers import LeverHeadroom, PartCurves, lever_headroom
 from stream_processors.optimizer.pacing import PacingPolicy, plan_fraction
 from stream_processors.optimizer.specs import campaign_specs, catalogue_price
 from stream_processors.processor import Catalogue, _in_base_currency
@@ -105,12 +108,42 @@ class Economics:
         self.weights = {c.campaign_id: {g: shares[g] for g in c.segments} for c in scenario.campaigns}
         self.price = {c.campaign_id: catalogue_price(scenario, c) for c in scenario.campaigns}
 
-    def daily(self, cid: str, ch: str, bid: float) -> tuple[float, float, float]:
+    def daily(
+        self, cid: str, ch: str, bid: float, segment: str | None = None, hour: int | None = None
+    ) -> tuple[float, float, float]:
+        """Expected (spend, checkouts, GMV) per day at `bid`; of one segment's or one hour's share
+        of the auctions only, when given (the parts a segment or hour bid multiplier would split)."""
         ct = self.traffic.channel(cid, ch)
-        views = ct.inventory_per_hour * (1 - math.exp(-bid / ct.bid_scale)) * self.day_mass
-        conv = views * self.traffic.expected_checkouts_per_view(cid, ch, bid, self.weights[cid])
+        weights = self.weights[cid]
+        mass = self.day_mass if hour is None else self.traffic.truth.hour_shape[hour]
+        share = 1.0 if segment is None else weights[segment] / sum(weights.values())
+        views = ct.inventory_per_hour * (1 - math.exp(-bid / ct.bid_scale)) * mass * share
+        per_view = self.traffic.expected_checkouts_per_view(
+            cid, ch, bid, weights if segment is None else {segment: 1.0}
+        )
+        conv = views * per_view
         spend = views * max(1, round(bid / 10)) / 100.0
         return spend, conv, conv * self.price[cid]
+
+    def lever_headroom(self, c: Campaign, lever: Literal["segment", "hour"], points: int = 60) -> LeverHeadroom:
+        """GMV headroom of a bid per segment (or per hour) over one bid per channel, with perfect
+        knowledge of the truth (levers.lever_headroom)."""
+        grid = np.geomspace(c.bid_floor, c.bid_cap, points)
+        parts = list(self.weights[c.campaign_id]) if lever == "segment" else [str(h) for h in range(24)]
+
+        def curves(ch: str, part: str, bids: np.ndarray) -> PartCurves:
+            rows = [
+                self.daily(c.campaign_id, ch, float(b), segment=part)
+                if lever == "segment"
+                else self.daily(c.campaign_id, ch, float(b), hour=int(part))
+                for b in bids
+            ]
+            a = np.array(rows)
+            return a[:, 0], a[:, 1], a[:, 2]
+
+        return lever_headroom(
+            list(c.channels), parts, curves, grid, budget=c.daily_budget, target_kind=c.target_kind, target=c.target
+        )
 
     def efficiency(self, c: Campaign, bids: Mapping[str, float]) -> float:
         s = cv = g = 0.0
@@ -208,6 +241,28 @@ def evidence_by_round(seeds_dir: Path, cfg: EvalConfig, rounds: int = IN_BAND_FR
             "in_band_bound": round(bound, 4),
         }
     return {"rounds": rounds, "volume": cfg.volume, "campaigns": rows, "all_in_band_bound": round(everyone, 4)}
+
+
+@functools.lru_cache(maxsize=4)  # the same for every seed: computed once per scenario and volume
+def lever_report(seeds_dir: Path, volume: float, points: int = 120) -> dict[str, Any]:
+    """Per campaign, the perfect-knowledge GMV headroom of a bid per user segment and of a bid per
+    hour of the day over one bid per channel (Economics.lever_headroom). The truth gives hours no
+    effect on conversion, so the hour figure is the method's own resolution: a lever pays only if
+    its headroom clearly exceeds it (and the seed-to-seed noise of the evaluation)."""
+    scenario, truth = scaled_market(load_scenario(seeds_dir), load_truth(seeds_dir), volume)
+    econ = Economics(scenario, TrafficModel(truth))
+    rows: dict[str, dict[str, float]] = {}
+    totals = {"segment": [0.0, 0.0], "hour": [0.0, 0.0]}
+    for c in scenario.campaigns:
+        row: dict[str, float] = {}
+        for lever in ("segment", "hour"):
+            h = econ.lever_headroom(c, lever, points)
+            row[lever] = round(h.gain, 4)
+            totals[lever][0] += h.split_gmv
+            totals[lever][1] += h.uniform_gmv
+        rows[c.campaign_id] = row
+    overall = {k: round(v[0] / v[1] - 1.0, 4) if v[1] > 0 else 0.0 for k, v in totals.items()}
+    return {"campaigns": rows, "overall": overall}
 
 
 # --- in-process attribution: the figures the live optimizer would read from Redis ---------------
@@ -509,6 +564,7 @@ def run_evaluate(
             "attribution_scope": cfg.attribution_scope,
         },
         "evidence": evidence_by_round(seeds_dir, cfg),
+        "levers": copy.deepcopy(lever_report(seeds_dir, cfg.volume)),
         "policies": {
             p: {k: v for k, v in by[(p, False)].items() if k not in ("trace", "policy", "shock")}
             for p in POLICIES
@@ -724,6 +780,16 @@ def format_evaluation(result: Mapping[str, Any]) -> str:
     for cid, e in ev["campaigns"].items():
         lines.append(f"{cid:<18} {e['carts']:>7.0f} {e['checkouts']:>9.1f} {e['in_band_bound']:>6.2f}")
     lines.append(f"{'all at once':<18} {'':>7} {'':>9} {ev['all_in_band_bound']:>6.4f}")
+    lv = result["levers"]
+    lines += [
+        "",
+        "levers: GMV headroom over one bid per channel with perfect knowledge (hours have no effect in the "
+        "truth: their figure is the method's resolution)",
+        f"{'campaign':<18} {'segment':>8} {'hour':>8}",
+    ]
+    for cid, row in lv["campaigns"].items():
+        lines.append(f"{cid:<18} {row['segment']:>+8.2%} {row['hour']:>+8.2%}")
+    lines.append(f"{'all campaigns':<18} {lv['overall']['segment']:>+8.2%} {lv['overall']['hour']:>+8.2%}")
     s = result["shock"]
     settle = s["settle_rounds_after_shock"]
     lines += [

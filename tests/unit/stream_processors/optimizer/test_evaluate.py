@@ -15,6 +15,7 @@ from stream_processors.optimizer.evaluate import (
     format_evaluation,
     format_evaluations,
     in_band_bound,
+    lever_report,
     parse_seeds,
     run_evaluate,
     run_evaluate_seeds,
@@ -132,3 +133,13 @@ def test_evidence_scales_with_the_market_and_bounds_settling() -> None:
         assert large["campaigns"][cid]["carts"] == pytest.approx(4 * e["carts"], abs=0.5)  # rounded to 0.1
         assert large["campaigns"][cid]["in_band_bound"] > e["in_band_bound"]
     assert small["all_in_band_bound"] < large["all_in_band_bound"]
+
+
+def test_lever_report_covers_every_campaign_and_the_hour_control_is_flat() -> None:
+    report = lever_report(SEEDS, 1.0, 40)
+    assert len(report["campaigns"]) == 10
+    for row in report["campaigns"].values():
+        # the split includes the single bid: never worse
+        assert row["segment"] >= 0 and row["hour"] >= 0
+        # hours have no effect on conversion in the truth: what a bid per hour gains is the grid
+        assert row["hour"] < 0.02
