@@ -20,6 +20,7 @@ ReasonCode = Literal[
     "paused",
     "manual_override",
     "within_band",  # efficiency within tolerance of target: bid held
+    "budget_hold",  # budget-bound campaign behind plan: a cut the evidence does not support, held
 ]
 
 

@@ -70,6 +70,12 @@ class ControlPolicy:
     change_min_carts: float = 8.0  # a shorter window needs this many expected carts to be tested
     memory_gain: float = 0.8  # the largest share of the way to the implied bid moved per round
     memory_evidence_half: float = 25.0  # carts at which the gain is half of memory_gain
+    # A campaign whose budget bound recently and that is now behind its plan lowers an efficiency
+    # bid only on evidence: an estimate at least this many standard errors (1/sqrt(carts)) worse
+    # than the target. Its reference is the budget-limited efficiency, often a few percent better
+    # than the target, so a noise-driven cut leaves budget unspent for nothing.
+    bound_hold_z: float = 3.0
+    bound_memory_rounds: int = 96  # "recently": within this many rounds (two days of 30 min)
 
 
 @dataclass(slots=True)
@@ -143,6 +149,7 @@ class Observation:
     traffic_weight: float = 1.0  # the plan's traffic share of the round just ended
     # pacing's bid factor at which spend keeps to the plan: no raise beyond bid * headroom
     budget_headroom: float | None = None
+    budget_bound: bool = False  # pacing has held the campaign's bids below efficiency lately
 
     @property
     def observed(self) -> float | None:
@@ -384,6 +391,7 @@ def decide(obs: Observation, policy: ControlPolicy, state: ChannelState | None =
         evidence = obs.add_to_carts if obs.add_to_carts > 0 else 4.0 * obs.conversions
         max_gain, half = policy.max_gain, policy.evidence_half
     old_eff = st.eff_bid
+    held = False
     if starved:
         error = -limit * policy.elasticity
         move = -limit
@@ -397,6 +405,11 @@ def decide(obs: Observation, policy: ControlPolicy, state: ChannelState | None =
         gain = max_gain * evidence / (evidence + half) if evidence > 0 else 0.0
         step = gain * math.log(implied / st.eff_bid) if 0 < implied < math.inf else 0.0
         move = _clamp(step if math.isfinite(step) else 0.0, -limit, limit)
+        behind_plan = obs.budget_headroom is not None and obs.budget_headroom > 1.0 and m >= 1.0
+        if move < 0 and obs.budget_bound and behind_plan and evidence > 0:
+            # the estimate's standard error is ~1/sqrt(carts) on the log scale
+            held = -window_error < policy.bound_hold_z / math.sqrt(evidence)
+            move = 0.0 if held else move
         # the error at the bid in force now, for the reason code and the decision log
         error = window_error - policy.elasticity * math.log(obs.bid / window_bid)
     e = error / policy.elasticity
@@ -415,6 +428,8 @@ def decide(obs: Observation, policy: ControlPolicy, state: ChannelState | None =
         return final(wanted, "pacing_ahead", estimate, error)
     if in_band:
         return final(wanted, "pacing_behind" if wanted > obs.bid else "within_band", estimate, error)
+    if held:
+        return final(wanted, "budget_hold", estimate, error)
     return final(wanted, "toward_target", estimate, error)
 
 
@@ -513,6 +528,14 @@ class BidOptimizer:
                     recent_spend=inp.recent_spend.get(cid, 0.0),
                     recent_s=inp.recent_s,
                 )
+                if pstate.multiplier < 1.0:
+                    pstate.rounds_since_bound = 0
+                elif pstate.rounds_since_bound is not None:
+                    pstate.rounds_since_bound += 1
+            bound = (
+                pstate.rounds_since_bound is not None
+                and pstate.rounds_since_bound <= self.policy.bound_memory_rounds
+            )
             pooled = ChannelFigures(
                 spend=sum(inp.window.get((cid, ch), ChannelFigures()).spend for ch in c.channels),
                 conversions=sum(inp.window.get((cid, ch), ChannelFigures()).conversions for ch in c.channels),
@@ -573,6 +596,7 @@ class BidOptimizer:
                         checkout_ratio=ratio if (figs.add_to_carts > 0 or memory) else None,
                         memory=tuple((w, f) for w, f in memory),
                         budget_headroom=pacing.headroom if pacing is not None else None,
+                        budget_bound=bound,
                         traffic_weight=weight,
                     )
                     d = decide(obs, self.policy, st)

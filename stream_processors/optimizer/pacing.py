@@ -54,6 +54,7 @@ class PacingPolicy:
 @dataclass(slots=True)
 class PacingState:
     multiplier: float = 1.0
+    rounds_since_bound: int | None = None  # control rounds since pacing last held bids down
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -230,3 +230,53 @@ def test_variable_memory_detects_a_drop_in_the_cart_rate() -> None:
     d = decide(o, policy, state)
     assert state.changes == 1 and state.memory_s == 4 * 3600.0
     assert d.new_bid < 200.0  # the short memory sees the worse CPA
+
+
+def _weak_over_target(**kw: object) -> Observation:
+    # ~10% over the CPA target on 40 carts: well inside the estimate's noise (1/sqrt(40) = 16%)
+    base: dict[str, object] = dict(spend=1150.0, conversions=10.0, add_to_carts=40.0, checkout_ratio=0.25)
+    base.update(kw)
+    return obs(**base)
+
+
+def test_a_budget_bound_campaign_behind_plan_holds_a_cut_the_evidence_does_not_support() -> None:
+    held = decide(_weak_over_target(budget_bound=True, budget_headroom=1.2), POLICY, ChannelState(200.0, learned=True))
+    assert held.reason == "budget_hold" and held.new_bid == 200.0
+    assert held.error is not None and held.error < 0  # it did see the estimate over target
+    # not budget-bound, or ahead of its plan: the same evidence moves the bid down as before
+    free = decide(_weak_over_target(budget_headroom=1.2), POLICY, ChannelState(200.0, learned=True))
+    ahead = decide(_weak_over_target(budget_bound=True, budget_headroom=0.9), POLICY, ChannelState(200.0, learned=True))
+    assert free.new_bid < 200.0 and free.reason == "toward_target"
+    assert ahead.new_bid < 200.0
+
+
+def test_a_budget_bound_campaign_still_cuts_on_strong_evidence() -> None:
+    # CPA about twice the target on 80 carts: far beyond 3 standard errors
+    o = obs(spend=5000.0, conversions=20.0, add_to_carts=80.0, checkout_ratio=0.25, budget_bound=True, budget_headroom=1.5)
+    d = decide(o, POLICY, ChannelState(200.0, learned=True))
+    assert d.reason == "toward_target" and d.new_bid < 200.0
+
+
+def test_the_optimizer_remembers_when_pacing_last_bound() -> None:
+    spec = CampaignSpec("c1", "cpa", 100.0, 1000.0, 50.0, 800.0, ("feed",), {"feed": 200.0})
+    opt = BidOptimizer([spec], POLICY, PacingPolicy())
+    # half the day's budget gone in the first hour: pacing must hold the bid down
+    fast = RoundInput(
+        seconds_into_day=3600.0, window={}, spent_today={"c1": 500.0}, recent_spend={"c1": 500.0},
+        recent_s=3600.0, bids={("c1", "feed"): 200.0},
+    )
+    opt.step(fast)
+    assert opt.pacing_states["c1"].multiplier < 1.0
+    assert opt.pacing_states["c1"].rounds_since_bound == 0
+    slow = RoundInput(
+        seconds_into_day=7200.0, window={}, spent_today={"c1": 500.0}, recent_spend={"c1": 0.0},
+        recent_s=3600.0, bids={("c1", "feed"): 200.0},
+    )
+    for _ in range(3):
+        opt.step(slow)
+    assert opt.pacing_states["c1"].multiplier == 1.0
+    assert opt.pacing_states["c1"].rounds_since_bound == 3
+    from stream_processors.optimizer.pacing import PacingState
+
+    assert PacingState.from_json(opt.pacing_states["c1"].to_json()).rounds_since_bound == 3
+    assert PacingState.from_json('{"multiplier": 0.5}').rounds_since_bound is None  # state from before
