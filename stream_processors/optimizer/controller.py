@@ -406,7 +406,10 @@ def decide(obs: Observation, policy: ControlPolicy, state: ChannelState | None =
         step = gain * math.log(implied / st.eff_bid) if 0 < implied < math.inf else 0.0
         move = _clamp(step if math.isfinite(step) else 0.0, -limit, limit)
         behind_plan = obs.budget_headroom is not None and obs.budget_headroom > 1.0 and m >= 1.0
-        if move < 0 and obs.budget_bound and behind_plan and evidence > 0:
+        # A detected change (memory cut back to the short window) is already significant evidence:
+        # the short window's few carts must not hold the cut it calls for.
+        after_change = st.memory_s is not None
+        if move < 0 and obs.budget_bound and behind_plan and not after_change and evidence > 0:
             # the estimate's standard error is ~1/sqrt(carts) on the log scale
             held = -window_error < policy.bound_hold_z / math.sqrt(evidence)
             move = 0.0 if held else move

@@ -280,3 +280,11 @@ def test_the_optimizer_remembers_when_pacing_last_bound() -> None:
 
     assert PacingState.from_json(opt.pacing_states["c1"].to_json()).rounds_since_bound == 3
     assert PacingState.from_json('{"multiplier": 0.5}').rounds_since_bound is None  # state from before
+
+
+def test_a_detected_change_is_not_held_back_by_the_short_window() -> None:
+    # memory_s set: a change was detected and the estimate reads only the short window since; the
+    # change test was the evidence, so the cut goes through however few carts that window holds
+    state = ChannelState(200.0, learned=True, memory_s=4 * 3600.0)
+    d = decide(_weak_over_target(budget_bound=True, budget_headroom=1.2), POLICY, state)
+    assert d.reason == "toward_target" and d.new_bid < 200.0
