@@ -531,14 +531,8 @@ class BidOptimizer:
                     recent_spend=inp.recent_spend.get(cid, 0.0),
                     recent_s=inp.recent_s,
                 )
-                if pstate.multiplier < 1.0:
-                    pstate.rounds_since_bound = 0
-                elif pstate.rounds_since_bound is not None:
-                    pstate.rounds_since_bound += 1
-            bound = (
-                pstate.rounds_since_bound is not None
-                and pstate.rounds_since_bound <= self.policy.bound_memory_rounds
-            )
+                pstate.count_round()
+            bound = pstate.bound_within(self.policy.bound_memory_rounds)
             pooled = ChannelFigures(
                 spend=sum(inp.window.get((cid, ch), ChannelFigures()).spend for ch in c.channels),
                 conversions=sum(inp.window.get((cid, ch), ChannelFigures()).conversions for ch in c.channels),

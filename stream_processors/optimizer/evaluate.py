@@ -108,6 +108,12 @@ class Economics:
         self.weights = {c.campaign_id: {g: shares[g] for g in c.segments} for c in scenario.campaigns}
         self.price = {c.campaign_id: catalogue_price(scenario, c) for c in scenario.campaigns}
 
+    @classmethod
+    def load(cls, seeds_dir: Path, volume: float = 1.0) -> Economics:
+        """The seeded market (scaled by `volume`, see scaled_market) and a fresh traffic model."""
+        scenario, truth = scaled_market(load_scenario(seeds_dir), load_truth(seeds_dir), volume)
+        return cls(scenario, TrafficModel(truth))
+
     def daily(
         self, cid: str, ch: str, bid: float, segment: str | None = None, hour: int | None = None
     ) -> tuple[float, float, float]:
@@ -217,9 +223,8 @@ def evidence_by_round(seeds_dir: Path, cfg: EvalConfig, rounds: int = IN_BAND_FR
     """Expected add-to-carts and checkouts each campaign's ads cause in the first `rounds` control
     rounds at the oracle's bids (from the traffic model, the same for every seed), and the bound
     they put on being within +-10% of the reference at that round (`in_band_bound`)."""
-    scenario, truth = scaled_market(load_scenario(seeds_dir), load_truth(seeds_dir), cfg.volume)
-    traffic = TrafficModel(truth)
-    econ = Economics(scenario, traffic)
+    econ = Economics.load(seeds_dir, cfg.volume)
+    scenario, traffic = econ.scenario, econ.traffic
     start = SimConfig(seed=cfg.seed).start_ts
     rows: dict[str, dict[str, float]] = {}
     everyone = 1.0
@@ -249,8 +254,8 @@ def lever_report(seeds_dir: Path, volume: float, points: int = 120) -> dict[str,
     hour of the day over one bid per channel (Economics.lever_headroom). The truth gives hours no
     effect on conversion, so the hour figure is the method's own resolution: a lever pays only if
     its headroom clearly exceeds it (and the seed-to-seed noise of the evaluation)."""
-    scenario, truth = scaled_market(load_scenario(seeds_dir), load_truth(seeds_dir), volume)
-    econ = Economics(scenario, TrafficModel(truth))
+    econ = Economics.load(seeds_dir, volume)
+    scenario = econ.scenario
     rows: dict[str, dict[str, float]] = {}
     totals = {"segment": [0.0, 0.0], "hour": [0.0, 0.0]}
     for c in scenario.campaigns:
@@ -328,9 +333,8 @@ def scaled_market(scenario: Scenario, truth: Truth, volume: float) -> tuple[Scen
 
 
 def _run(seeds_dir: Path, cfg: EvalConfig, policy: str, shock: bool) -> dict[str, Any]:
-    scenario, truth = scaled_market(load_scenario(seeds_dir), load_truth(seeds_dir), cfg.volume)
-    traffic = TrafficModel(truth)
-    econ = Economics(scenario, traffic)
+    econ = Economics.load(seeds_dir, cfg.volume)
+    scenario, traffic = econ.scenario, econ.traffic
     scheduler = AdScheduler(scenario)
     sim = Simulator(scenario, traffic, scheduler, SimConfig(seed=cfg.seed, users=round(cfg.users * cfg.volume)))
     start = sim.now

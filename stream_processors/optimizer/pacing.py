@@ -56,6 +56,16 @@ class PacingState:
     multiplier: float = 1.0
     rounds_since_bound: int | None = None  # control rounds since pacing last held bids down
 
+    def count_round(self) -> None:
+        """Once per control round, after `pace`: pacing binds while its multiplier is below 1."""
+        if self.multiplier < 1.0:
+            self.rounds_since_bound = 0
+        elif self.rounds_since_bound is not None:
+            self.rounds_since_bound += 1
+
+    def bound_within(self, rounds: int) -> bool:
+        return self.rounds_since_bound is not None and self.rounds_since_bound <= rounds
+
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
