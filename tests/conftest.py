@@ -1,8 +1,13 @@
-"""Shared fixtures. Services are started per test by factories (cheap: Tansu and valkey start in
-well under a second), with unique topic prefixes, so tests never share state."""
+"""Shared fixtures. Every test that asks for `stack` (or `settings`) runs once per service tier
+chosen by `SEEDLOOP_TEST_SERVICES` (tests/services.py: the embedded Tansu + valkey, and Apache
+Kafka + Redis, local or from testcontainers). Redis servers and the embedded broker are started per
+test (they start in well under a second); Apache Kafka once per session, with unique topic
+prefixes and consumer groups per test, so tests never share state."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -13,17 +18,94 @@ from pathlib import Path
 import pytest
 import redis
 
-from seedloop.embedded import EmbeddedStack, free_port
+from seedloop.apache_kafka import ApacheKafka
+from seedloop.embedded import free_port
 from seedloop.settings import Settings
+from tests.services import (
+    SETTING,
+    RedisCluster,
+    ServiceStack,
+    containers,
+    docker_answers,
+    make_stack,
+    redis_server_binary,
+    select_tiers,
+)
 
 REPO = Path(__file__).resolve().parent.parent
+SERVICE_TIERS = select_tiers(os.environ.get(SETTING), docker_answers)
+
+
+@pytest.fixture(scope="session")
+def session_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], ApacheKafka]]:
+    """One Apache Kafka for the session's `local` tests, started on first use only."""
+    started: list[ApacheKafka] = []
+
+    def get() -> ApacheKafka:
+        if not started:
+            started.append(ApacheKafka(data_dir=tmp_path_factory.mktemp("apache-kafka")).start())
+        return started[0]
+
+    yield get
+    for kafka in started:
+        kafka.stop()
+
+
+@pytest.fixture(scope="session")
+def session_containers() -> Iterator[Callable[[], tuple[str, str]]]:
+    """Kafka and Redis containers for the session's `testcontainers` tests, started on first use."""
+    stack = contextlib.ExitStack()
+    started: list[tuple[str, str]] = []
+
+    def get() -> tuple[str, str]:
+        if not started:
+            started.append(stack.enter_context(containers()))
+        return started[0]
+
+    with stack:
+        yield get
+
+
+@pytest.fixture(params=SERVICE_TIERS)
+def stack(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    session_kafka: Callable[[], ApacheKafka],
+    session_containers: Callable[[], tuple[str, str]],
+) -> Iterator[ServiceStack]:
+    """A real Kafka broker and a real Redis server of one tier, on localhost."""
+    with make_stack(request.param, tmp_path, session_kafka, session_containers) as s:
+        yield s
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[EmbeddedStack]:
-    """A real Kafka-protocol broker and a real Redis server, on free localhost ports."""
-    with EmbeddedStack(log_dir=tmp_path / "stack") as s:
-        yield s
+def apache_kafka(tmp_path: Path) -> Iterator[Callable[..., ApacheKafka]]:
+    """Factory: this test's own Apache Kafka of `nodes` nodes (for faults that stop brokers)."""
+    started: list[ApacheKafka] = []
+
+    def start(nodes: int = 1, **config: str) -> ApacheKafka:
+        kafka = ApacheKafka(nodes=nodes, data_dir=tmp_path / f"kafka-{len(started)}", broker_config=config)
+        started.append(kafka)
+        return kafka.start()
+
+    yield start
+    for kafka in started:
+        kafka.stop()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[Callable[..., RedisCluster]]:
+    """Factory: a Redis Cluster of three masters on loopback (Debian's redis-server)."""
+    started: list[RedisCluster] = []
+
+    def start(masters: int = 3) -> RedisCluster:
+        cluster = RedisCluster(tmp_path / f"redis-cluster-{len(started)}", masters, redis_server_binary())
+        started.append(cluster)
+        return cluster.start()
+
+    yield start
+    for cluster in started:
+        cluster.stop()
 
 
 @pytest.fixture
@@ -32,7 +114,7 @@ def unique_prefix() -> str:
 
 
 @pytest.fixture
-def settings(stack: EmbeddedStack, unique_prefix: str) -> Settings:
+def settings(stack: ServiceStack, unique_prefix: str) -> Settings:
     return Settings(
         kafka_bootstrap_servers=stack.bootstrap,
         redis_url=stack.redis_url,
