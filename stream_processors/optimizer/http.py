@@ -1,174 +1,423 @@
-"""The optimizer's HTTP endpoint (127.0.0.1:$SEEDLOOP_OPTIMIZER_PORT by default).
+"""The optimizer's HTTP endpoint (127.0.0.1:$SEEDLOOP_OPTIMIZER_PORT by default), on aiohttp.
 
 Read-only, no token:
     GET  /metrics                                   Prometheus exposition
     GET  /api/bids                                  current bids, paused campaigns, overrides
-    GET  /api/decisions?limit=N                     the latest decisions, newest first
+    GET  /api/decisions?limit=N                     the latest decisions, newest first (N: 1-1000, default 100)
     GET  /api/audiences                             remarketing audience sizes
-    GET  /api/audiences/{name}?limit=N              members (cart_abandoners | engaged | buyers), newest first
-Control, `Authorization: Bearer $SEEDLOOP_CONTROL_TOKEN` required (disabled when no token is set):
+    GET  /api/audiences/{name}?limit=N              members (cart_abandoners | engaged | buyers), newest
+                                                    first (N: 1-100000, default 1000)
+Control, `Authorization: Bearer $SEEDLOOP_CONTROL_TOKEN` required (503 when no token is set):
     POST   /api/campaigns/{id}/pause | /resume
-    PUT    /api/campaigns/{id}/bids/{channel}       body {"bid": 123.0}: pin a bid (manual override)
+    PUT    /api/campaigns/{id}/bids/{channel}       `Content-Type: application/json`, body {"bid": 123.0}:
+                                                    pin a bid (manual override) within the campaign's
+                                                    floor and cap
     DELETE /api/campaigns/{id}/bids/{channel}       clear the override
+
+Every error is JSON, `{"error": "<reason>"}`: 400 malformed HTTP or an invalid query or body, 401 a
+missing or wrong token, 404 an unknown route, campaign, channel or audience, 405 a wrong method,
+408 a body that does not arrive in time, 413 a body over MAX_BODY bytes, 415 a body that is not
+JSON, 503 control disabled or Redis unavailable, 500 anything else (logged).
+
+The service's calls are synchronous (redis-py), so handlers run them in worker threads; the
+server has its own event loop in a daemon thread, so `seedloop optimize` and the demo keep their
+synchronous `ControlServer(...).start()` / `.stop()`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import hmac
-import json
 import logging
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
+import redis
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stream_processors.audiences import audience_sizes, read_audience
 from stream_processors.optimizer.service import OptimizerService
 
 log = logging.getLogger("seedloop.optimizer.http")
+
 MAX_BODY = 4096
+# A declared body must arrive within this long: a client that announces more bytes than it sends
+# gets a 408 instead of holding a handler forever.
+BODY_TIMEOUT_S = 5.0
+# A connection that stays idle this long, or never completes its request headers, is closed.
+IDLE_TIMEOUT_S = 5.0
+JSON_TYPE = "application/json"
+# Open connections get this long to finish when the server stops; start/stop wait at most CALL_TIMEOUT_S.
+STOP_TIMEOUT_S = 10.0
+CALL_TIMEOUT_S = 30.0
+
+M = TypeVar("M", bound=BaseModel)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class ControlServer:
-    def __init__(self, service: OptimizerService, host: str, port: int, token: str | None) -> None:
+# --- request models ----------------------------------------------------------------------------
+class DecisionsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class AudienceQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    limit: int = Field(default=1000, ge=1, le=100_000)
+
+
+class BidBody(BaseModel):
+    # strict: `true` and `"1"` are not bids (lax mode would read them as 1.0).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    bid: float = Field(gt=0, allow_inf_nan=False)
+
+
+# --- errors ------------------------------------------------------------------------------------
+class ApiError(Exception):
+    """A request the API refuses: answered as `{"error": reason}` with this status."""
+
+    def __init__(
+        self, status: int, reason: str, headers: dict[str, str] | None = None, *, close: bool = False
+    ) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers or {}
+        self.close = close  # the connection cannot carry another request (a body left half-read)
+
+
+def error_response(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": reason}, status=status, headers=headers)
+
+
+def describe(exc: ValidationError, what: str) -> str:
+    """Pydantic's errors as one line, without echoing the input back (it may be large)."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{where}: {err['msg']}" if where else err["msg"])
+    return f"invalid {what}: " + "; ".join(parts)
+
+
+# Reasons for the errors aiohttp raises itself (routing, body size).
+AIOHTTP_REASONS = {
+    404: "not found",
+    405: "method not allowed",
+    413: f"request body over {MAX_BODY} bytes",
+}
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer every failure as JSON; bound the body before anything reads it."""
+    try:
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            raise ApiError(413, AIOHTTP_REASONS[413])
+        return await handler(request)
+    except ApiError as exc:
+        resp = error_response(exc.status, exc.reason, exc.headers)
+        if exc.close:
+            resp.force_close()
+        return resp
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        # Keep `Allow` on a 405; the rest of aiohttp's headers describe its plain-text body.
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(exc.status, AIOHTTP_REASONS.get(exc.status, exc.reason.lower()), headers)
+    except redis.RedisError:
+        log.exception("HTTP request failed: Redis unavailable", extra={"path": request.path})
+        return error_response(503, "Redis unavailable")
+    except Exception:
+        log.exception("HTTP request failed", extra={"path": request.path})
+        return error_response(500, "internal error")
+
+
+class JsonErrorProtocol(web.RequestHandler):
+    """aiohttp answers a request it cannot parse (a negative or non-numeric Content-Length, a garbage
+    request line, oversized headers) before any middleware runs, in plain text: answer in JSON like
+    every other error. The connection is closed after it: the stream cannot be resynchronised."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            # A response is already under way: no second one can follow (as aiohttp itself does).
+            raise ConnectionError("response already started; cannot send an error response")
+        if status >= 500:
+            log.error("HTTP request failed", exc_info=exc)
+            reason = "internal error"
+        else:
+            # Only the first line: the rest quotes the offending bytes, which may hold a token.
+            reason = (message or "malformed HTTP request").splitlines()[0].rstrip(": ")[:200]
+            log.info("malformed HTTP request rejected", extra={"status": status,
+                                                               "error_class": type(exc).__name__})
+        resp = error_response(status, reason)
+        resp.force_close()
+        return resp
+
+
+# --- handlers ----------------------------------------------------------------------------------
+def parse_query(request: web.Request, model: type[M]) -> M:
+    query = request.query
+    repeated = sorted({k for k in query if len(query.getall(k)) > 1})
+    if repeated:
+        raise ApiError(400, f"invalid query: repeated parameter {', '.join(repeated)}")
+    try:
+        return model.model_validate(dict(query))
+    except ValidationError as exc:
+        raise ApiError(400, describe(exc, "query")) from exc
+
+
+async def parse_body(request: web.Request, model: type[M], timeout_s: float) -> M:
+    if request.content_type != JSON_TYPE:
+        raise ApiError(415, f"Content-Type must be {JSON_TYPE}")
+    try:
+        async with asyncio.timeout(timeout_s):
+            raw = await request.read()  # past client_max_size (a chunked body): HTTPRequestEntityTooLarge
+    except TimeoutError as exc:
+        raise ApiError(408, f"request body not received within {timeout_s:g} s", close=True) from exc
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ApiError(400, describe(exc, "body")) from exc
+
+
+def overrides_body(service: OptimizerService) -> dict[str, Any]:
+    return {"overrides": [{"campaign_id": c, "channel": ch, "bid": b}
+                          for (c, ch), b in sorted(service.overrides().items())]}
+
+
+def bids_body(service: OptimizerService) -> dict[str, Any]:
+    return {
+        "bids": [{"campaign_id": c, "channel": ch, "bid": b} for (c, ch), b in sorted(service.current_bids().items())],
+        "paused": sorted(service.paused()),
+        **overrides_body(service),
+    }
+
+
+class Api:
+    """The routes; `token` None disables the control endpoints."""
+
+    def __init__(self, service: OptimizerService, token: str | None, body_timeout_s: float) -> None:
         self.service = service
-        self.token = token
-        handler = _make_handler(self)
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="optimizer-http", daemon=True)
+        # Compare digests, not the strings: equal lengths, so the comparison time says nothing
+        # about the token (hmac.compare_digest alone still returns early on a length mismatch).
+        self._token_digest = hashlib.sha256(f"Bearer {token}".encode()).digest() if token else None
+        self.body_timeout_s = body_timeout_s
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/metrics", self.metrics),
+            web.get("/api/bids", self.bids),
+            web.get("/api/decisions", self.decisions),
+            web.get("/api/audiences", self.audiences),
+            web.get("/api/audiences/{name}", self.audience),
+            web.post("/api/campaigns/{campaign_id}/pause", self.pause),
+            web.post("/api/campaigns/{campaign_id}/resume", self.resume),
+            web.put("/api/campaigns/{campaign_id}/bids/{channel}", self.put_bid),
+            web.delete("/api/campaigns/{campaign_id}/bids/{channel}", self.delete_bid),
+        ]
+
+    # --- read-only ---
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.service.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def bids(self, request: web.Request) -> web.Response:
+        return web.json_response(await asyncio.to_thread(bids_body, self.service))
+
+    async def decisions(self, request: web.Request) -> web.Response:
+        q = parse_query(request, DecisionsQuery)
+        return web.json_response({"decisions": await asyncio.to_thread(self.service.recent_decisions, q.limit)})
+
+    async def audiences(self, request: web.Request) -> web.Response:
+        s = self.service
+        return web.json_response(await asyncio.to_thread(audience_sizes, s.redis, s.keys, s.reader.partitions))
+
+    async def audience(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        q = parse_query(request, AudienceQuery)
+        s = self.service
+        try:
+            members = await asyncio.to_thread(read_audience, s.redis, s.keys, s.reader.partitions, name, q.limit)
+        except KeyError as exc:
+            raise ApiError(404, f"unknown audience {name!r}") from exc
+        return web.json_response({"audience": name, "members": [{"user_id": u, "at": t} for u, t in members]})
+
+    # --- control ---
+    def authorise(self, request: web.Request) -> None:
+        if self._token_digest is None:
+            raise ApiError(503, "control disabled: set SEEDLOOP_CONTROL_TOKEN to enable the control endpoints")
+        given = request.headers.get("Authorization")
+        if given is None:
+            raise ApiError(401, "missing bearer token", {"WWW-Authenticate": 'Bearer realm="seedloop"'})
+        digest = hashlib.sha256(given.encode("utf-8", "surrogateescape")).digest()
+        if not hmac.compare_digest(digest, self._token_digest):
+            raise ApiError(401, "wrong bearer token",
+                           {"WWW-Authenticate": 'Bearer realm="seedloop", error="invalid_token"'})
+
+    def target(self, request: web.Request, with_channel: bool) -> tuple[str, str]:
+        """The campaign (and channel) of the path, 404 unless the scenario has it."""
+        campaign_id = request.match_info["campaign_id"]
+        channel = request.match_info.get("channel", "") if with_channel else ""
+        try:
+            campaign = self.service.scenario.campaign(campaign_id)
+        except KeyError as exc:
+            raise ApiError(404, f"unknown campaign {campaign_id!r}") from exc
+        if with_channel and channel not in campaign.channels:
+            raise ApiError(404, f"campaign {campaign_id!r} has no channel {channel!r}")
+        return campaign_id, channel
+
+    async def pause(self, request: web.Request) -> web.Response:
+        return await self._set_paused(request, True)
+
+    async def resume(self, request: web.Request) -> web.Response:
+        return await self._set_paused(request, False)
+
+    async def _set_paused(self, request: web.Request, paused: bool) -> web.Response:
+        self.authorise(request)
+        campaign_id, _ = self.target(request, with_channel=False)
+        await asyncio.to_thread(self.service.pause if paused else self.service.resume, campaign_id)
+        log.info("campaign %s by operator", "paused" if paused else "resumed", extra={"campaign": campaign_id})
+        now_paused = campaign_id in await asyncio.to_thread(self.service.paused)
+        return web.json_response({"campaign_id": campaign_id, "paused": now_paused})
+
+    async def put_bid(self, request: web.Request) -> web.Response:
+        self.authorise(request)
+        campaign_id, channel = self.target(request, with_channel=True)
+        bid = (await parse_body(request, BidBody, self.body_timeout_s)).bid
+        campaign = self.service.scenario.campaign(campaign_id)
+        # The controller would clamp an override to [floor, cap] anyway; refusing says so now.
+        if not campaign.bid_floor <= bid <= campaign.bid_cap:
+            raise ApiError(400, f"invalid body: bid: must be within the campaign's floor {campaign.bid_floor:g} "
+                                f"and cap {campaign.bid_cap:g}")
+        await asyncio.to_thread(self.service.override, campaign_id, channel, bid)
+        log.info("bid overridden by operator", extra={"campaign": campaign_id, "channel": channel, "bid": bid})
+        return web.json_response(await asyncio.to_thread(overrides_body, self.service))
+
+    async def delete_bid(self, request: web.Request) -> web.Response:
+        self.authorise(request)
+        campaign_id, channel = self.target(request, with_channel=True)
+        await asyncio.to_thread(self.service.clear_override, campaign_id, channel)
+        log.info("bid override cleared by operator", extra={"campaign": campaign_id, "channel": channel})
+        return web.json_response(await asyncio.to_thread(overrides_body, self.service))
+
+
+def build_app(service: OptimizerService, token: str | None, body_timeout_s: float = BODY_TIMEOUT_S) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors])
+    app.add_routes(Api(service, token, body_timeout_s).routes())
+    return app
+
+
+# --- server ------------------------------------------------------------------------------------
+class ControlServer:
+    """The HTTP server on its own event loop in a daemon thread. start() returns once the port is
+    bound (OSError if it cannot be); stop() closes the listener and open connections."""
+
+    def __init__(
+        self,
+        service: OptimizerService,
+        host: str,
+        port: int,
+        token: str | None,
+        *,
+        body_timeout_s: float = BODY_TIMEOUT_S,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+    ) -> None:
+        self.host = host
+        self._requested_port = port
+        self._app = build_app(service, token, body_timeout_s)
+        self._idle_timeout_s = idle_timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
 
     @property
     def port(self) -> int:
-        return int(self.httpd.server_address[1])
+        if self._listener is None:
+            raise RuntimeError("the server is not started")
+        return int(self._listener.sockets[0].getsockname()[1])
 
     def start(self) -> ControlServer:
-        self.thread.start()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="optimizer-http", daemon=True)
+        self._thread.start()
+        try:
+            self._call(self._open())
+        except BaseException:
+            self._halt_loop()
+            raise
         return self
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        if self._loop is None:
+            return
+        try:
+            self._call(self._close())
+        finally:
+            self._halt_loop()
 
+    def _call(self, coro: Any) -> Any:
+        assert self._loop is not None
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return future.result(CALL_TIMEOUT_S)
 
-def _make_handler(server: ControlServer) -> type[BaseHTTPRequestHandler]:
-    service = server.service
+    def _halt_loop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(STOP_TIMEOUT_S)
+        if not thread.is_alive():
+            loop.close()
+        self._loop = None
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "seedloop-optimizer"
+    async def _open(self) -> None:
+        runner = web.AppRunner(self._app, access_log=None, shutdown_timeout=STOP_TIMEOUT_S)
+        await runner.setup()
+        self._runner = runner
+        manager, loop = runner.server, asyncio.get_running_loop()
+        assert manager is not None
 
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("http %s", format % args)
+        def protocol() -> JsonErrorProtocol:
+            # access_log=None: no line per request (aiohttp's typing does not say None is allowed).
+            return JsonErrorProtocol(manager, loop=loop, access_log=None,  # type: ignore[arg-type]
+                                     keepalive_timeout=self._idle_timeout_s)
 
-        def _send(self, status: int, body: Any, content_type: str = "application/json") -> None:
-            data = body if isinstance(body, bytes) else json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+        # Our own listener rather than web.TCPSite, for the protocol class that answers unparseable
+        # requests in JSON; AppRunner.cleanup() still closes its connections (they register with
+        # the runner's server).
+        try:
+            self._listener = await loop.create_server(protocol, self.host, self._requested_port,
+                                                      reuse_address=True)
+        except BaseException:
+            await runner.cleanup()
+            self._runner = None
+            raise
 
-        def _authorised(self) -> bool:
-            if not server.token:
-                self._send(403, {"error": "control endpoints are disabled: set SEEDLOOP_CONTROL_TOKEN"})
-                return False
-            given = self.headers.get("Authorization", "")
-            expected = f"Bearer {server.token}"
-            # Constant-time comparison: the token must not leak through response timing.
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                self._send(401, {"error": "missing or wrong bearer token"})
-                return False
-            return True
-
-        def do_GET(self) -> None:
-            url = urlsplit(self.path)
-            if url.path == "/metrics":
-                self._send(200, generate_latest(service.metrics.registry), CONTENT_TYPE_LATEST)
-            elif url.path == "/api/bids":
-                self._send(
-                    200,
-                    {
-                        "bids": [
-                            {"campaign_id": c, "channel": ch, "bid": b}
-                            for (c, ch), b in sorted(service.current_bids().items())
-                        ],
-                        "paused": sorted(service.paused()),
-                        "overrides": [
-                            {"campaign_id": c, "channel": ch, "bid": b}
-                            for (c, ch), b in sorted(service.overrides().items())
-                        ],
-                    },
-                )
-            elif url.path == "/api/decisions":
-                limit = int(parse_qs(url.query).get("limit", ["100"])[0])
-                self._send(200, {"decisions": service.recent_decisions(max(1, min(limit, 1000)))})
-            elif url.path == "/api/audiences":
-                self._send(200, audience_sizes(service.redis, service.keys, service.reader.partitions))
-            elif url.path.startswith("/api/audiences/"):
-                name = url.path.rsplit("/", 1)[1]
-                limit = int(parse_qs(url.query).get("limit", ["1000"])[0])
-                try:
-                    members = read_audience(service.redis, service.keys, service.reader.partitions, name,
-                                            max(1, min(limit, 100_000)))
-                except KeyError:
-                    self._send(404, {"error": f"unknown audience {name!r}"})
-                    return
-                self._send(200, {"audience": name, "members": [{"user_id": u, "at": t} for u, t in members]})
-            else:
-                self._send(404, {"error": "not found"})
-
-        def _route(self, method: str) -> None:
-            parts = [p for p in urlsplit(self.path).path.split("/") if p]
-            if len(parts) < 4 or parts[:2] != ["api", "campaigns"]:
-                self._send(404, {"error": "not found"})
-                return
-            if not self._authorised():
-                return
-            campaign = parts[2]
-            try:
-                if method == "POST" and len(parts) == 4 and parts[3] in ("pause", "resume"):
-                    (service.pause if parts[3] == "pause" else service.resume)(campaign)
-                    log.info("campaign %sd by operator", parts[3], extra={"campaign": campaign})
-                    self._send(200, {"campaign_id": campaign, "paused": campaign in service.paused()})
-                elif len(parts) == 5 and parts[3] == "bids" and method in ("PUT", "DELETE"):
-                    channel = parts[4]
-                    if method == "PUT":
-                        length = int(self.headers.get("Content-Length", "0"))
-                        if length > MAX_BODY:
-                            self._send(413, {"error": "body too large"})
-                            return
-                        body = json.loads(self.rfile.read(length) or b"{}")
-                        service.override(campaign, channel, float(body["bid"]))
-                        log.info(
-                            "bid overridden by operator",
-                            extra={"campaign": campaign, "channel": channel, "bid": body["bid"]},
-                        )
-                    else:
-                        service.clear_override(campaign, channel)
-                    self._send(
-                        200,
-                        {
-                            "overrides": [
-                                {"campaign_id": c, "channel": ch, "bid": b}
-                                for (c, ch), b in sorted(service.overrides().items())
-                            ]
-                        },
-                    )
-                else:
-                    self._send(404, {"error": "not found"})
-            except KeyError as exc:
-                self._send(404, {"error": f"unknown campaign or channel: {exc}"})
-            except (ValueError, TypeError) as exc:
-                self._send(400, {"error": str(exc)})
-
-        def do_POST(self) -> None:
-            self._route("POST")
-
-        def do_PUT(self) -> None:
-            self._route("PUT")
-
-        def do_DELETE(self) -> None:
-            self._route("DELETE")
-
-    return Handler
+    async def _close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._listener is not None:
+            await self._listener.wait_closed()
+        # What is left (a connection still draining a refused body) is ended here, not left pending
+        # on a loop that is about to stop.
+        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in leftover:
+            task.cancel()
+        for result in await asyncio.gather(*leftover, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.warning("HTTP connection ended with an error at shutdown", exc_info=result)
