@@ -358,7 +358,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "bench":
         from seedloop.bench import format_bench, run_bench
+        from seedloop.embedded import embedded_problem
 
+        if problem := embedded_problem():
+            print(f"seedloop bench: {problem}", file=sys.stderr)
+            return 2
         configure_logging("console", "WARNING")
         result = run_bench(args.json_path, quick=args.quick, progress=lambda msg: print(msg, file=sys.stderr))
         print(format_bench(result))
@@ -375,6 +379,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"seedloop: invalid settings: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
+    if args.command in ("stack", "soak") or (
+        args.command == "demo" and (settings.kafka_bootstrap_servers is None or settings.redis_url is None)
+    ):
+        from seedloop.embedded import embedded_problem
+
+        # The embedded services are an optional extra (not in the production image): say so in one line.
+        if problem := embedded_problem():
+            print(f"seedloop {args.command}: {problem}", file=sys.stderr)
+            return 2
     if args.command == "demo":
         from seedloop.demo import run_demo
 

