@@ -223,9 +223,10 @@ def cmd_stack(settings: Settings) -> int:
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
-    from producers.runner import RunLimits, run_simulation
+    from producers.runner import ProductionMetrics, RunLimits, run_simulation, serve_metrics
     from seedloop import runtime
     from seedloop.topics import ensure_topics
+    from stream_processors.metrics import SimulatorMetrics
 
     scenario = runtime.scenario_of(settings)
     ensure_topics(settings)
@@ -235,8 +236,21 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     limits = RunLimits(
         max_events=args.events, duration_s=args.duration, rate=settings.rate, speed=settings.sim_speed
     )
+    # /metrics on SEEDLOOP_WEB_HOST:SEEDLOOP_SIMULATOR_PORT (Prometheus job seedloop-simulator).
+    metrics = SimulatorMetrics()
+    server = serve_metrics(metrics, settings.web_host, settings.simulator_port)
     started = time.monotonic()
-    produced = run_simulation(sim, sink, reader, limits, should_stop=_stop_flag())
+    try:
+        produced = run_simulation(
+            sim,
+            sink,
+            reader,
+            limits,
+            metrics=ProductionMetrics.for_prefix(metrics, settings.topic_prefix),
+            should_stop=_stop_flag(),
+        )
+    finally:
+        server.stop()
     elapsed = time.monotonic() - started
     if reader is not None:
         reader.close()
