@@ -38,6 +38,8 @@ def call(
         method=method,
         data=json.dumps(body).encode() if body is not None else None,
     )
+    if body is not None:
+        req.add_header("Content-Type", "application/json")  # urllib would say form-urlencoded: a 415
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
@@ -118,7 +120,7 @@ def test_without_a_token_control_is_disabled(settings: Settings) -> None:
     server = ControlServer(service, "127.0.0.1", 0, None).start()
     try:
         status, body = call(server.port, "POST", "/api/campaigns/c_pd_feed/pause", token="anything")
-        assert status == 403 and "SEEDLOOP_CONTROL_TOKEN" in body["error"]
+        assert status == 503 and "SEEDLOOP_CONTROL_TOKEN" in body["error"]
     finally:
         server.stop()
 
