@@ -13,15 +13,23 @@
 
 Every API figure reads ALL partitions from Redis, whichever worker answers: any worker's API gives
 the same answer, and it equals `sum by (...)` of the workers' Prometheus series.
+
+Nothing else answers: Faust's web server also mounts its own pages (an index at `/`, `/router/`
+with the partition assignment, `/table/` with table contents, and more with its debug settings);
+a middleware answers 404 for every route not registered here, whatever a Faust version adds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Collection
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import faust
+from aiohttp import web as aiohttp_web
+from aiohttp.web_urldispatcher import AbstractResource
 from faust.web import Request, Response, View
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from prometheus_client import generate_latest
 
 from stream_processors.figures import (
@@ -49,7 +57,48 @@ def live_page() -> str:
     return resources.files("stream_processors").joinpath("static", "live.html").read_text(encoding="utf-8")
 
 
+def aiohttp_app(app: faust.App) -> aiohttp_web.Application:
+    web = app.web
+    if not isinstance(web, AiohttpWeb):
+        # Another driver would serve Faust's own pages unguarded: refuse to start instead.
+        raise RuntimeError(f"the worker's HTTP needs Faust's aiohttp web driver, not {type(web).__name__}")
+    return web.web_app
+
+
+async def is_ours(request: aiohttp_web.Request, ours: Collection[AbstractResource]) -> bool:
+    resource = request.match_info.route.resource
+    if resource is not None:
+        return resource in ours
+    # No route for this path and method: one of ours asked with a wrong method stays a 405.
+    for candidate in ours:
+        _, allowed_methods = await candidate.resolve(request)
+        if allowed_methods:
+            return True
+    return False
+
+
+def serve_only(web_app: aiohttp_web.Application, ours: Collection[AbstractResource]) -> None:
+    """Answer 404 (JSON) for every route but `ours`."""
+
+    @aiohttp_web.middleware
+    async def only_ours(
+        request: aiohttp_web.Request, handler: Callable[[aiohttp_web.Request], Awaitable[aiohttp_web.StreamResponse]]
+    ) -> aiohttp_web.StreamResponse:
+        if not await is_ours(request, ours):
+            return aiohttp_web.json_response({"error": "not found"}, status=404)
+        return await handler(request)
+
+    web_app.middlewares.append(only_ours)
+
+
 def register_routes(app: faust.App, runtime: AttributionRuntime) -> None:
+    web_app = aiohttp_app(app)
+    before = set(web_app.router.resources())
+    register_pages(app, runtime)
+    serve_only(web_app, [r for r in web_app.router.resources() if r not in before])
+
+
+def register_pages(app: faust.App, runtime: AttributionRuntime) -> None:
     models = runtime.cfg.rules.engine.models
     reader = runtime.reader
     catalogue = runtime.cfg.rules.catalogue.campaign_channels

@@ -1,6 +1,7 @@
 """Secrets and exposure: a password-protected Redis works and its password is never printed; a
-wrong password fails fast and clearly; HTTP listens on loopback by default; Kafka SASL settings
-reach both Kafka clients (confluent-kafka and Faust/aiokafka)."""
+wrong password fails fast and clearly; HTTP listens on loopback by default; the worker's HTTP serves
+only seedloop's routes; Kafka SASL settings reach both Kafka clients (confluent-kafka and
+Faust/aiokafka)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import Iterator
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import faust
@@ -271,3 +274,83 @@ def test_kafka_sasl_settings_reach_both_clients(monkeypatch: pytest.MonkeyPatch)
     text = json.dumps(settings.redacted()) + repr(settings) + repr(creds)
     assert KAFKA_PASSWORD not in text
     assert settings.redacted()["kafka_sasl_password"] == "**********"
+
+
+def http_get(port: int, path: str) -> tuple[int, str, bytes]:
+    """Status, content type and body of GET `path`, whatever the status."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+            return resp.status, resp.headers.get_content_type(), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers.get_content_type(), err.read()
+
+
+# What the worker's HTTP serves (README, "HTTP"); everything else Faust would add is refused.
+WORKER_ROUTES = ["/metrics", "/live", "/api/campaigns", "/api/campaigns?window=15m&model=last",
+                 "/api/campaigns/c_tea_kol", "/api/creators"]
+FAUST_PAGES = ["/", "/router/", "/router", "/table/", "/table/anything/", "/graph/", "/stats/",
+               "/performance/", "/nope", "/api/nope"]
+
+
+def test_the_worker_serves_only_seedloop_routes(
+    settings: Settings, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """Faust's web server also mounts its own pages (an index at `/`, `/router/`, `/table/`): they
+    describe the cluster's assignment and tables to anyone who can connect. Only seedloop's routes
+    answer; the rest is a JSON 404."""
+    ensure_topics(settings)
+    worker = start_worker()
+    wait_for(lambda: _answers(worker.port), 60, "the worker's HTTP server")
+    for path in WORKER_ROUTES:
+        status, _, body = http_get(worker.port, path)
+        assert status == 200, (path, status, body[:300])
+    for path in FAUST_PAGES:
+        status, content_type, body = http_get(worker.port, path)
+        assert status == 404, (path, status, body[:300])
+        assert content_type == "application/json" and json.loads(body)["error"], (path, body[:300])
+    # A wrong method on one of seedloop's routes is still a 405; on one of Faust's, a 404.
+    for path, status in (("/metrics", 405), ("/router/", 404), ("/table/", 404)):
+        req = urllib.request.Request(f"http://127.0.0.1:{worker.port}{path}", method="POST", data=b"")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=10)
+        assert refused.value.code == status, (path, refused.value.code)
+    assert worker.proc.poll() is None, worker.log_text()[-3000:]
+
+
+def _answers(port: int) -> bool:
+    try:
+        return http_get(port, "/metrics")[0] == 200
+    except OSError:
+        return False
+
+
+def test_the_optimizer_listens_on_loopback_and_never_logs_its_token(settings: Settings, tmp_path: Path) -> None:
+    """`seedloop optimize` binds its HTTP to SEEDLOOP_WEB_HOST (127.0.0.1 unless configured), and
+    neither its log nor its answers contain the control token."""
+    token = "ctl-" + "t0k3n" * 6
+    port = free_port()
+    log_path = tmp_path / "optimizer.log"
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "seedloop", "optimize"],
+            env=settings_env(settings, SEEDLOOP_OPTIMIZER_PORT=str(port), SEEDLOOP_CONTROL_TOKEN=token,
+                             SEEDLOOP_LOG_LEVEL="DEBUG"),
+            stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO,
+        )
+    try:
+        wait_for(lambda: bool(listening_addresses(port)), 60, "the optimizer's HTTP listener")
+        assert listening_addresses(port) == {"127.0.0.1"}, listening_addresses(port)
+        other = non_loopback_address()
+        if other is not None:
+            with pytest.raises(OSError), socket.create_connection((other, port), timeout=2):
+                pass
+        assert http_get(port, "/api/bids")[0] == 200
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/campaigns/c_tea_kol/pause", method="POST",
+                                     headers={"Authorization": f"Bearer {token}x"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=10)
+        assert refused.value.code == 401 and token not in refused.value.read().decode()
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert token not in log_path.read_text(errors="replace")
