@@ -1,8 +1,18 @@
--- Apply one partition batch atomically (DESIGN.md section 4).
+-- Apply one partition batch atomically.
 --
 -- Why one script: the offsets that say "this batch is applied" and everything the batch changes
--- (figures, user states, journey paths, reach, audiences) must move together, or a crash between
--- them would lose or double-count the batch on replay.
+-- (figures, user states, journey paths, reach, audiences, applied event ids) must move together,
+-- or a crash between them would lose or double-count the batch on replay.
+--
+-- Why this order: Redis runs a script atomically but does not roll back the writes a script made
+-- before a command of it failed. So every check that could make a write fail runs first, before
+-- the first write: the type of every key the script writes (a wrong-type key makes HINCRBY, PFADD
+-- or ZADD fail), that every hash field it increments holds an integer and stays within int64
+-- (HINCRBY refuses to overflow), that every HyperLogLog is one. Out of memory can only refuse
+-- the first write (Redis lets a script that has written go on). The offsets are written last,
+-- so that if a write failed anyway the batch would not be marked applied. A failed check returns
+-- an error with nothing written: the worker stops before acknowledging the batch, and the batch
+-- is applied whole, once, when the key is repaired.
 --
 -- Keys. KEYS[1] is the partition's meta hash, KEYS[2] its all-time totals, KEYS[3] its journey
 -- paths. Every other key is the partition's key prefix (ARGV[2], "<ns>:{pN}:") plus a suffix: it
@@ -15,7 +25,8 @@
 --
 -- ARGV[1]  epoch
 -- ARGV[2]  key prefix of the partition
--- ARGV[3]  offsets:  "topic expected_offset new_offset new_watermark\n" per topic
+-- ARGV[3]  offsets:  "topic expected_offset new_offset watermark latest\n" per topic; watermark
+--          "-" for none yet, latest the topic's largest accepted event times joined by "," (or "-")
 -- ARGV[4]  user state TTL (s)
 -- ARGV[5]  "user_id byte_length " per user;  ARGV[6] the users' states, back to back
 -- ARGV[7]  bucket TTL (s)
@@ -25,21 +36,27 @@
 -- ARGV[11] reach: "key_suffix user user ...\n" (HyperLogLogs: r:<bucket>:<campaign>:<channel>, e:<bucket>:<campaign>)
 -- ARGV[12] audience checkouts, ARGV[13] carts, ARGV[14] engagements: "user_id event_time\n"
 -- ARGV[15] audience expiry cutoffs "cart_abandoners engaged buyers" (event times), or "" for none
+-- ARGV[16] applied event ids: "topic forget_before event_id event_time event_id event_time ...\n"
+--          (sorted set ids:<topic>, scored by event time; ids scored below forget_before, "-" for
+--          none, are dropped: they are older than the topic's watermark minus the lateness, so any
+--          copy of them is dead-lettered as late before it could be looked up)
 --
 -- Returns {"OK"}, {"FENCED", current_epoch} when a newer owner claimed the partition (this
 -- writer is a zombie), or {"CONFLICT", topic, current_offset} when the stored offset is not the
--- one the caller read (someone applied in between); nothing is written in either case.
+-- one the caller read (someone applied in between); nothing is written in either case. A failed
+-- check is an error reply starting "SEEDLOOP_UNAPPLIABLE"; nothing is written either.
 
 local meta = KEYS[1]
+local prefix = ARGV[2]
+
+-- 1. May this writer apply this batch? (reads only)
 local current_epoch = redis.call('HGET', meta, 'epoch')
 if current_epoch ~= ARGV[1] then
   return {'FENCED', current_epoch or ''}
 end
-local prefix = ARGV[2]
-
 local offsets = {}
-for topic, expected, new, wm in string.gmatch(ARGV[3], '(%S+) (%S+) (%S+) (%S+)') do
-  offsets[#offsets + 1] = {topic, expected, new, wm}
+for topic, expected, new, wm, latest in string.gmatch(ARGV[3], '(%S+) (%S+) (%S+) (%S+) (%S+)') do
+  offsets[#offsets + 1] = {topic, expected, new, wm, latest}
 end
 for _, o in ipairs(offsets) do
   local stored = redis.call('HGET', meta, 'off:' .. o[1]) or '-1'
@@ -47,14 +64,174 @@ for _, o in ipairs(offsets) do
     return {'CONFLICT', o[1], stored}
   end
 end
-for _, o in ipairs(offsets) do
-  redis.call('HSET', meta, 'off:' .. o[1], o[3])
-  local old_wm = tonumber(redis.call('HGET', meta, 'wm:' .. o[1]) or '-1')
-  if tonumber(o[4]) > old_wm then
-    redis.call('HSET', meta, 'wm:' .. o[1], o[4])
+
+-- 2. Parse the batch and check that every write below will succeed (reads only).
+local problem = nil
+local checked_type = {}
+local function expect_type(key, want)
+  if problem or checked_type[key] then
+    return
+  end
+  checked_type[key] = true
+  local found = redis.call('TYPE', key)['ok']
+  if found ~= 'none' and found ~= want then
+    problem = key .. ' holds a ' .. found .. ', not a ' .. want
   end
 end
 
+-- Integers as Redis reads them (util.c string2ll: no sign but '-', no leading zero), split as
+-- hi * 1e9 + lo with 0 <= lo < 1e9 so that Lua's doubles (exact to 2^53) compute int64 sums
+-- exactly. nil when HINCRBY would not read the text as an integer.
+local function int64_parts(text)
+  if text == '0' then
+    return 0, 0
+  end
+  local sign, digits = string.match(text, '^(%-?)([1-9]%d*)$')
+  if not digits or #digits > 19 then
+    return nil
+  end
+  local hi, lo = tonumber(string.sub(digits, 1, -10)) or 0, tonumber(string.sub(digits, -9))
+  if sign == '-' then
+    hi, lo = -hi, -lo
+    if lo < 0 then
+      hi, lo = hi - 1, lo + 1e9
+    end
+  end
+  return hi, lo
+end
+local function within_int64(hi, lo)  -- [-9223372036854775808, 9223372036854775807]
+  if hi > 9223372036 or (hi == 9223372036 and lo > 854775807) then
+    return false
+  end
+  return not (hi < -9223372037 or (hi == -9223372037 and lo < 145224192))
+end
+-- Does HINCRBY of `amount` on a field holding `stored` (nil: absent) succeed?
+local function increments_cleanly(stored, amount)
+  stored = stored or '0'
+  if #stored < 16 and #amount < 16 then  -- both below 1e15 in magnitude: the sum fits
+    return stored == '0' or string.find(stored, '^%-?[1-9]%d*$') ~= nil
+  end
+  local hi, lo = int64_parts(stored)
+  local add_hi, add_lo = int64_parts(amount)
+  if hi == nil or add_hi == nil or not within_int64(hi, lo) or not within_int64(add_hi, add_lo) then
+    return false
+  end
+  local sum_lo, carry = lo + add_lo, 0
+  if sum_lo >= 1e9 then
+    sum_lo, carry = sum_lo - 1e9, 1
+  end
+  return within_int64(hi + add_hi + carry, sum_lo)
+end
+
+expect_type(meta, 'hash')
+
+-- Increments, grouped per hash so that each hash's current values are read in one HMGET.
+local incr_keys, incr_fields, incr_amounts = {}, {}, {}
+local function add_increment(key, field, amount)
+  local fields = incr_fields[key]
+  if fields == nil then
+    fields = {}
+    incr_fields[key], incr_amounts[key] = fields, {}
+    incr_keys[#incr_keys + 1] = key
+  end
+  fields[#fields + 1] = field
+  incr_amounts[key][#fields] = amount
+end
+for bucket, field, amount in string.gmatch(ARGV[8], '(%S+) (%S+) (%S+)') do
+  add_increment(bucket == '-' and KEYS[2] or prefix .. 'b:' .. bucket, field, amount)
+end
+for path, amount in string.gmatch(ARGV[9], '(%S+) (%S+)') do
+  add_increment(KEYS[3], path, amount)
+end
+for _, key in ipairs(incr_keys) do
+  expect_type(key, 'hash')
+  if problem then
+    break
+  end
+  local fields, amounts = incr_fields[key], incr_amounts[key]
+  for first = 1, #fields, 1000 do  -- unpack() of very long lists overflows Lua's C stack
+    local last = math.min(first + 999, #fields)
+    local stored = redis.call('HMGET', key, unpack(fields, first, last))
+    for i = first, last do
+      if not increments_cleanly(stored[i - first + 1], amounts[i]) then
+        problem = key .. ' field ' .. fields[i] .. ' = ' .. tostring(stored[i - first + 1])
+          .. ': HINCRBY ' .. amounts[i] .. ' would fail (not an integer, or past int64)'
+        break
+      end
+    end
+    if problem then
+      break
+    end
+  end
+end
+
+-- Reach: each key is absent or a valid HyperLogLog (PFCOUNT validates it as PFADD would; its
+-- only side effect is a cached cardinality, which is not a change of the value).
+local reach = {}
+for line in string.gmatch(ARGV[11], '[^\n]+') do
+  local suffix = string.match(line, '^(%S+)')
+  local key = prefix .. suffix
+  reach[#reach + 1] = {key, line}
+  if not problem then
+    expect_type(key, 'string')
+    if not problem and redis.call('EXISTS', key) == 1 then
+      local counted = redis.pcall('PFCOUNT', key)
+      if type(counted) == 'table' and counted.err then
+        problem = key .. ' is not a HyperLogLog: ' .. counted.err
+      end
+    end
+  end
+end
+
+local aud = prefix .. 'aud:'
+local last_key = aud .. 'last_checkout'
+expect_type(last_key, 'hash')
+for _, name in ipairs({'buyers', 'engaged', 'cart_abandoners'}) do
+  expect_type(aud .. name, 'zset')
+end
+-- The stored last checkout of every user the audiences below look at, read (and checked to be a
+-- number) now rather than while writing.
+local last_checkout = {}  -- user -> {time, text} of their latest checkout, stored or in this batch
+if not problem then
+  local users, seen = {}, {}
+  for i = 12, 14 do
+    for user in string.gmatch(ARGV[i], '(%S+) %S+') do
+      if not seen[user] then
+        seen[user] = true
+        users[#users + 1] = user
+      end
+    end
+  end
+  for first = 1, #users, 1000 do
+    local last = math.min(first + 999, #users)
+    local stored = redis.call('HMGET', last_key, unpack(users, first, last))
+    for i = first, last do
+      local text = stored[i - first + 1]
+      if text and not tonumber(text) then
+        problem = last_key .. ' field ' .. users[i] .. ' = ' .. text .. ' is not an event time'
+        break
+      end
+      last_checkout[users[i]] = text and {tonumber(text), text} or false
+    end
+    if problem then
+      break
+    end
+  end
+end
+
+local id_lines = {}
+for line in string.gmatch(ARGV[16], '[^\n]+') do
+  local topic, forget_before, rest = string.match(line, '^(%S+) (%S+)(.*)$')
+  local key = prefix .. 'ids:' .. topic
+  expect_type(key, 'zset')
+  id_lines[#id_lines + 1] = {key, forget_before, rest}
+end
+
+if problem then
+  return redis.error_reply('SEEDLOOP_UNAPPLIABLE nothing written: ' .. problem)
+end
+
+-- 3. Write: nothing below can fail.
 local user_ttl = ARGV[4]
 local states = ARGV[6]
 local pos = 1
@@ -65,37 +242,26 @@ for user, len in string.gmatch(ARGV[5], '(%S+) (%d+)') do
 end
 
 local bucket_ttl = ARGV[7]
-local buckets, seen_bucket = {}, {}
-for bucket, field, amount in string.gmatch(ARGV[8], '(%S+) (%S+) (%S+)') do
-  if bucket == '-' then
-    redis.call('HINCRBY', KEYS[2], field, amount)
-  else
-    local key = prefix .. 'b:' .. bucket
-    redis.call('HINCRBY', key, field, amount)
-    if not seen_bucket[key] then
-      seen_bucket[key] = true
-      buckets[#buckets + 1] = key
-    end
+for _, key in ipairs(incr_keys) do
+  local fields, amounts = incr_fields[key], incr_amounts[key]
+  for i = 1, #fields do
+    redis.call('HINCRBY', key, fields[i], amounts[i])
   end
-end
-for _, key in ipairs(buckets) do
-  redis.call('EXPIRE', key, bucket_ttl)
-end
-
-for path, amount in string.gmatch(ARGV[9], '(%S+) (%S+)') do
-  redis.call('HINCRBY', KEYS[3], path, amount)
+  if key ~= KEYS[2] and key ~= KEYS[3] then
+    redis.call('EXPIRE', key, bucket_ttl)
+  end
 end
 
 local reach_ttl = ARGV[10]
-for line in string.gmatch(ARGV[11], '[^\n]+') do
-  local key, users, n = nil, {}, 0
-  for word in string.gmatch(line, '%S+') do
-    if key == nil then
-      key = prefix .. word
+for _, entry in ipairs(reach) do
+  local key, users, n, skip = entry[1], {}, 0, true
+  for word in string.gmatch(entry[2], '%S+') do
+    if skip then
+      skip = false  -- the key suffix
     else
       n = n + 1
       users[n] = word
-      if n == 1000 then  -- unpack() of very long lists overflows Lua's C stack
+      if n == 1000 then
         redis.call('PFADD', key, unpack(users, 1, n))
         n = 0
       end
@@ -109,17 +275,8 @@ end
 
 -- Remarketing audiences (audiences.py): sorted sets scored by event time, written so that any
 -- arrival order within the allowed lateness ends in the same sets.
-local aud = prefix .. 'aud:'
-local last_key = aud .. 'last_checkout'
-local last_checkout = {}  -- user -> {time, text} of their latest checkout, stored or in this batch
 local function last_of(user)
-  local known = last_checkout[user]
-  if known == nil then
-    local stored = redis.call('HGET', last_key, user)
-    known = stored and {tonumber(stored), stored} or false
-    last_checkout[user] = known
-  end
-  return known
+  return last_checkout[user]
 end
 local bought = {}
 for user, at in string.gmatch(ARGV[12], '(%S+) (%S+)') do
@@ -155,6 +312,36 @@ if cart_cut then
   redis.call('ZREMRANGEBYSCORE', aud .. 'cart_abandoners', '-inf', cart_cut)
   redis.call('ZREMRANGEBYSCORE', aud .. 'engaged', '-inf', engaged_cut)
   redis.call('ZREMRANGEBYSCORE', aud .. 'buyers', '-inf', buyers_cut)
+end
+
+-- The partition's applied event ids (read_batch.lua looks a batch's ids up in them).
+for _, entry in ipairs(id_lines) do
+  local key, forget_before, args, n = entry[1], entry[2], {}, 0
+  for id, at in string.gmatch(entry[3], '(%S+) (%S+)') do
+    args[n + 1], args[n + 2] = at, id
+    n = n + 2
+    if n == 1000 then
+      redis.call('ZADD', key, unpack(args, 1, n))
+      n = 0
+    end
+  end
+  if n > 0 then
+    redis.call('ZADD', key, unpack(args, 1, n))
+  end
+  if forget_before ~= '-' then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. forget_before)
+  end
+end
+
+-- 4. Last: the watermarks and the offsets that mark the batch applied.
+for _, o in ipairs(offsets) do
+  if o[4] ~= '-' then
+    redis.call('HSET', meta, 'wm:' .. o[1], o[4])
+  end
+  if o[5] ~= '-' then
+    redis.call('HSET', meta, 'top:' .. o[1], o[5])
+  end
+  redis.call('HSET', meta, 'off:' .. o[1], o[3])
 end
 
 return {'OK'}

@@ -23,6 +23,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from schemas.events import ACTIONS
+
 WINDOWS_MINUTES: tuple[int, ...] = (1, 5, 15, 60)
 
 
@@ -95,6 +97,20 @@ class PipelineMetrics:
         self.late_events = Counter(
             "seedloop_late_events", "Events older than the allowed lateness", ["action"], registry=r
         )
+        # A healthy pipeline shows 0 here (every series exists from the start): honest events are
+        # dated within seconds to minutes of the watermark, never an allowed lateness ahead of it.
+        # Such events come from a client whose clock is wrong, or forged ones; they cannot move the
+        # watermark unless WATERMARK_QUORUM of them agree (processor.py), so they are counted
+        # (outcome="counted") or, past the future bound, dead-lettered as `future`.
+        self.event_time_outliers = Counter(
+            "seedloop_event_time_outliers",
+            "Events dated more than the allowed lateness ahead of their partition's event-time watermark",
+            ["action", "outcome"],
+            registry=r,
+        )
+        for action in ACTIONS:
+            for outcome in ("counted", "dead_lettered"):
+                self.event_time_outliers.labels(action, outcome)
         self.batch_seconds = Histogram(
             "seedloop_batch_apply_seconds",
             "Time to attribute and apply one partition batch to Redis",

@@ -8,10 +8,13 @@ in microseconds.
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+
+from confluent_kafka import murmur2
 
 from schemas.codec import DecodeError, decode_action
 from schemas.events import AddToCart, Checkout, UserAction, View
@@ -86,14 +89,56 @@ class DecodedBatch:
     def user_ids(self) -> list[str]:
         return sorted({d.event.user_id for d in self.events})
 
+    @property
+    def event_ids(self) -> list[str]:
+        """The ids to look up in the partition's event-id sets (read_batch.lua)."""
+        return sorted({d.event.event_id for d in self.events})
+
+
+# The event-time watermark of a topic in a partition, the clock that lateness, pruning and the
+# optimizer's "now" read, is the WATERMARK_QUORUM-th latest event time accepted there: it takes
+# that many accepted events dated at or after T to move it to T. A client with a wrong clock
+# (or a forger) that gets a few events past the future bound therefore cannot make ordinary
+# traffic late: with fewer than WATERMARK_QUORUM such events the watermark stays where honest
+# traffic put it, and the outliers are counted (`outliers` below, the
+# seedloop_event_time_outliers metric). The price is a lag: the watermark trails the latest event
+# by the time its topic takes to produce WATERMARK_QUORUM events (seconds for views, about an hour
+# for a partition's checkouts in the simulation), so lateness is that much more lenient.
+# Until a topic has had WATERMARK_QUORUM events in a partition, it has no watermark: none of its
+# events is late. The K latest times are stored with the partition's meta and offsets (same atomic
+# apply), so a replayed batch meets exactly the watermark its first attempt met.
+WATERMARK_QUORUM = 8
+
+
+def observe_event_time(latest: list[float], at: float, quorum: int = WATERMARK_QUORUM) -> None:
+    """Keep `latest` the `quorum` largest event times accepted so far, ascending."""
+    if len(latest) < quorum:
+        bisect.insort(latest, at)
+    elif at > latest[0]:
+        bisect.insort(latest, at)
+        del latest[0]
+
+
+def robust_watermark(latest: Sequence[float], floor: float, quorum: int = WATERMARK_QUORUM) -> float:
+    """The watermark given the largest accepted event times (ascending) and the stored watermark.
+
+    Monotone: a `quorum`-th largest of a growing set never decreases, and `floor` (the stored
+    watermark) keeps it so across a change of `quorum` or state written by an older version."""
+    if len(latest) >= quorum:
+        kth = latest[-quorum]
+        return kth if kth > floor else floor
+    return floor
+
 
 @dataclass(slots=True)
 class PartitionMeta:
-    """What Redis holds for a partition: owner epoch, last applied offset and watermark per topic."""
+    """What Redis holds for a partition: owner epoch, and per topic the last applied offset, the
+    watermark and the latest accepted event times it is computed from."""
 
     epoch: str | None = None
     offsets: dict[str, int] = field(default_factory=dict)
     watermarks: dict[str, float] = field(default_factory=dict)
+    latest: dict[str, list[float]] = field(default_factory=dict)
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> PartitionMeta:
@@ -107,14 +152,22 @@ class PartitionMeta:
                 meta.offsets[key[4:]] = int(val)
             elif key.startswith("wm:"):
                 meta.watermarks[key[3:]] = float(val)
+            elif key.startswith("top:"):
+                meta.latest[key[4:]] = sorted(float(t) for t in val.split(",") if t)
         return meta
+
+
+# event_id -> [(topic, event time)] of the applied events with that id the partition remembers.
+KnownIds = Mapping[str, Sequence[tuple[str, float]]]
 
 
 @dataclass(slots=True)
 class TopicProgress:
     expected_offset: int  # what Redis held when we read it (-1: nothing applied yet)
     new_offset: int
-    watermark: float
+    watermark: float  # -inf: none yet (fewer than WATERMARK_QUORUM events accepted)
+    # The largest accepted event times of the topic in the partition, ascending (WATERMARK_QUORUM).
+    latest: list[float] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -175,11 +228,29 @@ class BatchPlan:
     duplicates: list[UserAction]
     replayed: Counter[str]
     signals: BatchSignals = field(default_factory=BatchSignals)
+    # topic -> (event_id, event time) of every applied event: added to the partition's event-id
+    # set of the topic, which forgets ids older than the topic's watermark minus the lateness.
+    new_ids: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    # (action, "counted" | "dead_lettered") -> events dated more than the allowed lateness ahead
+    # of the partition's watermark: each would have made ordinary traffic late under a
+    # latest-event watermark (see WATERMARK_QUORUM).
+    outliers: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # topic -> event time below which the topic's applied ids are forgotten: its watermark minus
+    # the allowed lateness. Safe because watermarks only move forward, so from now on an event
+    # older than that is dead-lettered as late before its id is looked up: an id is remembered
+    # exactly as long as a copy of its event could still be counted (the dedup horizon).
+    forget_ids_before: dict[str, float] = field(default_factory=dict)
 
 
 def decode_batch(
-    partition: int, messages: Sequence[RawMessage], topic_actions: Mapping[str, str], rules: ProcessingRules
+    partition: int,
+    messages: Sequence[RawMessage],
+    topic_actions: Mapping[str, str],
+    rules: ProcessingRules,
+    partitions: int | None = None,
 ) -> DecodedBatch:
+    """Decode and check a partition's messages. `partitions` (the action topics' partition count)
+    enables the check that a message sits in the partition its key hashes to."""
     events: list[Decoded] = []
     dead: list[DeadLetter] = []
     for msg in messages:
@@ -190,12 +261,27 @@ def decode_batch(
         except DecodeError as exc:
             dead.append(DeadLetter(msg, exc.reason, exc.detail))
             continue
-        problem = _catalogue_problem(event, rules.catalogue)
+        problem = _placement_problem(msg, event, partitions) or _catalogue_problem(event, rules.catalogue)
         if problem:
             dead.append(DeadLetter(msg, problem[0], problem[1]))
             continue
         events.append(Decoded(msg, event, event.event_ts))
     return DecodedBatch(partition, list(messages), events, dead)
+
+
+def _placement_problem(msg: RawMessage, event: UserAction, partitions: int | None) -> tuple[str, str] | None:
+    """A user's events must all reach the partition of `user_id`: its journey, and the event-id
+    set that deduplicates it, live there. The key decides the partition, so it must be the user;
+    and a message produced to another partition explicitly (or with another partitioner) is
+    refused too, so the same message can never be counted once in each of two partitions.
+    murmur2 is Kafka's default partitioner (Java clients, aiokafka, librdkafka's murmur2_random,
+    which the simulator uses)."""
+    user = event.user_id.encode()
+    if msg.key != user:
+        return "key_mismatch", f"message key {msg.key!r} is not the payload's user_id {event.user_id!r}"
+    if partitions is not None and msg.partition != (expected := murmur2(user, partitions)):
+        return "wrong_partition", f"user {event.user_id!r} belongs to partition {expected}, not {msg.partition}"
+    return None
 
 
 def _catalogue_problem(event: UserAction, catalogue: Catalogue) -> tuple[str, str] | None:
@@ -235,8 +321,16 @@ def plan_batch(
     channel_weights: Mapping[str, float] | None = None,
     *,
     wall_now: float,
+    known_ids: KnownIds | None = None,
 ) -> BatchPlan:
     """Decide everything a batch does to the partition's state, given what Redis held.
+
+    An event's identity is its `event_id`, whatever its user or action. `known_ids` are the
+    batch's ids found in the partition's event-id sets (read with the meta). An id is remembered
+    while the event applied under it is within the allowed lateness of its topic's watermark;
+    an event whose id is remembered (from Redis or from earlier in this batch) is a duplicate.
+    Forgetting cannot count a copy twice: a copy carries its original's event time, so by then
+    it is late. (An id reused for an event dated later is a new event once the first is forgotten.)
 
     `wall_now` (injected clock) bounds how far in the future an event may claim to be: beyond both
     the wall clock and the partition's watermark (a simulation may run ahead of the wall clock).
@@ -246,12 +340,17 @@ def plan_batch(
     watermarks = dict(meta.watermarks)
     replayed: Counter[str] = Counter()
     dead = list(batch.dead_letters)
+    no_mark = float("-inf")
 
     for msg in batch.messages:
         tp = progress.get(msg.topic)
         if tp is None:
             stored = meta.offsets.get(msg.topic, -1)
-            tp = progress[msg.topic] = TopicProgress(stored, stored, watermarks.get(msg.topic, float("-inf")))
+            tp = progress[msg.topic] = TopicProgress(
+                stored, stored, watermarks.get(msg.topic, no_mark), list(meta.latest.get(msg.topic, ()))
+            )
+            if len(tp.latest) > WATERMARK_QUORUM:  # stored under a larger quorum
+                del tp.latest[: len(tp.latest) - WATERMARK_QUORUM]
         if msg.offset > tp.new_offset:
             tp.new_offset = msg.offset
 
@@ -269,11 +368,19 @@ def plan_batch(
         fresh = list(batch.events)
 
     on_time: list[Decoded] = []
+    duplicates: list[UserAction] = []
+    outliers: Counter[tuple[str, str]] = Counter()
+    new_ids: dict[str, list[tuple[str, float]]] = {}
+    # id -> [(topic, event time)] of applied events: stored, then this batch's, in order.
+    remembered: dict[str, list[tuple[str, float]]] = {i: list(v) for i, v in (known_ids or {}).items()}
     # Watermarks only move forward, so the lead (the latest of them) is kept as it moves.
-    lead = max(watermarks.values(), default=None)
-    no_mark = float("-inf")
+    lead = max(watermarks.values(), default=no_mark)
+    # Every decision below reads only the stored meta and id sets and the messages before it in
+    # (topic, offset) order, so a batch replayed after a crash (before its apply) is decided the
+    # same way; per topic it does not even depend on where the batches were cut.
     for decoded in sorted(fresh, key=_topic_offset):
         at = decoded.at
+        event = decoded.event
         topic = decoded.message.topic
         tp = progress[topic]
         if tp.watermark != no_mark and at < tp.watermark - lateness:
@@ -286,25 +393,50 @@ def plan_batch(
                 )
             )
             continue
-        reference = max(wall_now, lead) if lead is not None else wall_now
+        outlier = lead != no_mark and at > lead + lateness
+        reference = max(wall_now, lead)
         if at > reference + rules.max_future_s:
+            outliers[(event.action, "dead_lettered")] += 1
             dead.append(
                 DeadLetter(
                     decoded.message,
                     "future",
                     f"event_time is {at - reference:.0f}s ahead of the clock and watermark "
-                    f"(max {rules.max_future_s:.0f}s)",
+                    f"(max {rules.max_future_s:.0f}s): a skewed or forged clock",
                 )
             )
             continue
-        if at > tp.watermark:
-            tp.watermark = at
-            watermarks[topic] = at
-            if lead is None or at > lead:
-                lead = at
+        event_id = event.event_id
+        earlier = remembered.get(event_id)
+        # Judged against the current watermarks, not against what the sets still hold: the sets are
+        # trimmed only when a batch is applied, and the decision must not depend on where batches
+        # were cut (a replay after a crash may cut them elsewhere).
+        if earlier is not None and any(t >= watermarks.get(tt, no_mark) - lateness for tt, t in earlier):
+            # A duplicate counts once; the repeat is not silently dropped but dead-lettered, so a
+            # producer's retries or replays can be audited.
+            duplicates.append(event)
+            dead.append(DeadLetter(decoded.message, "duplicate", f"event_id {event_id!r} already applied"))
+            continue
+        if earlier is None:
+            remembered[event_id] = [(topic, at)]
+        else:
+            earlier.append((topic, at))
+        if outlier:
+            outliers[(event.action, "counted")] += 1
+        observe_event_time(tp.latest, at)
+        mark = robust_watermark(tp.latest, tp.watermark)
+        if mark != tp.watermark:
+            tp.watermark = watermarks[topic] = mark
+            if mark > lead:
+                lead = mark
+        ids = new_ids.get(topic)
+        if ids is None:
+            new_ids[topic] = [(event_id, at)]
+        else:
+            ids.append((event_id, at))
         on_time.append(decoded)
 
-    horizon = min(watermarks.values(), default=float("-inf")) - lateness
+    horizon = min(watermarks.values(), default=no_mark) - lateness
     by_user: dict[str, list[Decoded]] = {}
     for decoded in on_time:
         user_events = by_user.get(decoded.event.user_id)
@@ -317,8 +449,6 @@ def plan_batch(
     paths: Counter[str] = Counter()
     states: dict[str, bytes] = {}
     base_currency = rules.catalogue.base_currency
-    applied: list[Decoded] = []
-    duplicates: list[UserAction] = []
     engine = rules.engine
     for user_id, decoded_events in by_user.items():
         state = UserState.from_json(stored_states.get(user_id))
@@ -341,21 +471,7 @@ def plan_batch(
         for journey in result.journeys:
             if journey.channels:
                 paths[f"{'>'.join(journey.channels)}|{int(journey.converted)}"] += 1
-        if not result.duplicates:
-            applied.extend(decoded_events)
-            continue
-        # Every applied event is one of `events` (converted or not): map it back to its message.
-        by_event = {id(e): d for e, d in zip(events, decoded_events, strict=True)}
-        applied.extend(by_event[id(e)] for e in result.applied)
-        duplicates.extend(result.duplicates)
-        # A duplicate counts once; the repeat is not silently dropped but dead-lettered, so a
-        # producer's retries or replays can be audited.
-        for e in result.duplicates:
-            dead.append(DeadLetter(by_event[id(e)].message, "duplicate", f"event_id {e.event_id!r} already applied"))
 
-    for tp in progress.values():
-        if tp.watermark == float("-inf"):
-            tp.watermark = -1.0
     return BatchPlan(
         batch.partition,
         progress,
@@ -363,8 +479,11 @@ def plan_batch(
         increments,
         paths,
         dead,
-        applied,
+        on_time,
         duplicates,
         replayed,
-        collect_signals(applied, engine.bucket_s),
+        collect_signals(on_time, engine.bucket_s),
+        new_ids,
+        outliers,
+        {t: tp.watermark - lateness for t, tp in progress.items() if tp.watermark != no_mark},
     )

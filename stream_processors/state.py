@@ -3,11 +3,14 @@
 Layout (every key of partition p shares the hash tag `{pN}`, so one script stays atomic on
 Redis Cluster; `ns` is the topic prefix, so two pipelines can share one Redis):
 
-    ns:{p3}:meta          hash   epoch, off:<topic>, wm:<topic>
+    ns:{p3}:meta          hash   epoch, off:<topic>, wm:<topic>, top:<topic> (the latest accepted
+                                 event times the watermark is computed from, processor.py)
     ns:{p3}:tot           hash   all-time figures (fields below)
     ns:{p3}:b:<bucket>    hash   the same fields for one event-time bucket (expires)
     ns:{p3}:u:<user_id>   string the user's journey state (expires)
     ns:{p3}:paths         hash   journey path counts for the data-driven model
+    ns:{p3}:ids:<topic>   zset   applied event ids scored by event time, back to the topic's
+                                 watermark minus the allowed lateness (dedup, processor.py)
 
 Fields are integers: `c|<campaign>|<channel>|views|spend`, `c|<campaign>|<channel>|<model>|<kind>`
 (micro-conversions) and `...|gmv` (minor units), `k|<creator>|...` the same per creator, `t|...`
@@ -23,7 +26,7 @@ from importlib import resources
 import redis
 import redis.asyncio as aioredis
 
-from stream_processors.processor import BatchPlan, PartitionMeta
+from stream_processors.processor import BatchPlan, KnownIds, PartitionMeta
 
 APPLY_SCRIPT = resources.files("stream_processors").joinpath("apply_batch.lua").read_text()
 READ_SCRIPT = resources.files("stream_processors").joinpath("read_batch.lua").read_text()
@@ -74,6 +77,10 @@ class Keys:
     def user(self, partition: int, user_id: str) -> str:
         return f"{self.tag(partition)}:u:{user_id}"
 
+    def event_ids(self, partition: int, topic: str) -> str:
+        """The partition's applied event ids of `topic` (the scripts build it as prefix + `ids:<topic>`)."""
+        return f"{self.tag(partition)}:ids:{topic}"
+
     def bucket(self, partition: int, bucket: int) -> str:
         return f"{self.tag(partition)}:b:{bucket}"
 
@@ -117,14 +124,21 @@ class PartitionStore:
         return str(await self._redis.hincrby(self._keys.meta(partition), "epoch", 1))
 
     async def read(
-        self, partition: int, user_ids: Sequence[str]
-    ) -> tuple[PartitionMeta, dict[str, bytes | None]]:
+        self, partition: int, user_ids: Sequence[str], event_ids: Sequence[str] = ()
+    ) -> tuple[PartitionMeta, dict[str, bytes | None], KnownIds]:
+        """The partition's meta, the users' stored states, and which of `event_ids` it remembers
+        applying: id -> [(topic, event time)]."""
         reply = await self._read(
-            keys=[self._keys.meta(partition)], args=[self._keys.prefix(partition), " ".join(user_ids)]
+            keys=[self._keys.meta(partition)],
+            args=[self._keys.prefix(partition), " ".join(user_ids), " ".join(event_ids)],
         )
         flat = reply[0]
         meta = PartitionMeta.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
-        return meta, dict(zip(user_ids, reply[1:], strict=True))
+        found = reply[1]
+        known: dict[str, list[tuple[str, float]]] = {}
+        for i in range(0, len(found), 3):
+            known.setdefault(text(found[i]), []).append((text(found[i + 1]), float(found[i + 2])))
+        return meta, dict(zip(user_ids, reply[2:], strict=True)), known
 
     async def apply(self, plan: BatchPlan, epoch: str) -> None:
         p = plan.partition
@@ -140,7 +154,8 @@ class PartitionStore:
     def apply_args(self, plan: BatchPlan) -> list[str | bytes | int]:
         """ARGV[3:] of apply_batch.lua (its header documents the layout)."""
         offsets = "".join(
-            f"{topic} {tp.expected_offset} {tp.new_offset} {tp.watermark!r}\n"
+            f"{topic} {tp.expected_offset} {tp.new_offset} {_mark(tp.watermark)} "
+            f"{','.join(map(repr, tp.latest)) or '-'}\n"
             for topic, tp in sorted(plan.progress.items())
         )
         states = plan.user_states
@@ -179,7 +194,22 @@ class PartitionStore:
             _times(sig.carts),
             _times(sig.engagements),
             cutoffs,
+            self.event_ids_arg(plan),
         ]
+
+    @staticmethod
+    def event_ids_arg(plan: BatchPlan) -> str:
+        """ARGV[16]: per topic, the event time below which its ids are forgotten, and its new ids."""
+        lines = []
+        for topic in sorted(plan.new_ids.keys() | plan.forget_ids_before.keys()):
+            forget = plan.forget_ids_before.get(topic)
+            ids = "".join([f" {i} {at!r}" for i, at in plan.new_ids.get(topic, ())])
+            lines.append(f"{topic} {'-' if forget is None else repr(forget)}{ids}\n")
+        return "".join(lines)
+
+
+def _mark(at: float) -> str:
+    return "-" if at == float("-inf") else repr(at)
 
 
 def _times(times: Mapping[str, float]) -> str:

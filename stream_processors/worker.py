@@ -121,6 +121,10 @@ class AttributionRuntime:
             audience_expiry_s=AudienceExpiry().as_mapping(),
         )
         self.epochs: dict[int, str] = {}
+        # Partitions revoked from us, or claimed by another worker since we were last assigned
+        # them (a write of ours was fenced): their batches are dropped unacknowledged until the
+        # group assigns them to us again. Never claimed back meanwhile: that would fence the owner.
+        self.not_ours: set[int] = set()
         self.owned: set[int] = set()
         self.channel_weights: dict[str, float] | None = None
         self.dead_letter_topic = app.topic(
@@ -142,8 +146,22 @@ class AttributionRuntime:
         for partition in self.owned - mine:
             self.epochs.pop(partition, None)
         self.owned = mine
+        self.not_ours -= mine
         self.metrics.owned_partitions.set(len(mine))
         log.info("partitions assigned", extra={"partitions": sorted(mine), "worker": self.cfg.worker_id})
+
+    def on_revoked(self, revoked: set[TP]) -> None:
+        """Before a rebalance assigns partitions again: what we owned may go to another worker,
+        so a batch still in flight for it must not be applied, nor a new epoch claimed for it.
+        An assignment that gives a partition back claims a new epoch: the other worker may have
+        owned it in between (we were evicted), and Faust seeks every partition back to its
+        committed offset after a rebalance, so the dropped batches are read again."""
+        gone = {tp.partition for tp in revoked if tp.topic in self.cfg.action_topics}
+        for partition in gone:
+            self.epochs.pop(partition, None)
+        self.owned -= gone
+        self.not_ours |= gone
+        self.metrics.owned_partitions.set(len(self.owned))
 
     async def submit(self, events: Sequence[EventT], ack: Callable[[EventT], Awaitable[object]]) -> None:
         """Decode a batch and chain each partition's apply behind that partition's previous batch.
@@ -172,7 +190,7 @@ class AttributionRuntime:
         tasks = []
         for partition, (messages, partition_events) in by_partition.items():
             started = time.perf_counter()
-            batch = decode_batch(partition, messages, self.cfg.action_topics, self.cfg.rules)
+            batch = decode_batch(partition, messages, self.cfg.action_topics, self.cfg.rules, self.cfg.partitions)
             task = asyncio.ensure_future(
                 self._apply_in_order(
                     self._chains.get(partition), partition, batch, partition_events, ack, started
@@ -226,9 +244,14 @@ class AttributionRuntime:
         while True:
             attempt += 1
             try:
+                if partition in self.not_ours:
+                    log.warning("batch dropped for a partition revoked mid-batch", extra={"partition": partition})
+                    return False
                 epoch = self.epochs.get(partition) or await self._claim_late(partition)
-                meta, states = await self.store.read(partition, batch.user_ids)
-                plan = plan_batch(batch, meta, states, self.cfg.rules, self.channel_weights, wall_now=time.time())
+                meta, states, known_ids = await self.store.read(partition, batch.user_ids, batch.event_ids)
+                plan = plan_batch(
+                    batch, meta, states, self.cfg.rules, self.channel_weights, wall_now=time.time(), known_ids=known_ids
+                )
                 # Dead letters are durable before the batch counts as applied: a crash in between
                 # replays the batch and may repeat a dead letter (each names its source offset), never lose one.
                 await self._send_dead_letters(plan.dead_letters)
@@ -249,11 +272,21 @@ class AttributionRuntime:
                     # The epoch vanished: Redis restarted empty or was flushed. Exit; the startup
                     # check compares Redis with Kafka's committed offsets and stops or rebuilds.
                     raise RuntimeError(f"partition {partition}: Redis lost this partition's state") from exc
-                if partition not in self.owned:
-                    # Revoked mid-batch: the new owner replays these messages from Kafka.
-                    log.warning("batch dropped for a partition revoked mid-batch", extra={"partition": partition})
-                    return False
-                raise
+                # Another worker claimed the partition: the group reassigned it (we were revoked
+                # mid-batch, or evicted while busy or frozen and not told yet). Redis refused the
+                # whole write, so dropping the batch unacknowledged is safe: the new owner reads
+                # these messages again from the committed offsets. Claiming it back would fence the
+                # rightful owner, so the partition waits for the group's next assignment.
+                if self.epochs.get(partition) == epoch:
+                    self.owned.discard(partition)
+                    self.epochs.pop(partition, None)
+                    self.not_ours.add(partition)
+                log.warning(
+                    "batch dropped: partition %d was claimed by another worker (epoch %s superseded by %s)",
+                    partition, epoch, exc.current_epoch,
+                    extra={"partition": partition, "worker": self.cfg.worker_id},
+                )
+                return False
             if attempt >= 10:
                 raise RuntimeError(f"partition {partition}: offsets kept moving under us")
         self._record(plan, time.perf_counter() - started)
@@ -296,6 +329,8 @@ class AttributionRuntime:
             m.events_applied.labels(ACTION_OF[event_type]).inc(n)
         for action, n in Counter(e.action for e in plan.duplicates).items():
             m.duplicates.labels(action).inc(n)
+        for (kind, outcome), n in plan.outliers.items():
+            m.event_time_outliers.labels(kind, outcome).inc(n)
         for topic, n in plan.replayed.items():
             m.replayed.labels(topic).inc(n)
         for topic, tp in plan.progress.items():
@@ -387,6 +422,10 @@ def build_app(cfg: WorkerConfig) -> faust.App:
                     os._exit(EXIT_APPLY_FAILED)
         finally:
             runtime.cancel_inflight()
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+        runtime.on_revoked(revoked)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:

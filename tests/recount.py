@@ -3,12 +3,19 @@
 It shares only the attribution *models* (the arithmetic that tests/unit checks against the
 `channelattribution` library) with the pipeline; none of the journey engine, the batch planner,
 Redis or Kafka. Output uses the pipeline's integer field names so the comparison is exact.
+
+Identity: an event is its `event_id`; a repeat of an id counts once (the first one read). Ids are
+compared within the Kafka partition of the user (each user's events all reach that partition,
+and that is where the pipeline remembers ids), so with `partitions` given, two users of different
+partitions may each count an id once.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+
+from confluent_kafka import murmur2
 
 from producers.scenario import load_scenario
 from schemas.events import AddToCart, Checkout, Follow, UserAction, View
@@ -27,13 +34,15 @@ def recount(
     campaign_lookbacks: Mapping[str, Lookback] | None = None,
     retention_s: float = 86_400.0,
     campaign_products: Mapping[str, frozenset[str]] | None = None,
+    partitions: int | None = None,
 ) -> dict[str, int]:
     per_campaign = campaign_lookbacks or {}
     products = campaign_products or {}
     unlimited = Lookback(float("inf"), float("inf"))
-    unique: dict[str, UserAction] = {}
+    unique: dict[tuple[int, str], UserAction] = {}
     for e in events:
-        unique.setdefault(e.event_id, e)
+        partition = murmur2(e.user_id.encode(), partitions) if partitions else 0
+        unique.setdefault((partition, e.event_id), e)
     by_user: dict[str, list[UserAction]] = defaultdict(list)
     for e in unique.values():
         by_user[e.user_id].append(e)
@@ -117,4 +126,4 @@ def recount_for(settings: Settings, events: Iterable[UserAction]) -> dict[str, i
     }
     products = scenario.campaign_products() if settings.attribution_scope == "product" else {}
     return recount(events, Lookback(settings.lookback_view_s, settings.lookback_engaged_s), settings.half_life_s,
-                   scenario.rates_to_base(), per_campaign, settings.retention_s, products)
+                   scenario.rates_to_base(), per_campaign, settings.retention_s, products, settings.partitions)

@@ -36,8 +36,8 @@ KIND_FIELD = {"follow": "follows", "add_to_cart": "add_to_carts", "checkout": "c
 class EngineConfig:
     lookback: Lookback
     half_life_s: float
-    # Conversions stay re-attributable (and event ids deduplicable) for this long behind the
-    # partition's slowest topic watermark; older arrivals are dead-lettered as late upstream.
+    # Conversions stay re-attributable for this long behind the partition's slowest topic
+    # watermark; older arrivals are dead-lettered as late upstream (processor.py).
     lateness_s: float
     bucket_s: int = 60
     max_touches: int = 200
@@ -96,7 +96,6 @@ class ConversionRecord:
 class UserState:
     touches: list[TouchRecord] = field(default_factory=list)
     conversions: list[ConversionRecord] = field(default_factory=list)
-    seen: dict[str, float] = field(default_factory=dict)
     # creator -> times the user followed them: a follow engages that creator's earlier touches.
     follows: dict[str, list[float]] = field(default_factory=dict)
     checkouts: int = 0
@@ -120,7 +119,6 @@ class UserState:
                 else [c.at, c.event_id, c.kind, c.value_minor, c.alloc, c.spu_id]
                 for c in self.conversions
             ],
-            "s": self.seen,
             "f": self.follows,
             "b": self.checkouts,
             "l": self.last_at,
@@ -145,7 +143,6 @@ class UserState:
                 )
                 for c in data["c"]
             ],
-            seen=data["s"],
             follows=data.get("f", {}),
             checkouts=int(data.get("b", 0)),
             loyal_checkouts=data.get("lc", {}),
@@ -226,8 +223,6 @@ class JourneyObservation:
 @dataclass(slots=True)
 class UserResult:
     state: UserState
-    applied: list[UserAction]
-    duplicates: list[UserAction]
     journeys: list[JourneyObservation]
 
 
@@ -247,14 +242,13 @@ def apply_events(
 ) -> UserResult:
     """Apply one user's events (any order) to `state`, adding metric increments to `out`.
 
+    The events must be distinct: duplicates are found per partition before this is called
+    (processor.plan_batch, against the partition's event-id sets), not per user.
     `horizon` is the event time before which nothing can change any more (the partition's slowest
     watermark minus the allowed lateness): conversions older than it are finalised and dropped.
     `times`, when the caller already has them, are the events' `event_ts`, in the same order.
     """
-    applied: list[UserAction] = []
-    duplicates: list[UserAction] = []
     journeys: list[JourneyObservation] = []
-    seen = state.seen
     bucket_s = cfg.bucket_s
     loyal_before = loyalty_flags(state, cfg.retention_s)
     # event_ts is computed from a datetime: once per event
@@ -262,11 +256,6 @@ def apply_events(
     if len(timed) > 1:
         timed.sort(key=lambda p: (p[0], p[1].event_id))
     for at, event in timed:
-        if event.event_id in seen:
-            duplicates.append(event)
-            continue
-        seen[event.event_id] = at
-        applied.append(event)
         if state.last_at is None or at > state.last_at:
             state.last_at = at
         bucket = int(at // bucket_s) * bucket_s
@@ -312,7 +301,7 @@ def apply_events(
                 journeys.append(JourneyObservation(_channel_path(_eligible(state, at, cfg, event.spu_id)), True))
     journeys.extend(_prune(state, horizon, cfg))
     _emit_loyalty(loyal_before, loyalty_flags(state, cfg.retention_s), out)
-    return UserResult(state, applied, duplicates, journeys)
+    return UserResult(state, journeys)
 
 
 # Loyalty flags of one user toward one campaign (the L of AIPL), as bits.
@@ -546,8 +535,6 @@ def _prune(state: UserState, horizon: float, cfg: EngineConfig) -> list[JourneyO
             if conv.at < horizon:  # final: keep what the loyalty flags need of it
                 _count_loyalty(conv, state.loyal_checkouts, state.loyal_follow_at)
         state.conversions = [c for c in state.conversions if c.at >= horizon]
-    if state.seen and min(state.seen.values()) < horizon:
-        state.seen = {eid: at for eid, at in state.seen.items() if at >= horizon}
     keep_from = horizon - cfg.longest_lookback_s
     # Touches are sorted by time: the expired ones are a prefix.
     if not state.touches or state.touches[0].at >= keep_from:

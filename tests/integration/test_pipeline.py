@@ -5,17 +5,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, murmur2
 
 from producers.kafka_sink import assign_all
 from seedloop import runtime
 from seedloop.settings import Settings
 from seedloop.topics import caught_up, ensure_topics
+from stream_processors.processor import WATERMARK_QUORUM
 from stream_processors.state import FigureReader, Keys
 from tests.conftest import REPO, WorkerProcess, settings_env, wait_for
 from tests.recount import recount_for
@@ -126,6 +129,7 @@ def test_bad_input_is_dead_lettered_with_reason_and_processing_continues(
         '{"action":"view","event_id":"ok-1","user_id":"u1","event_time":"2026-11-11T08:00:00Z",'
         '"campaign_id":"c_pmpm_launch","channel":"kol","creative_id":"cr1","cost_minor":30}'
     )
+    home = murmur2(b"u1", settings.partitions)
     bad = {
         b"not json at all": "not_json",
         b"[1,2,3]": "not_an_object",
@@ -143,23 +147,43 @@ def test_bad_input_is_dead_lettered_with_reason_and_processing_continues(
         good.replace('"cost_minor":30', '"cost_minor":30,"surprise":1').encode(): "invalid_fields",
         good.replace('"view"', '"purchase"').encode(): "unknown_action",
     }
-    # After the good event: the same event again (other bytes, same event_id), and one two hours
-    # older than the watermark (the allowed lateness is one hour).
+    # After the good events (the watermark needs WATERMARK_QUORUM of them): the same event again
+    # (other bytes, same event_id), the same event_id under another user of the same partition,
+    # and one two hours older than the watermark (the allowed lateness is one hour).
+    goods = [good.replace("ok-1", f"ok-{i}").encode() for i in range(1, WATERMARK_QUORUM + 1)]
+    neighbour = next(u for u in (f"n{i}" for i in range(100)) if murmur2(u.encode(), settings.partitions) == home)
     after_good = {
         good.replace(",", ", ").encode(): "duplicate",
-        good.replace("ok-1", "ok-2").replace("T08:00", "T06:00").encode(): "late",
+        good.replace('"u1"', f'"{neighbour}"').encode(): "duplicate",
+        good.replace("ok-1", "late-1").replace("T08:00", "T06:00").encode(): "late",
     }
+    keys = {good.replace('"u1"', f'"{neighbour}"').encode(): neighbour.encode()}
     producer = Producer({**settings.confluent_config(), "partitioner": "murmur2_random"})
     for payload in bad:
         producer.produce(settings.topic("view"), payload, b"u1")
-    producer.produce(settings.topic("view"), good.encode(), b"u1")
-    for payload in after_good:
+    # A key other than the payload's user, and the right key in another partition.
+    misplaced = {
+        good.replace("ok-1", "km-1").encode(): "key_mismatch",
+        good.replace("ok-1", "wp-1").encode(): "wrong_partition",
+    }
+    producer.produce(settings.topic("view"), good.replace("ok-1", "km-1").encode(), neighbour.encode() + b"x")
+    producer.produce(
+        settings.topic("view"), good.replace("ok-1", "wp-1").encode(), b"u1", partition=(home + 1) % settings.partitions
+    )
+    for payload in goods:
         producer.produce(settings.topic("view"), payload, b"u1")
     assert producer.flush(30) == 0
+    # Once the good events are applied (so that the watermark stands), the repeats and the late one.
+    reader = FigureReader(redis_client, Keys(settings.topic_prefix), settings.partitions, settings.bucket_s)
+    wait_for(lambda: reader.totals().get("t|views") == len(goods), 30, "the good events")
+    for payload in after_good:
+        producer.produce(settings.topic("view"), payload, keys.get(payload, b"u1"))
+    assert producer.flush(30) == 0
     bad.update(after_good)
+    bad.update(misplaced)
 
     letters = read_dead_letters(settings, expected=len(bad))
-    seen = Counter()
+    seen: Counter[str] = Counter()
     for m in letters:
         headers = {k: v.decode() for k, v in (m.headers() or [])}
         assert headers["source_topic"] == settings.topic("view")
@@ -169,6 +193,45 @@ def test_bad_input_is_dead_lettered_with_reason_and_processing_continues(
         seen[headers["error_class"]] += 1
     assert sum(seen.values()) == len(bad)
 
+    assert reader.totals()["t|views"] == len(goods)
+    assert reader.totals()["c|c_pmpm_launch|kol|views"] == len(goods)
+
+
+def test_a_few_forged_day_ahead_views_do_not_make_later_ordinary_events_late(
+    settings: Settings, start_worker: Callable[..., WorkerProcess], redis_client: redis.Redis
+) -> None:
+    """One client with a wrong clock must not silence a partition: fewer than WATERMARK_QUORUM
+    views dated a day ahead (each within the allowed future skew of the one before) leave the
+    watermark where honest traffic put it, and show on the outlier metric."""
+    ensure_topics(settings)
+    worker = start_worker()
+
+    def view(event_id: str, at: datetime) -> bytes:
+        return json.dumps(
+            {"action": "view", "event_id": event_id, "user_id": "u1", "event_time": at.isoformat(),
+             "campaign_id": "c_pmpm_launch", "channel": "kol", "creative_id": "cr1", "cost_minor": 30}
+        ).encode()
+
+    t0 = datetime(2026, 11, 11, 8, tzinfo=UTC)
+    honest = [view(f"h{i}", t0 + timedelta(seconds=i)) for i in range(WATERMARK_QUORUM)]
+    forged = [view(f"f{i}", t0 + timedelta(days=1, hours=i)) for i in range(WATERMARK_QUORUM - 1)]
+    ordinary = [view(f"o{i}", t0 + timedelta(minutes=5, seconds=i)) for i in range(20)]
+    producer = Producer({**settings.confluent_config(), "partitioner": "murmur2_random"})
+    for payload in honest + forged + ordinary:
+        producer.produce(settings.topic("view"), payload, b"u1")
+    assert producer.flush(30) == 0
+
     reader = FigureReader(redis_client, Keys(settings.topic_prefix), settings.partitions, settings.bucket_s)
-    wait_for(lambda: reader.totals().get("t|views") == 1, 30, "the good event after the bad ones")
-    assert reader.totals()["c|c_pmpm_launch|kol|views"] == 1
+    total = len(honest) + len(forged) + len(ordinary)
+    wait_for(lambda: reader.totals().get("t|views") == total, 30, "every view, the ordinary ones after the forged too")
+    assert worker.proc.poll() is None, worker.log_text()[-3000:]
+    meta = reader.metas()[murmur2(b"u1", settings.partitions)]
+    assert meta.watermarks[settings.topic("view")] < (t0 + timedelta(minutes=10)).timestamp()
+
+    def outliers() -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        line = 'seedloop_event_time_outliers_total{action="view",outcome="counted"}'
+        return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(line))
+
+    wait_for(lambda: outliers() == len(forged), 15, "the outliers on /metrics")
