@@ -38,7 +38,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--topic-prefix", help="topic and Redis key prefix (SEEDLOOP_TOPIC_PREFIX, default seedloop)"
     )
     g.add_argument("--partitions", type=int, help="partitions per topic (SEEDLOOP_PARTITIONS, default 4)")
-    g.add_argument("--seeds-dir", type=Path, help="scenario folder (SEEDLOOP_SEEDS_DIR, default ./seeds)")
+    g.add_argument(
+        "--seeds-dir", type=Path, help="scenario folder (SEEDLOOP_SEEDS_DIR, default: the seeds shipped with seedloop)"
+    )
     g.add_argument("--log-format", choices=["json", "console"], help="SEEDLOOP_LOG_FORMAT (default console)")
     g.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="SEEDLOOP_LOG_LEVEL")
 
@@ -130,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="several random seeds, comma-separated (e.g. 7,11,13): the evaluation once per seed, then a "
         "summary across seeds (median and worst); --json then writes {seeds: {...}, summary: {...}}",
     )
-    p.add_argument("--seeds-dir", type=Path, help="scenario folder (default ./seeds)")
+    p.add_argument("--seeds-dir", type=Path, help="scenario folder (default: the seeds shipped with seedloop)")
     p.add_argument(
         "--volume",
         type=_positive_float,
