@@ -130,6 +130,12 @@ class Settings(BaseSettings):
 
     log_format: Literal["json", "console"] = "console"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    connect_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="how long a command waits for Kafka and Redis at start before it gives up with one clear line",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -237,19 +243,17 @@ class Settings(BaseSettings):
         return env
 
     def redacted(self) -> dict[str, Any]:
-        """Settings safe to log or write into a report."""
-        return {
-            k: ("**********" if v is not None and ("password" in k or "token" in k) else v)
-            for k, v in self.model_dump(mode="json").items()
-        } | {"redis_url": _redact_url(self.redis_url.get_secret_value()) if self.redis_url else None}
+        """Settings safe to log or write into a report (seedloop/redact.py decides what is secret)."""
+        from seedloop.redact import redact_servers, redact_value
+
+        dumped = self.model_dump(mode="json")
+        dumped["redis_url"] = _redact_url(self.redis_url.get_secret_value()) if self.redis_url else None
+        if self.kafka_bootstrap_servers:
+            dumped["kafka_bootstrap_servers"] = redact_servers(self.kafka_bootstrap_servers)
+        return dict(redact_value(dumped))
 
 
 def _redact_url(url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
+    from seedloop.redact import redact_url
 
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:**********@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return redact_url(url)
