@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -14,10 +15,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import AuthenticationError as RedisAuthenticationError
+from confluent_kafka import KafkaError, KafkaException
+from pydantic import AliasChoices, ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from seedloop import preflight
 from seedloop.logs import configure_logging
+from seedloop.preflight import EXIT_CONFIG, EXIT_STATE_LOSS
+from seedloop.redact import is_secret_key, redact_text, secrets_of, url_secrets
 from seedloop.settings import Settings
 
 log = logging.getLogger("seedloop.cli")
@@ -29,6 +35,23 @@ metrics -> bid optimizer -> ad scheduler, closing the loop from seeding to purch
 Services: set KAFKA_BOOTSTRAP_SERVERS and REDIS_URL to use your own; `demo` and `stack` start an
 embedded broker (Tansu) and Redis (valkey) on free localhost ports when they are unset.
 Other settings are SEEDLOOP_* environment variables (e.g. SEEDLOOP_PARTITIONS=8); flags win.
+"""
+
+EPILOG = """\
+exit codes:
+  0    success
+  1    the command ran and failed: simulate (events the broker did not acknowledge), soak (events lost)
+  2    usage or configuration error: a bad flag or setting, a malformed REDIS_URL, services not set
+  3    worker: Redis is behind Kafka's committed offsets, i.e. it lost state (see SEEDLOOP_ON_STATE_LOSS)
+  4    Redis unreachable within SEEDLOOP_CONNECT_TIMEOUT_S (default 10 s), or it refused the
+       credentials (check REDIS_URL)
+  5    Kafka unreachable within SEEDLOOP_CONNECT_TIMEOUT_S, or it refused the credentials or the TLS
+       handshake (check KAFKA_BOOTSTRAP_SERVERS, KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*)
+  70   worker: a batch could not be applied; the worker exits before acknowledging it (restart it:
+       the replay is harmless)
+  130  interrupted
+Errors 2-5 are one line on stderr naming what failed and the setting to check; the details are
+logged at DEBUG (--log-level DEBUG). Passwords are never printed.
 """
 
 
@@ -43,6 +66,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--log-format", choices=["json", "console"], help="SEEDLOOP_LOG_FORMAT (default console)")
     g.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="SEEDLOOP_LOG_LEVEL")
+    g.add_argument(
+        "--connect-timeout",
+        type=float,
+        dest="connect_timeout_s",
+        help="seconds to wait for Kafka and Redis at start before giving up (SEEDLOOP_CONNECT_TIMEOUT_S, default 10)",
+    )
 
 
 def _sim_flags(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +88,10 @@ def _sim_flags(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="seedloop", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="seedloop",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -189,6 +221,7 @@ _FLAG_SETTINGS = (
     "users",
     "worker_id",
     "web_port",
+    "connect_timeout_s",
 )
 
 
@@ -283,7 +316,7 @@ def cmd_worker(settings: Settings) -> int:
         check_state(settings, cfg.app_id)
     except StateLossError as exc:
         log.critical(str(exc))
-        return 3
+        return EXIT_STATE_LOSS
     run_worker(cfg, loglevel=settings.log_level)
     return 0
 
@@ -378,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if problem := embedded_problem():
             print(f"seedloop bench: {problem}", file=sys.stderr)
-            return 2
+            return EXIT_CONFIG
         configure_logging("console", "WARNING")
         result = run_bench(args.json_path, quick=args.quick, progress=lambda msg: print(msg, file=sys.stderr))
         print(format_bench(result))
@@ -391,10 +424,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_attribute(args)
     try:
         settings = settings_from(args)
-    except ValueError as exc:
-        print(f"seedloop: invalid settings: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings.log_format, settings.log_level)
+    except ValidationError as exc:
+        print(f"seedloop: invalid settings: {_settings_error(exc)}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(settings.log_format, settings.log_level, secrets_of(settings))
     if args.command in ("stack", "soak") or (
         args.command == "demo" and (settings.kafka_bootstrap_servers is None or settings.redis_url is None)
     ):
@@ -403,11 +436,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The embedded services are an optional extra (not in the production image): say so in one line.
         if problem := embedded_problem():
             print(f"seedloop {args.command}: {problem}", file=sys.stderr)
-            return 2
+            return EXIT_CONFIG
     if args.command == "demo":
         from seedloop.demo import run_demo
 
-        return run_demo(settings, args)
+        return _reporting_service_errors(settings, lambda: run_demo(settings, args))
     if args.command == "stack":
         return cmd_stack(settings)
     if args.command == "soak":
@@ -422,20 +455,79 @@ def main(argv: Sequence[str] | None = None) -> int:
             "output, or use `seedloop demo`)",
             file=sys.stderr,
         )
-        return 2
+        return EXIT_CONFIG
     handlers: dict[str, Callable[[], int]] = {
         "simulate": lambda: cmd_simulate(settings, args),
         "worker": lambda: cmd_worker(settings),
         "optimize": lambda: cmd_optimize(settings, args),
         "report": lambda: cmd_report(settings, args),
     }
-    try:
+
+    def run() -> int:
+        # simulate only produces: it needs Kafka, and a REDIS_URL that parses (checked anyway).
+        preflight.preflight(settings, kafka=True, redis_needed=args.command != "simulate")
         return handlers[args.command]()
-    except (RedisAuthenticationError, RedisConnectionError) as exc:
-        # One structured record, never a traceback: log pipelines must be able to parse it. The
-        # URL is redacted; redis-py's message does not include the password.
-        log.critical(
-            "Redis refused the connection or the credentials",
-            extra={"redis": settings.redacted()["redis_url"], "error": str(exc), "error_class": type(exc).__name__},
-        )
-        return 4
+
+    return _reporting_service_errors(settings, run)
+
+
+# librdkafka's codes for "the broker cannot be used from here": reported as one line; any other
+# KafkaException is a bug or an unusual broker state, and keeps its traceback.
+_KAFKA_SERVICE_CODES = frozenset({
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._TIMED_OUT,
+    KafkaError._RESOLVE,
+    KafkaError._AUTHENTICATION,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError._SSL,
+})
+
+
+def _reporting_service_errors(settings: Settings, command: Callable[[], int]) -> int:
+    """Run `command`; a service it cannot use (at the preflight check or later) becomes one
+    CRITICAL line and its exit code (seedloop/preflight.py), never a traceback: an operator reads
+    the cause at once, and log pipelines can parse it (one JSON record with --log-format json)."""
+    try:
+        return command()
+    except preflight.ServiceError as exc:
+        return preflight.report(exc.problems, settings)
+    except (RedisConnectionError, RedisTimeoutError) as exc:  # AuthenticationError included
+        log.debug("Redis failed", exc_info=True)
+        return preflight.report([preflight.redis_problem(settings, exc)], settings)
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else None
+        if not isinstance(err, KafkaError) or err.code() not in _KAFKA_SERVICE_CODES:
+            raise
+        log.debug("Kafka failed", exc_info=True)
+        return preflight.report([preflight.kafka_problem(settings, exc)], settings)
+
+
+def _settings_error(exc: ValidationError) -> str:
+    """pydantic's errors without their `input_value` (which can be a password or a whole REDIS_URL),
+    each naming the environment variable to fix."""
+    parts = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else ""
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{_env_name(field)}: {msg}" if field else msg)
+    return redact_text("; ".join(parts), _environment_secrets())
+
+
+def _env_name(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"SEEDLOOP_{field.upper()}" if info is not None else field
+
+
+def _environment_secrets() -> set[str]:
+    """Secret values in the environment, for when no Settings object could be built."""
+    found: set[str] = set()
+    for key, value in os.environ.items():
+        if key in ("REDIS_URL", "SEEDLOOP_REDIS_URL"):
+            found |= url_secrets(value)
+        elif is_secret_key(key) and value:
+            found.add(value)
+    return found

@@ -29,6 +29,7 @@ from producers.runner import RunLimits, run_simulation
 from producers.scenario import Scenario
 from seedloop import runtime
 from seedloop.embedded import EmbeddedStack, free_port
+from seedloop.preflight import preflight
 from seedloop.report import build_report, report_markdown
 from seedloop.settings import Settings
 from seedloop.topics import caught_up, ensure_topics
@@ -148,7 +149,10 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                 settings.kafka_bootstrap_servers or stack.bootstrap,
                 settings.redis_url_value if settings.redis_url else stack.redis_url,
             )
-        log.info("services", extra={"kafka": settings.bootstrap, "redis": settings.redacted()["redis_url"]})
+        shown = settings.redacted()
+        log.info("services", extra={"kafka": shown["kafka_bootstrap_servers"], "redis": shown["redis_url"]})
+        # External services may be down or misconfigured: one clear line, not a worker restart loop.
+        preflight(settings)
         scenario = runtime.scenario_of(settings)
         ensure_topics(settings)
         pool = WorkerPool(settings, args.workers, log_dir)

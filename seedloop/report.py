@@ -7,6 +7,8 @@ from typing import Any
 import redis
 
 from producers.scenario import Scenario
+from seedloop.preflight import EXIT_KAFKA, Problem, ServiceError
+from seedloop.redact import redact_servers
 from seedloop.settings import Settings
 from seedloop.topics import end_offsets
 from stream_processors.attribution.models import MODEL_NAMES
@@ -59,7 +61,21 @@ def build_report(
         row["loyalty"] = loyalty_rates(loyal.get(c.campaign_id, {}))
         campaigns.append(row)
     t = totals(fields)
-    offsets = end_offsets(settings, [settings.topic("dead_letters"), settings.topic("bid_adjustments")])
+    timeout = settings.connect_timeout_s
+    try:
+        offsets = end_offsets(
+            settings, [settings.topic("dead_letters"), settings.topic("bid_adjustments")], timeout=timeout
+        )
+    except TimeoutError as exc:
+        # Preflight reached the broker, so either it stopped answering or the topics are missing
+        # (a prefix nothing has run on yet): the operator's line, not a traceback.
+        where = redact_servers(settings.bootstrap)
+        line = (
+            f"Kafka at {where} did not answer for topics {settings.topic('dead_letters')} and "
+            f"{settings.topic('bid_adjustments')} within {timeout:g}s (check KAFKA_BOOTSTRAP_SERVERS and "
+            "SEEDLOOP_TOPIC_PREFIX: a worker or the optimizer creates the topics)"
+        )
+        raise ServiceError([Problem(line, EXIT_KAFKA, "kafka", type(exc).__name__, str(exc))]) from exc
     report: dict[str, Any] = {
         "model": REPORT_MODEL,
         "currency": scenario.fx.base,

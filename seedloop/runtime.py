@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import redis
 
@@ -11,6 +12,7 @@ from producers.scenario import Scenario, load_scenario
 from producers.scheduler import AdScheduler
 from producers.simulator import SimConfig, Simulator
 from producers.traffic import TrafficModel, load_truth
+from seedloop.logs import kafka_client_log
 from seedloop.settings import Settings
 from stream_processors.attribution.journey import EngineConfig
 from stream_processors.attribution.models import Lookback
@@ -84,13 +86,20 @@ def simulator_of(settings: Settings, scenario: Scenario) -> Simulator:
     return Simulator(scenario, traffic, AdScheduler(scenario), cfg)
 
 
+def kafka_config(settings: Settings) -> dict[str, Any]:
+    """librdkafka properties of the clients we build: the settings' own, with librdkafka's log
+    sent through our logging (redacted, connection-refused spam deduplicated; seedloop/logs.py)
+    rather than printed raw on stderr."""
+    return {**settings.confluent_config(), "logger": kafka_client_log()}
+
+
 def event_sink(settings: Settings, scenario: Scenario) -> EventSink:
-    return EventSink(settings.confluent_config(), settings.topic_prefix, scenario.rates_to_base())
+    return EventSink(kafka_config(settings), settings.topic_prefix, scenario.rates_to_base())
 
 
 def bid_reader(settings: Settings, instance: str) -> BidAdjustmentReader:
     return BidAdjustmentReader(
-        settings.confluent_config(),
+        kafka_config(settings),
         settings.topic("bid_adjustments"),
         group_id=f"seedloop-scheduler-{settings.topic_prefix}-{instance}",
     )
@@ -110,4 +119,4 @@ def optimizer_of(
         mode=settings.optimizer_mode,
         final_after_s=settings.allowed_lateness_s + 5 * settings.bucket_s,
     )
-    return OptimizerService(scenario, reader, client, keys, settings.confluent_config(), cfg, metrics)
+    return OptimizerService(scenario, reader, client, keys, kafka_config(settings), cfg, metrics)
