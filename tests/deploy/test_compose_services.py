@@ -18,8 +18,8 @@ for the services built from deploy/Dockerfile, as faithfully as a process can:
   environment with the virtualenv's python, its 127.0.0.1 rewritten to the service's address,
   and must pass within the time compose allows (start_period + retries x interval).
 
-The only change to compose's own values is the simulator's duration: 86400 s in compose, a
-minute here (SIM_DURATION_S).
+The only change to compose's own values is the simulator's duration: 86400 s in compose,
+45 s here (SIM_DURATION_S).
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 SEEDLOOP_SERVICES = ("topics-init", "simulator", "worker-1", "worker-2", "optimizer")
-# The one override of compose's values: the simulator runs for a minute, not a day (86400 s).
-SIM_DURATION_S = 60
+# The one override of compose's values: the simulator runs for 45 s, not a day (86400 s).
+SIM_DURATION_S = 45
 # Broker settings of compose's kafka service that describe the node's own layout (ids, listeners,
 # paths): the local broker has its own. Every other KAFKA_* setting is applied to it as compose sets it.
 KAFKA_LAYOUT = frozenset(
@@ -209,6 +209,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
     return Image(venv, env, entrypoint, cmd)
 
 
+@pytest.mark.timeout(600)  # the first user of `image` builds the virtualenv (a fresh pip install)
 def test_the_image_install_has_what_the_commands_need(image: Image, tmp_path: Path) -> None:
     """The plain install answers from site-packages (never this checkout), finds its seeds, has
     numpy for `seedloop evaluate`, and has no embedded broker: demo and stack say what to install."""
@@ -402,7 +403,7 @@ def services_of(image: Image, backends: Backends, workdir: Path) -> dict[str, Se
         else:
             argv = [*image.entrypoint, *service.get("command", image.cmd)]
         if name == "simulator":
-            # The one override of compose's values: a finite run (a minute) instead of a day.
+            # The one override of compose's values: a finite run (SIM_DURATION_S) instead of a day.
             at = argv.index("--duration") + 1
             assert argv[at] == "86400", argv
             argv[at] = str(SIM_DURATION_S)
@@ -544,11 +545,13 @@ def test_compose_deployment_runs_and_closes_the_loop(
         simulator = services["simulator"]
         assert simulator.proc is not None
         sim_metrics = f"http://{simulator.address}:6068/metrics"
-        applied = 0.0
+        applied, first_applied_s = 0.0, None
         while simulator.proc.poll() is None:
             # Between the run's end and the process's exit the server is gone; the loop then ends.
             with contextlib.suppress(OSError):
                 applied = scrape(sim_metrics).get("seedloop_sim_bid_adjustments_applied_total", applied)
+            if applied and first_applied_s is None:
+                first_applied_s = time.monotonic() - started
             time.sleep(1.0)
         assert simulator.proc.returncode == 0, f"simulator failed:\n{simulator.log_tail()}"
         assert applied > 0, f"the scheduler applied no bid adjustment:\n{logs()}"
@@ -592,7 +595,11 @@ def test_compose_deployment_runs_and_closes_the_loop(
         # Nothing needed a topic topics-init did not create (only the broker's and Faust's own).
         extra = set(admin.list_topics(timeout=30).topics) - {s.topic for s in specs}
         assert all(t.startswith(("__", f"{settings.consumer_group}")) for t in extra), extra
-        print(f"\nhealthy after {healthy} s; {acknowledged} events; figures {figures['events_processed']}")
+        print(
+            f"\ncompose services: healthy after { ({k: round(v, 1) for k, v in healthy.items()}) } s; "
+            f"first bid adjustment applied {first_applied_s:.0f} s after the start, {applied:.0f} in all; "
+            f"{acknowledged} events acknowledged = processed; {figures['bid_adjustments']} adjustments published"
+        )
     finally:
         for service in services.values():
             service.stop()
