@@ -97,14 +97,15 @@ class PipelineMetrics:
         self.late_events = Counter(
             "seedloop_late_events", "Events older than the allowed lateness", ["action"], registry=r
         )
-        # A healthy pipeline shows 0 here (every series exists from the start): honest events are
-        # dated within seconds to minutes of the watermark, never an allowed lateness ahead of it.
-        # Such events come from a client whose clock is wrong, or forged ones; they cannot move the
-        # watermark unless WATERMARK_QUORUM of them agree (processor.py), so they are counted
-        # (outcome="counted") or, past the future bound, dead-lettered as `future`.
+        # A healthy pipeline shows 0 here (every series exists from the start): in event-time order
+        # a partition's honest events are seconds apart. A jump of more than the allowed lateness
+        # past everything the partition accepted comes from a client whose clock is wrong, or from
+        # forged times; it cannot move the watermark unless WATERMARK_QUORUM events agree
+        # (processor.py). outcome="counted": accepted; "dead_lettered": past the future bound.
         self.event_time_outliers = Counter(
             "seedloop_event_time_outliers",
-            "Events dated more than the allowed lateness ahead of their partition's event-time watermark",
+            "Events dated more than the allowed lateness after every event their partition had accepted "
+            "(counted), or past the future bound (dead_lettered)",
             ["action", "outcome"],
             registry=r,
         )

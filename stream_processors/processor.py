@@ -100,8 +100,8 @@ class DecodedBatch:
 # that many accepted events dated at or after T to move it to T. A client with a wrong clock
 # (or a forger) that gets a few events past the future bound therefore cannot make ordinary
 # traffic late: with fewer than WATERMARK_QUORUM such events the watermark stays where honest
-# traffic put it, and the outliers are counted (`outliers` below, the
-# seedloop_event_time_outliers metric). The price is a lag: the watermark trails the latest event
+# traffic put it, and each jump is counted (`outliers` below, the seedloop_event_time_outliers
+# metric). The price is a lag: the watermark trails the latest event
 # by the time its topic takes to produce WATERMARK_QUORUM events (seconds for views, about an hour
 # for a partition's checkouts in the simulation), so lateness is that much more lenient.
 # Until a topic has had WATERMARK_QUORUM events in a partition, it has no watermark: none of its
@@ -231,9 +231,12 @@ class BatchPlan:
     # topic -> (event_id, event time) of every applied event: added to the partition's event-id
     # set of the topic, which forgets ids older than the topic's watermark minus the lateness.
     new_ids: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
-    # (action, "counted" | "dead_lettered") -> events dated more than the allowed lateness ahead
-    # of the partition's watermark: each would have made ordinary traffic late under a
-    # latest-event watermark (see WATERMARK_QUORUM).
+    # (action, "counted" | "dead_lettered") -> suspicious jumps in event time: events dead-lettered
+    # as `future`, and accepted events dated more than the allowed lateness after every event the
+    # partition had accepted (once it has a watermark). Under a latest-event watermark each of
+    # them would have made ordinary traffic late (see WATERMARK_QUORUM). In event-time order
+    # honest traffic never jumps so (a partition's events are seconds apart); the one honest
+    # cause is a sparse topic read hours ahead of the others while a backlog is caught up.
     outliers: Counter[tuple[str, str]] = field(default_factory=Counter)
     # topic -> event time below which the topic's applied ids are forgotten: its watermark minus
     # the allowed lateness. Safe because watermarks only move forward, so from now on an event
@@ -373,8 +376,10 @@ def plan_batch(
     new_ids: dict[str, list[tuple[str, float]]] = {}
     # id -> [(topic, event time)] of applied events: stored, then this batch's, in order.
     remembered: dict[str, list[tuple[str, float]]] = {i: list(v) for i, v in (known_ids or {}).items()}
-    # Watermarks only move forward, so the lead (the latest of them) is kept as it moves.
+    # Watermarks only move forward, so the lead (the latest of them) is kept as it moves; so is
+    # the latest event time the partition accepted (the newest of the stored `latest` lists).
     lead = max(watermarks.values(), default=no_mark)
+    newest = max((times[-1] for times in meta.latest.values() if times), default=no_mark)
     # Every decision below reads only the stored meta and id sets and the messages before it in
     # (topic, offset) order, so a batch replayed after a crash (before its apply) is decided the
     # same way; per topic it does not even depend on where the batches were cut.
@@ -393,7 +398,6 @@ def plan_batch(
                 )
             )
             continue
-        outlier = lead != no_mark and at > lead + lateness
         reference = max(wall_now, lead)
         if at > reference + rules.max_future_s:
             outliers[(event.action, "dead_lettered")] += 1
@@ -421,8 +425,10 @@ def plan_batch(
             remembered[event_id] = [(topic, at)]
         else:
             earlier.append((topic, at))
-        if outlier:
-            outliers[(event.action, "counted")] += 1
+        if at > newest:
+            if lead != no_mark and at > newest + lateness:  # newest >= lead: ahead of both
+                outliers[(event.action, "counted")] += 1
+            newest = at
         observe_event_time(tp.latest, at)
         mark = robust_watermark(tp.latest, tp.watermark)
         if mark != tp.watermark:

@@ -161,9 +161,10 @@ def test_a_few_day_ahead_views_do_not_make_later_ordinary_events_late() -> None:
     # a day ahead of the simulation is past the future bound: only the watermark rule protects.
     p = Partition(wall_now=T0 + 20 * DAY)
     honest_start(p)
-    forged = [view(f"forged{i}", T0 + DAY + i * 3600, USERS[1]) for i in range(WATERMARK_QUORUM - 1)]
+    # Each a day after the one before (within the allowed skew of it, as a walking clock).
+    forged = [view(f"forged{i}", T0 + (i + 1) * (DAY - 60), USERS[1]) for i in range(WATERMARK_QUORUM - 1)]
     plan = p.run(forged)
-    # Well-formed and within the future bound: counted, but flagged as outliers ...
+    # Well-formed and within the future bound: counted, but each jump is flagged ...
     assert applied_ids(plan) == [e.event_id for e in forged]
     assert plan.outliers == Counter({("view", "counted"): WATERMARK_QUORUM - 1})
     # ... and they did not move the watermark,
@@ -178,13 +179,24 @@ def test_a_few_day_ahead_views_do_not_make_later_ordinary_events_late() -> None:
 
 def test_a_quorum_of_forged_events_does_move_it() -> None:
     """The documented limit: WATERMARK_QUORUM agreeing events are indistinguishable from time
-    passing (they are dead-lettered nowhere, but the outlier metric shows each of them)."""
+    passing (they are dead-lettered nowhere, but the outlier metric shows each jump)."""
     p = Partition(wall_now=T0 + 20 * DAY)
     honest_start(p)
-    plan = p.run([view(f"forged{i}", T0 + DAY, USERS[1]) for i in range(WATERMARK_QUORUM)])
+    plan = p.run([view(f"forged{i}", T0 + (i + 1) * (DAY - 60), USERS[1]) for i in range(WATERMARK_QUORUM)])
     assert plan.outliers[("view", "counted")] == WATERMARK_QUORUM
-    assert p.meta.watermarks[VIEW_TOPIC] == T0 + DAY
+    assert p.meta.watermarks[VIEW_TOPIC] == T0 + DAY - 60
     assert reasons(p.run([view("ordinary", T0 + 60)])) == Counter({"late": 1})
+
+
+def test_only_jumps_past_everything_accepted_are_outliers() -> None:
+    p = Partition(wall_now=T0 + 20 * DAY)
+    honest_start(p)
+    # A sparse stream with an honest gap of less than the allowed lateness: no outlier.
+    quiet = p.run([view(f"q{i}", T0 + i * (LATENESS - 60)) for i in range(1, 5)])
+    assert quiet.outliers == Counter() and len(quiet.applied) == 4
+    # Ten hours of nothing, then traffic again: one jump, not one per event.
+    back = p.run([view(f"b{i}", T0 + 14 * LATENESS + i) for i in range(20)])
+    assert back.outliers == Counter({("view", "counted"): 1})
 
 
 def test_a_chain_of_skewed_events_cannot_walk_past_the_future_bound() -> None:
