@@ -128,7 +128,10 @@ def settings(stack: ServiceStack, unique_prefix: str) -> Settings:
 
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
-    return settings.child_env(SEEDLOOP_MARKOV_REFRESH_S="3600", **extra)
+    """A child's environment: the test's services, and HTTP on free ports unless a test says
+    which (the defaults 6066-6068 would clash between tests and with anything else running)."""
+    ports = {"SEEDLOOP_SIMULATOR_PORT": "0", "SEEDLOOP_OPTIMIZER_PORT": "0"}
+    return settings.child_env(SEEDLOOP_MARKOV_REFRESH_S="3600", **{**ports, **extra})
 
 
 class WorkerProcess:
@@ -144,6 +147,13 @@ class WorkerProcess:
 @pytest.fixture
 def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """Factory: start `seedloop worker` processes against the test's services."""
+    with worker_starter(settings, tmp_path) as start:
+        yield start
+
+
+@contextlib.contextmanager
+def worker_starter(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start `seedloop worker` processes against `settings`' services; stop them all on exit."""
     started: list[WorkerProcess] = []
 
     def start(worker_id: str = "worker-1", **env: str) -> WorkerProcess:
@@ -160,16 +170,18 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., W
         started.append(w)
         return w
 
-    yield start
-    for w in started:
-        if w.proc.poll() is None:
-            w.proc.terminate()
-    for w in started:
-        try:
-            w.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            w.proc.kill()
-            w.proc.wait(5)
+    try:
+        yield start
+    finally:
+        for w in started:
+            if w.proc.poll() is None:
+                w.proc.terminate()
+        for w in started:
+            try:
+                w.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                w.proc.kill()
+                w.proc.wait(5)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.25) -> None:
