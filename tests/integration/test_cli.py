@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,18 @@ def test_missing_services_give_a_clear_error() -> None:
     out = subprocess.run([sys.executable, "-m", "seedloop", "worker"], env=env, capture_output=True, text=True,
                          timeout=30, cwd=REPO)
     assert out.returncode == 2 and "KAFKA_BOOTSTRAP_SERVERS" in out.stderr
+
+
+def test_help_documents_the_exit_codes() -> None:
+    out = subprocess.run([sys.executable, "-m", "seedloop", "--help"], capture_output=True, text=True, timeout=30,
+                         cwd=REPO)
+    assert out.returncode == 0
+    # "  4    Redis unreachable ...\n       (continued)" -> {"4": "Redis unreachable ... (continued)"}
+    entries = dict(re.findall(r"^ {2}(\d+) +(.*(?:\n {5,}.*)*)", out.stdout.split("exit codes:")[1], re.M))
+    for code, words in (("2", "configuration error"), ("3", "SEEDLOOP_ON_STATE_LOSS"), ("4", "REDIS_URL"),
+                        ("5", "KAFKA_BOOTSTRAP_SERVERS"), ("70", "batch could not be applied")):
+        assert words in " ".join(entries[code].split()), (code, entries.get(code))
+    assert "SEEDLOOP_CONNECT_TIMEOUT_S" in out.stdout
+    sub = subprocess.run([sys.executable, "-m", "seedloop", "worker", "--help"], capture_output=True, text=True,
+                         timeout=30, cwd=REPO)
+    assert "--connect-timeout" in sub.stdout
