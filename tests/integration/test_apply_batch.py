@@ -34,6 +34,8 @@ from stream_processors.processor import (
     plan_batch,
 )
 from stream_processors.state import Keys, PartitionStore
+from tests.conftest import SERVICE_TIERS
+from tests.services import redis_server_binary
 
 pytestmark = pytest.mark.integration
 
@@ -86,9 +88,10 @@ def messages() -> list[RawMessage]:
     return out
 
 
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    server = redis_process()
+@pytest.fixture(scope="module", params=[t for t in SERVICE_TIERS if t in ("embedded", "local")])
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A Redis server of the tier: the embedded valkey, or Debian's redis-server (local)."""
+    server = redis_process(binary=redis_server_binary() if request.param == "local" else None)
     server.start()
     try:
         yield f"redis://127.0.0.1:{server.port}/0"
