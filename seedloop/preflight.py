@@ -202,17 +202,21 @@ def kafka_problem(
     code = err.code() if isinstance(err, KafkaError) else None
     name = err.name() if isinstance(err, KafkaError) else type(exc).__name__
     detail = "; ".join(s for s in (str(exc), last_failure) if s)
+    # librdkafka's reason, without its "host:port/bootstrap: " prefix and "(after 3ms in state ...)"
+    # suffix; it never contains the password (and the log formatter scrubs it anyway).
+    reason = re.sub(r"\s*\(after \d+ms in state \w+\)\s*$", "", last_failure.rsplit("/bootstrap: ", 1)[-1])
     if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED) or re.search(
         r"SASL|[Aa]uthentication", last_failure
     ):
         return Problem(
-            f"Kafka at {where} refused the credentials (check KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, "
-            "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD)",
+            f"Kafka at {where} refused the SASL login{': ' + reason if reason else ''} (check "
+            "KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD)",
             EXIT_KAFKA, "kafka", name, detail,
         )
     if code == KafkaError._SSL or re.search(r"SSL|TLS|certificate", last_failure):
         return Problem(
-            f"the TLS handshake with Kafka at {where} failed (check KAFKA_SECURITY_PROTOCOL and KAFKA_SSL_CAFILE)",
+            f"the TLS handshake with Kafka at {where} failed{': ' + reason if reason else ''} (check "
+            "KAFKA_SECURITY_PROTOCOL and KAFKA_SSL_CAFILE)",
             EXIT_KAFKA, "kafka", name, detail,
         )
     if code == KafkaError._INVALID_ARG:
@@ -221,9 +225,11 @@ def kafka_problem(
             EXIT_CONFIG, "config", name, detail,
         )
     within = f" within {timeout_s:g}s" if timeout_s is not None else ""
-    return Problem(
-        f"cannot reach Kafka at {where}{within} (check KAFKA_BOOTSTRAP_SERVERS)", EXIT_KAFKA, "kafka", name, detail
-    )
+    check = "KAFKA_BOOTSTRAP_SERVERS"
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        # A TLS client against a plaintext listener (or the reverse) just hangs: no reason is logged.
+        check += f" and KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}"
+    return Problem(f"cannot reach Kafka at {where}{within} (check {check})", EXIT_KAFKA, "kafka", name, detail)
 
 
 def check_kafka(settings: Settings, timeout_s: float) -> Problem | None:
@@ -237,9 +243,11 @@ def check_kafka(settings: Settings, timeout_s: float) -> Problem | None:
     try:
         admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
+        # librdkafka queues its log lines until the client is polled: serve them (at DEBUG) so
+        # that the memo knows why, a refused login or TLS handshake rather than a dead port.
+        admin.poll(0)
         return kafka_problem(settings, exc, timeout_s, memo.last_failure)
-    finally:
-        admin.poll(0)  # serve the queued librdkafka lines (at DEBUG) before the client goes
+    admin.poll(0)
     return None
 
 

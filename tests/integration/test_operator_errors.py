@@ -135,3 +135,14 @@ def test_the_stack_fixture_is_alive(live: EmbeddedStack) -> None:
     assert out.code == 0, out.stderr[-3000:]
     assert PW not in out.stderr + out.stdout
 
+
+
+def test_a_refused_kafka_login_is_told_from_a_dead_port(live: EmbeddedStack) -> None:
+    """The embedded broker has no SASL users: the SASL handshake fails, and the line says so (the
+    reason librdkafka logged, the settings to check) instead of "cannot reach"."""
+    out = run(["report"], KAFKA_BOOTSTRAP_SERVERS=live.bootstrap, REDIS_URL=redis_url(live),
+              KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT", KAFKA_SASL_USERNAME="svc", KAFKA_SASL_PASSWORD=f"k-{PW}",
+              SEEDLOOP_CONNECT_TIMEOUT_S=str(TIMEOUT_S))
+    assert out.elapsed < TIMEOUT_S + MARGIN_S, out.elapsed
+    assert_one_clear_line(out, 5, f"seedloop: Kafka at {live.bootstrap} refused the SASL login")
+    assert "KAFKA_SASL_PASSWORD" in out.stderr

@@ -131,3 +131,32 @@ def test_both_checked_in_parallel_and_both_reported(silent_port: int) -> None:
     assert time.monotonic() - started < 1.0
     assert [p.exit_code for p in caught.value.problems] == [EXIT_CONFIG]
     assert PW not in str(caught.value)
+
+
+def test_kafka_problems_say_which_setting() -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    from seedloop.preflight import kafka_problem
+
+    transport = KafkaException(KafkaError(KafkaError._TRANSPORT, "Failed to get metadata"))
+    sasl = Settings(kafka_bootstrap_servers="b1:9092,b2:9092", redis_url=SecretStr("redis://h/0"),
+                    kafka_security_protocol="SASL_SSL", kafka_sasl_username="svc",
+                    kafka_sasl_password=SecretStr(PW))
+    login = kafka_problem(sasl, transport, 3, "sasl_ssl://b1:9092/bootstrap: SASL authentication error: "
+                          "Authentication failed during authentication (after 12ms in state AUTH_REQ)")
+    assert login.exit_code == EXIT_KAFKA
+    assert login.line == (
+        "Kafka at b1:9092,b2:9092 refused the SASL login: SASL authentication error: Authentication failed during "
+        "authentication (check KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and "
+        "KAFKA_SASL_PASSWORD)"
+    )
+    tls = kafka_problem(sasl, transport, 3, "ssl://b1:9092/bootstrap: SSL handshake failed: certificate verify failed")
+    assert tls.line.startswith("the TLS handshake with Kafka at b1:9092,b2:9092 failed: SSL handshake failed")
+    hung = kafka_problem(sasl, transport, 3)
+    assert hung.line == (
+        "cannot reach Kafka at b1:9092,b2:9092 within 3s (check KAFKA_BOOTSTRAP_SERVERS and "
+        "KAFKA_SECURITY_PROTOCOL=SASL_SSL)"
+    )
+    # User-info in the bootstrap list (not a Kafka form, but operators try it) is masked.
+    odd = sasl.model_copy(update={"kafka_bootstrap_servers": f"svc:{PW}@b1:9092"})
+    assert PW not in kafka_problem(odd, transport, 3).line
