@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import redis
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -36,6 +35,7 @@ from seedloop.topics import caught_up, ensure_topics
 from stream_processors.attribution.models import MODEL_NAMES
 from stream_processors.figures import campaign_figures
 from stream_processors.optimizer.http import ControlServer
+from stream_processors.redis_connect import SyncClient, sync_client
 from stream_processors.state import FigureReader, Keys, text
 
 log = logging.getLogger("seedloop.demo")
@@ -102,7 +102,7 @@ class WorkerPool:
 def live_table(
     scenario: Scenario,
     reader: FigureReader,
-    client: redis.Redis,
+    client: SyncClient,
     keys: Keys,
     produced: int,
     sim_now: float,
@@ -176,7 +176,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         sim = runtime.simulator_of(settings, scenario)
         sink = runtime.event_sink(settings, scenario)
         reader_kafka = runtime.bid_reader(settings, f"demo-{os.getpid()}")
-        client = redis.Redis.from_url(settings.redis_url_value)
+        client = sync_client(settings.redis_url_value, settings.redis_mode)
         keys = Keys(settings.topic_prefix)
         reader = FigureReader(client, keys, settings.partitions, settings.bucket_s)
         console = Console(stderr=False)

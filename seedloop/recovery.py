@@ -14,12 +14,12 @@ import logging
 import time
 from dataclasses import dataclass
 
-import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from seedloop.settings import Settings
 from seedloop.topics import ACTIONS
+from stream_processors.redis_connect import sync_client
 from stream_processors.state import FigureReader, Keys
 
 log = logging.getLogger("seedloop.recovery")
@@ -39,7 +39,7 @@ class Behind:
 
 def find_state_loss(settings: Settings, group_id: str) -> list[Behind]:
     consumer = Consumer({**settings.confluent_config(), "group.id": group_id, "enable.auto.commit": False})
-    client = redis.Redis.from_url(settings.redis_url_value)
+    client = sync_client(settings.redis_url_value, settings.redis_mode)
     try:
         tps = [TopicPartition(settings.topic(a), p) for a in ACTIONS for p in range(settings.partitions)]
         committed = _committed(consumer, tps, timeout=30)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
-
 from producers.scenario import Scenario
 from seedloop.preflight import EXIT_KAFKA, Problem, ServiceError
 from seedloop.redact import redact_servers
@@ -13,6 +11,7 @@ from seedloop.settings import Settings
 from seedloop.topics import end_offsets
 from stream_processors.attribution.models import MODEL_NAMES
 from stream_processors.figures import campaign_figures, campaign_loyalty, loyalty_rates, totals
+from stream_processors.redis_connect import sync_client
 from stream_processors.state import FigureReader, Keys, text
 
 REPORT_MODEL = "last"
@@ -21,7 +20,7 @@ REPORT_MODEL = "last"
 def build_report(
     settings: Settings, scenario: Scenario, extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    client = redis.Redis.from_url(settings.redis_url_value)
+    client = sync_client(settings.redis_url_value, settings.redis_mode)
     try:
         keys = Keys(settings.topic_prefix)
         reader = FigureReader(client, keys, settings.partitions, settings.bucket_s)

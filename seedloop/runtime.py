@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import redis
-
 from producers.kafka_sink import BidAdjustmentReader, EventSink
 from producers.scenario import Scenario, load_scenario
 from producers.scheduler import AdScheduler
@@ -20,6 +18,7 @@ from stream_processors.metrics import OptimizerMetrics
 from stream_processors.optimizer.controller import ControlPolicy
 from stream_processors.optimizer.service import OptimizerConfig, OptimizerService
 from stream_processors.processor import Catalogue, ProcessingRules
+from stream_processors.redis_connect import resolve_mode, sync_client
 from stream_processors.state import FigureReader, Keys
 from stream_processors.worker import WorkerConfig
 
@@ -73,6 +72,7 @@ def worker_config(settings: Settings, scenario: Scenario) -> WorkerConfig:
         metrics_top_n=settings.metrics_top_n,
         reach_ttl_s=settings.reach_ttl_s,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        redis_cluster=resolve_mode(settings.redis_url_value, settings.redis_mode) == "cluster",
     )
 
 
@@ -108,7 +108,7 @@ def bid_reader(settings: Settings, instance: str) -> BidAdjustmentReader:
 def optimizer_of(
     settings: Settings, scenario: Scenario, metrics: OptimizerMetrics | None = None
 ) -> OptimizerService:
-    client = redis.Redis.from_url(settings.redis_url_value)
+    client = sync_client(settings.redis_url_value, settings.redis_mode)
     keys = Keys(settings.topic_prefix)
     reader = FigureReader(client, keys, settings.partitions, settings.bucket_s)
     policy = ControlPolicy(max_step=settings.max_step, min_conversions=settings.min_conversions)

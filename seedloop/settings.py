@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("REDIS_URL", "SEEDLOOP_REDIS_URL")
     )
+    redis_mode: Literal["auto", "standalone", "cluster"] = Field(
+        default="auto",
+        description="auto: ask the server at REDIS_URL whether it is a Redis Cluster node (INFO cluster) "
+        "and use the cluster client if so; standalone or cluster: do not ask",
+    )
     kafka_security_protocol: SecurityProtocol = Field(
         default="PLAINTEXT",
         validation_alias=AliasChoices("KAFKA_SECURITY_PROTOCOL", "SEEDLOOP_KAFKA_SECURITY_PROTOCOL"),
@@ -231,6 +236,7 @@ class Settings(BaseSettings):
         env.update({
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "REDIS_URL": self.redis_url_value,
+            "SEEDLOOP_REDIS_MODE": self.redis_mode,
             "SEEDLOOP_TOPIC_PREFIX": self.topic_prefix,
             "SEEDLOOP_PARTITIONS": str(self.partitions),
             "SEEDLOOP_SEEDS_DIR": str(self.seeds_dir),

@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from producers.runner import RunLimits, run_simulation
 from seedloop import runtime
 from seedloop.demo import WorkerPool
@@ -25,6 +23,7 @@ from seedloop.embedded import EmbeddedStack
 from seedloop.settings import Settings
 from seedloop.topics import ACTIONS, caught_up, end_offsets, ensure_topics
 from stream_processors.figures import totals
+from stream_processors.redis_connect import sync_client
 from stream_processors.state import FigureReader, Keys
 
 log = logging.getLogger("seedloop.soak")
@@ -51,7 +50,7 @@ def run_soak(settings: Settings, duration_s: float, workers: int, sample_s: floa
         log_dir = Path(stack.log_dir)
         pool = WorkerPool(settings, workers, log_dir)
         pool.start_all()
-        client = redis.Redis.from_url(settings.redis_url_value)
+        client = sync_client(settings.redis_url_value, settings.redis_mode)
         reader = FigureReader(client, Keys(settings.topic_prefix), settings.partitions, settings.bucket_s)
         sim = runtime.simulator_of(settings, scenario)
         sink = runtime.event_sink(settings, scenario)

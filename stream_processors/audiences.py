@@ -17,8 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import redis
-
+from stream_processors.redis_connect import SyncClient
 from stream_processors.state import Keys
 
 AUDIENCES = ("cart_abandoners", "engaged", "buyers")
@@ -42,7 +41,7 @@ def audience_key(keys: Keys, partition: int, audience: str) -> str:
 
 
 def read_audience(
-    client: redis.Redis,
+    client: SyncClient,
     keys: Keys,
     partitions: int,
     audience: str,
@@ -63,7 +62,7 @@ def read_audience(
     return members[:limit]
 
 
-def audience_sizes(client: redis.Redis, keys: Keys, partitions: int) -> dict[str, int]:
+def audience_sizes(client: SyncClient, keys: Keys, partitions: int) -> dict[str, int]:
     pipe = client.pipeline(transaction=False)
     for audience in AUDIENCES:
         for p in range(partitions):

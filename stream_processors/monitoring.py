@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import faust
-import redis.asyncio as aioredis
 
 from stream_processors.figures import (
     campaign_figures,
@@ -51,6 +50,7 @@ from stream_processors.figures import (
     top_n,
 )
 from stream_processors.metrics import WINDOWS_MINUTES, PipelineMetrics
+from stream_processors.redis_connect import AsyncClient
 from stream_processors.state import Keys
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ class Reach:
 
 
 async def read_reach(
-    client: aioredis.Redis,
+    client: AsyncClient,
     keys: Keys,
     partitions: Iterable[int],
     buckets: list[int],

@@ -23,10 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 
-import redis
-import redis.asyncio as aioredis
-
 from stream_processors.processor import BatchPlan, KnownIds, PartitionMeta
+from stream_processors.redis_connect import AsyncClient, SyncClient
 
 APPLY_SCRIPT = resources.files("stream_processors").joinpath("apply_batch.lua").read_text()
 READ_SCRIPT = resources.files("stream_processors").joinpath("read_batch.lua").read_text()
@@ -103,7 +101,7 @@ class PartitionStore:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AsyncClient,
         keys: Keys,
         user_ttl_s: int,
         bucket_ttl_s: int,
@@ -269,7 +267,7 @@ class _FigureKeys:
 class FigureReader:
     """Synchronous queries for the report, the optimizer and the CLI."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, partitions: int, bucket_s: int) -> None:
+    def __init__(self, client: SyncClient, keys: Keys, partitions: int, bucket_s: int) -> None:
         self._redis = client
         self._k = _FigureKeys(keys, partitions, bucket_s)
         self.bucket_s = bucket_s
@@ -301,7 +299,7 @@ class FigureReader:
 class AsyncFigureReader:
     """The same queries for the worker's event loop."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, partitions: int, bucket_s: int) -> None:
+    def __init__(self, client: AsyncClient, keys: Keys, partitions: int, bucket_s: int) -> None:
         self._redis = client
         self._k = _FigureKeys(keys, partitions, bucket_s)
 

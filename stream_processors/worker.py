@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
-import redis.asyncio as aioredis
 from faust.types import TP, EventT
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -48,6 +47,7 @@ from stream_processors.processor import (
     decode_batch,
     plan_batch,
 )
+from stream_processors.redis_connect import async_client
 from stream_processors.state import AsyncFigureReader, FencedError, Keys, OffsetConflict, PartitionStore
 
 log = logging.getLogger("seedloop.worker")
@@ -81,6 +81,9 @@ class WorkerConfig:
     # Wall-clock expiry of the reach HyperLogLogs (one per partition, minute, campaign, channel).
     reach_ttl_s: int = 3 * 3600
     fetch_max_wait_ms: int = 50
+    # REDIS_URL names a Redis Cluster node: decided before the worker starts
+    # (redis_connect.resolve_mode), since the runtime's constructor makes no network call.
+    redis_cluster: bool = False
 
     @property
     def action_topics(self) -> dict[str, str]:
@@ -111,7 +114,7 @@ class AttributionRuntime:
         self.cfg = cfg
         self.metrics = metrics
         self.keys = Keys(cfg.topic_prefix)
-        self.redis = aioredis.Redis.from_url(cfg.redis_url)
+        self.redis = async_client(cfg.redis_url, cluster=cfg.redis_cluster)
         self.store = PartitionStore(
             self.redis,
             self.keys,

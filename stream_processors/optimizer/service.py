@@ -35,6 +35,7 @@ from stream_processors.optimizer.controller import (
 )
 from stream_processors.optimizer.pacing import PacingPolicy
 from stream_processors.optimizer.specs import campaign_specs
+from stream_processors.redis_connect import SyncClient
 from stream_processors.state import FigureReader, Keys
 
 log = logging.getLogger("seedloop.optimizer")
@@ -82,7 +83,7 @@ class OptimizerService:
         self,
         scenario: Scenario,
         reader: FigureReader,
-        client: redis.Redis,
+        client: SyncClient,
         keys: Keys,
         kafka_config: Mapping[str, Any] | None,
         cfg: OptimizerConfig,
