@@ -110,9 +110,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "stack",
-        help="run the embedded broker and Redis until interrupted",
-        description="Prints KAFKA_BOOTSTRAP_SERVERS=... and REDIS_URL=... lines to export.",
+        help="run a local broker and Redis until interrupted",
+        description="Starts a Kafka broker and a Redis server on free localhost ports and prints "
+        "KAFKA_BOOTSTRAP_SERVERS=... and REDIS_URL=... lines to export. The broker is the embedded "
+        "Tansu (memory only, starts at once) or, with --kafka apache, Apache Kafka in KRaft mode as JVM "
+        "processes (needs Java 17+ and Maven the first time, which resolves its jars into "
+        "~/.cache/seedloop; durable when --kafka-data names a folder kept between runs).",
     )
+    p.add_argument("--kafka", choices=("embedded", "apache"), default="embedded",
+                   help="which broker to start (default embedded)")
+    p.add_argument("--kafka-nodes", type=int, default=1, choices=(1, 3),
+                   help="Apache Kafka nodes, each broker and controller (default 1; 3: replication factor 3, "
+                   "min.insync.replicas 2)")
+    p.add_argument("--kafka-data", type=Path, default=None,
+                   help="Apache Kafka's data folder, kept after exit (default: a temporary folder, removed)")
     _common(p)
 
     p = sub.add_parser(
@@ -245,13 +256,30 @@ def _stop_flag() -> Callable[[], bool]:
     return stop.is_set
 
 
-def cmd_stack(settings: Settings) -> int:
-    from seedloop.embedded import EmbeddedStack
+def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
+    import contextlib
+
+    from seedloop.embedded import EmbeddedStack, redis_process
 
     should_stop = _stop_flag()
-    with EmbeddedStack() as stack:
-        print(f"KAFKA_BOOTSTRAP_SERVERS={stack.bootstrap}", flush=True)
-        print(f"REDIS_URL={stack.redis_url}", flush=True)
+    with contextlib.ExitStack() as services:
+        if args.kafka == "apache":
+            from seedloop.apache_kafka import ApacheKafka, KafkaToolchainError
+
+            try:
+                kafka = services.enter_context(ApacheKafka(nodes=args.kafka_nodes, data_dir=args.kafka_data))
+            except KafkaToolchainError as exc:
+                print(f"seedloop stack: {exc}", file=sys.stderr)
+                return EXIT_CONFIG
+            redis_server = redis_process()
+            redis_server.start()
+            services.callback(redis_server.stop)
+            bootstrap, redis_url = kafka.bootstrap, f"redis://127.0.0.1:{redis_server.port}/0"
+        else:
+            stack = services.enter_context(EmbeddedStack())
+            bootstrap, redis_url = stack.bootstrap, stack.redis_url
+        print(f"KAFKA_BOOTSTRAP_SERVERS={bootstrap}", flush=True)
+        print(f"REDIS_URL={redis_url}", flush=True)
         while not should_stop():
             time.sleep(0.2)
     return 0
@@ -442,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return _reporting_service_errors(settings, lambda: run_demo(settings, args))
     if args.command == "stack":
-        return cmd_stack(settings)
+        return cmd_stack(settings, args)
     if args.command == "soak":
         from seedloop.soak import run_soak
 
