@@ -20,10 +20,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from schemas.events import ACTIONS
+from seedloop.preflight import EXIT_CONFIG, Problem, ServiceError
 from seedloop.settings import Settings
 from stream_processors.state import FigureReader
 
@@ -117,36 +118,111 @@ def topics_document(settings: Settings) -> dict[str, Any]:
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
-    """Create the missing topics; returns the names created. An existing topic with another
-    partition count is an error: co-partitioning (user_id -> the same partition number in every
-    action topic) and `end_offsets` depend on it."""
+    """Create the missing topics; returns the names created. A topic or broker that seedloop
+    cannot work with is a `ServiceError` of one line naming the setting (exit 2): another
+    partition count (co-partitioning by user_id and `end_offsets` depend on it), a replication
+    factor the cluster cannot give, or `min.insync.replicas` above a topic's replicas (every
+    acks=all write would wait forever)."""
     admin = AdminClient(settings.confluent_config())
+    specs = topic_specs(settings)
     existing = admin.list_topics(timeout=timeout).topics
-    missing = [s for s in topic_specs(settings) if s.topic not in existing]
+    # Existing topics first: an earlier deployment's partition count is the mistake to name.
+    _check_partitions(settings, {s.topic: existing[s.topic] for s in specs if s.topic in existing})
+    missing = [s for s in specs if s.topic not in existing]
     created: list[str] = []
     if missing:
+        _check_broker_min_insync(admin, settings.replication_factor, timeout)
         for topic, fut in admin.create_topics(missing, operation_timeout=timeout).items():
             try:
                 fut.result()
             except KafkaException as exc:
+                err = exc.args[0]
                 # Another service created it between our listing and our request.
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise
-                continue
+                if err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    continue
+                if err.code() in (KafkaError.INVALID_REPLICATION_FACTOR, KafkaError.INVALID_CONFIG,
+                                  KafkaError.POLICY_VIOLATION, KafkaError.INVALID_PARTITIONS):
+                    raise _config_error(
+                        f"Kafka refused to create topic {topic}: {err.str()} (check SEEDLOOP_PARTITIONS "
+                        f"= {settings.partitions} and SEEDLOOP_REPLICATION_FACTOR = {settings.replication_factor} "
+                        "against the cluster)"
+                    ) from exc
+                raise
             created.append(topic)
             log.info("created topic", extra={"topic": topic})
-    meta = admin.list_topics(timeout=timeout).topics
-    for spec in topic_specs(settings):
-        if spec.topic not in meta:
-            raise RuntimeError(f"topic {spec.topic} is missing after creating it")
-        count = len(meta[spec.topic].partitions)
+    meta = _await_metadata(admin, [s.topic for s in specs], timeout)
+    _check_partitions(settings, meta)
+    _check_min_insync(admin, meta, [s.topic for s in specs], timeout)
+    return created
+
+
+def _check_partitions(settings: Settings, meta: Mapping[str, Any]) -> None:
+    for topic, topic_meta in meta.items():
+        count = len(topic_meta.partitions)
         if count != settings.partitions:
-            raise RuntimeError(
-                f"topic {spec.topic} has {count} partitions, settings say {settings.partitions} "
-                "(SEEDLOOP_PARTITIONS): the action topics must be co-partitioned and every topic "
+            raise _config_error(
+                f"topic {topic} has {count} partitions, settings say {settings.partitions} "
+                "(check SEEDLOOP_PARTITIONS): the action topics must be co-partitioned and every topic "
                 "must have the same partition count"
             )
-    return created
+
+
+def _config_error(line: str) -> ServiceError:
+    return ServiceError([Problem(line, EXIT_CONFIG, "kafka", "KafkaConfig")])
+
+
+def _await_metadata(admin: AdminClient, topics: Sequence[str], timeout: float) -> dict[str, Any]:
+    """The topics' metadata, once every broker we ask knows them: a topic just created reaches
+    the other brokers' metadata a moment later (Apache Kafka propagates it asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        meta = admin.list_topics(timeout=timeout).topics
+        absent = [t for t in topics if t not in meta or not meta[t].partitions or meta[t].error is not None]
+        if not absent:
+            return dict(meta)
+        if time.monotonic() >= deadline:
+            raise _config_error(f"topics {', '.join(absent[:3])} are missing {timeout:.0f}s after creating them "
+                                "(check the broker's logs and that clients may create topics)")
+        time.sleep(0.2)
+
+
+def _check_broker_min_insync(admin: AdminClient, replication_factor: int, timeout: float) -> None:
+    """Before creating topics: the broker's default `min.insync.replicas` applies to them, so a
+    replication factor below it would create topics nobody can write to with acks=all."""
+    brokers = admin.list_topics(timeout=timeout).brokers
+    if not brokers:
+        return
+    resource = ConfigResource(ConfigResource.Type.BROKER, str(min(brokers)))
+    try:
+        entry = admin.describe_configs([resource], request_timeout=timeout)[resource].result().get(
+            "min.insync.replicas"
+        )
+    except KafkaException:
+        return  # a broker that does not describe its configs (the embedded one): checked per topic below
+    if entry is not None and entry.value is not None and int(entry.value) > replication_factor:
+        raise _config_error(
+            f"the brokers require min.insync.replicas={entry.value} but SEEDLOOP_REPLICATION_FACTOR is "
+            f"{replication_factor}: acks=all writes to new topics could never succeed (check "
+            "SEEDLOOP_REPLICATION_FACTOR, or the brokers' min.insync.replicas)"
+        )
+
+
+def _check_min_insync(admin: AdminClient, meta: Mapping[str, Any], topics: Sequence[str], timeout: float) -> None:
+    """Refuse a topic whose `min.insync.replicas` exceeds its replicas: seedloop's producers
+    write with acks=all, which such a topic rejects (NOT_ENOUGH_REPLICAS) until the delivery
+    timeout, so without this check the simulator and the workers' dead letters would hang."""
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, t) for t in topics]
+    for resource, fut in admin.describe_configs(resources, request_timeout=timeout).items():
+        entry = fut.result().get("min.insync.replicas")
+        if entry is None or entry.value is None:
+            continue  # a broker without the setting (the embedded one) requires one in-sync replica
+        replicas = min(len(p.replicas) for p in meta[resource.name].partitions.values())
+        if int(entry.value) > replicas:
+            raise _config_error(
+                f"topic {resource.name} has {replicas} replica(s) but min.insync.replicas={entry.value}: "
+                "acks=all writes can never succeed (lower the topic's or broker's min.insync.replicas, or "
+                f"recreate the topics with SEEDLOOP_REPLICATION_FACTOR >= {entry.value})"
+            )
 
 
 def end_offsets(settings: Settings, topics: list[str], timeout: float = 10.0) -> dict[tuple[str, int], int]:
