@@ -10,7 +10,6 @@ from producers.scenario import Scenario, load_scenario
 from producers.scheduler import AdScheduler
 from producers.simulator import SimConfig, Simulator
 from producers.traffic import TrafficModel, load_truth
-from seedloop.logs import kafka_client_log
 from seedloop.settings import Settings
 from stream_processors.attribution.journey import EngineConfig
 from stream_processors.attribution.models import Lookback
@@ -87,10 +86,8 @@ def simulator_of(settings: Settings, scenario: Scenario) -> Simulator:
 
 
 def kafka_config(settings: Settings) -> dict[str, Any]:
-    """librdkafka properties of the clients we build: the settings' own, with librdkafka's log
-    sent through our logging (redacted, connection-refused spam deduplicated; seedloop/logs.py)
-    rather than printed raw on stderr."""
-    return {**settings.confluent_config(), "logger": kafka_client_log()}
+    """librdkafka properties of the clients we build (the settings' own, logger included)."""
+    return settings.confluent_config()
 
 
 def event_sink(settings: Settings, scenario: Scenario) -> EventSink:

@@ -176,8 +176,13 @@ class Settings(BaseSettings):
         )
 
     def confluent_config(self) -> dict[str, Any]:
-        """librdkafka properties shared by our producers and consumers (security passes through)."""
+        """librdkafka properties shared by our producers, consumers and admin clients (security
+        passes through). librdkafka's own log goes through our logging (redacted, connection-refused
+        spam deduplicated: seedloop/logs.py) rather than raw to stderr, for every client alike."""
+        from seedloop.logs import kafka_client_log
+
         conf: dict[str, Any] = {
+            "logger": kafka_client_log(),
             "bootstrap.servers": self.bootstrap,
             # An idle connection closed by the broker is routine; don't print it as a failure.
             "log.connection.close": False,
