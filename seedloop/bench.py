@@ -10,7 +10,7 @@ Everything is measured in one run, against the stock Faust baseline (DESIGN.md s
   Start-up and group join are therefore outside the window, for both alike. Baseline and
   pipeline runs alternate, `repeats` times; the medians are reported. `ratio` compares the
   pipeline with the stock agent, as specified; the worker also replaces one statement of Faust's
-  delivery loop (stream_processors/faust_tuning.py), so `baseline_eager_eps` is the same counting
+  delivery loop (stream_processors/faust_transport.py), so `baseline_eager_eps` is the same counting
   agent with that change too, and `ratio_same_delivery` = pipeline / it is what the pipeline's own
   per-event work costs on top of the Faust it runs.
 * **Latency** (`latency_p50_ms`, `latency_p99_ms`): one worker; events are produced at half the
@@ -60,7 +60,7 @@ from seedloop import runtime
 from seedloop.embedded import EmbeddedStack, free_port
 from seedloop.settings import REPO_SEEDS, Settings
 from seedloop.topics import ACTIONS, ensure_topics
-from stream_processors.faust_tuning import deliver_eagerly, shorten_fetch_wait
+from stream_processors.faust_transport import FAUST_FETCH_MAX_WAIT_MS, install_transport
 from stream_processors.worker import consumer_app_options
 
 log = logging.getLogger("seedloop.bench")
@@ -756,13 +756,9 @@ def baseline_agent_main(argv: Sequence[str]) -> None:
     ap.add_argument(
         "--eager-delivery",
         action="store_true",
-        help="install the worker's eager message delivery (stream_processors.faust_tuning) in this agent",
+        help="use the worker's eager message delivery (stream_processors.faust_transport) in this agent",
     )
     args = ap.parse_args(argv)
-    if args.fetch_max_wait_ms is not None:
-        shorten_fetch_wait(args.fetch_max_wait_ms)
-    if args.eager_delivery and not deliver_eagerly():
-        raise SystemExit("eager delivery does not apply to the installed Faust")
     app = faust.App(
         args.group,
         broker=f"kafka://{args.bootstrap}",
@@ -770,6 +766,15 @@ def baseline_agent_main(argv: Sequence[str]) -> None:
         topic_partitions=args.partitions,
         web_enabled=False,
     )
+    if args.fetch_max_wait_ms is not None or args.eager_delivery:
+        # The worker's consumer, with only what was asked for; otherwise Faust's own transport.
+        transport = install_transport(
+            app,
+            fetch_max_wait_ms=FAUST_FETCH_MAX_WAIT_MS if args.fetch_max_wait_ms is None else args.fetch_max_wait_ms,
+            eager_delivery=args.eager_delivery,
+        )
+        if args.eager_delivery and not transport.eager_delivery:
+            raise SystemExit("eager delivery does not apply to the installed Faust")
     topics = app.topic(*(f"{args.prefix}.{a}" for a in ACTIONS), value_serializer="raw", key_serializer="raw")
     counted = [0]
 

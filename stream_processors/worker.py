@@ -35,7 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from schemas.events import ACTION_MODELS
 from stream_processors.attribution.markov import MarkovChain
 from stream_processors.audiences import AudienceExpiry
-from stream_processors.faust_tuning import deliver_eagerly, shorten_fetch_wait
+from stream_processors.faust_transport import install_transport
 from stream_processors.metrics import PipelineMetrics
 from stream_processors.monitoring import install_monitoring
 from stream_processors.processor import (
@@ -402,6 +402,9 @@ def build_app(cfg: WorkerConfig) -> faust.App:
         web_port=cfg.web_port,
         web_host=cfg.web_host,
     )
+    # Before anything uses the app's transport: our consumer (fetch wait, eager delivery) for this
+    # app only.
+    install_transport(app, fetch_max_wait_ms=cfg.fetch_max_wait_ms, eager_delivery=True)
     metrics = PipelineMetrics()
     runtime = AttributionRuntime(app, cfg, metrics)
     app.seedloop_runtime = runtime  # type: ignore[attr-defined]
@@ -443,8 +446,6 @@ def build_app(cfg: WorkerConfig) -> faust.App:
 
 
 def run_worker(cfg: WorkerConfig, loglevel: str = "WARNING") -> None:
-    shorten_fetch_wait(cfg.fetch_max_wait_ms)
-    deliver_eagerly()
     app = build_app(cfg)
     # Our structured logging is already configured; mode must not replace it.
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False)

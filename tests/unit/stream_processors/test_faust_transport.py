@@ -1,18 +1,35 @@
-"""start_eagerly behaves like a task for every coroutine, without one when it does not block; the
-eager delivery loop applies only to the Faust it was written against."""
+"""start_eagerly behaves like a task for every coroutine, without one when it does not block; our
+transport is what the worker's app consumes through, and only that app: Faust itself is unchanged;
+the fetch wait reaches aiokafka; the copied Faust methods are the installed Faust's."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+import faust
 import pytest
+from faust.transport.consumer import Consumer as BaseConsumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from pydantic import SecretStr
 
-from stream_processors.faust_tuning import (
-    UPSTREAM_DRAIN_SHA256,
-    deliver_eagerly,
+from seedloop import runtime
+from seedloop.settings import Settings
+from stream_processors.faust_transport import (
+    COPIED,
+    FAUST_FETCH_MAX_WAIT_MS,
+    SeedloopConsumer,
+    SeedloopConsumerThread,
+    SeedloopTransport,
+    changed_upstream,
+    install_transport,
     start_eagerly,
-    upstream_drain_digest,
 )
+from stream_processors.worker import build_app, consumer_app_options
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_a_coroutine_that_does_not_block_runs_to_the_end_without_a_task() -> None:
@@ -106,10 +123,105 @@ def test_an_exception_after_blocking_reaches_whoever_awaits_the_task() -> None:
     asyncio.run(main())
 
 
-def test_the_installed_faust_is_the_one_the_eager_loop_was_written_against() -> None:
-    # Fails on a faust-streaming upgrade: re-read its Consumer._drain_messages, port the one
-    # changed statement, and update the digest.
-    assert upstream_drain_digest() == UPSTREAM_DRAIN_SHA256
-    assert deliver_eagerly() is True
-    assert deliver_eagerly() is True  # idempotent
-    assert upstream_drain_digest() == UPSTREAM_DRAIN_SHA256  # the original stays reachable
+def test_the_installed_faust_is_the_one_the_copied_methods_were_taken_from() -> None:
+    # Fails on a faust-streaming upgrade: re-read each method named here, port the changed
+    # statement into its copy in stream_processors/faust_transport.py, and update the digest.
+    assert changed_upstream() == []
+    assert set(COPIED) == {
+        "Consumer._drain_messages",
+        "aiokafka Consumer._new_consumer_thread",
+        "AIOKafkaConsumerThread._create_worker_consumer",
+    }
+
+
+@pytest.fixture
+def worker_app() -> Iterator[faust.App]:
+    # Nothing is started or connected: port 1 and a Redis URL are only written into clients.
+    settings = Settings(
+        seeds_dir=REPO / "seeds",
+        kafka_bootstrap_servers="127.0.0.1:1",
+        redis_url=SecretStr("redis://127.0.0.1:1"),
+        redis_mode="standalone",
+        fetch_max_wait_ms=50,
+    )
+    yield build_app(runtime.worker_config(settings, runtime.scenario_of(settings)))
+
+
+def _stock_app(app_id: str, rebalance_timeout_s: float = 3.0) -> faust.App:
+    return faust.App(
+        app_id, broker="kafka://127.0.0.1:1", **consumer_app_options(rebalance_timeout_s, "seedloop-test-")
+    )
+
+
+def test_the_worker_app_consumes_through_our_transport_and_no_other_app_does(worker_app: faust.App) -> None:
+    transport = worker_app.transport
+    assert type(transport) is SeedloopTransport
+    assert transport.Consumer is SeedloopConsumer
+    assert transport.fetch_max_wait_ms == 50
+    assert transport.eager_delivery is True
+    # Built after the worker app, in the same process: Faust's own transport and classes.
+    stock = _stock_app("another-app")
+    assert type(stock.transport) is faust_aiokafka.Transport
+    assert stock.transport.Consumer is faust_aiokafka.Consumer
+    # Nothing in Faust was replaced: its classes still have their own methods.
+    for fn, _ in COPIED.values():
+        assert fn.__module__.startswith("faust.")
+    assert faust_aiokafka.Consumer._drain_messages is BaseConsumer._drain_messages
+    assert faust_aiokafka.Consumer._new_consumer_thread is COPIED["aiokafka Consumer._new_consumer_thread"][0]
+    assert (
+        faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
+        is COPIED["AIOKafkaConsumerThread._create_worker_consumer"][0]
+    )
+
+
+def _aiokafka_consumer(app: faust.App) -> Any:
+    # The aiokafka consumer the app's consumer thread would create when it starts (not started).
+    thread = app.consumer._new_consumer_thread()  # type: ignore[attr-defined]
+    return thread._create_worker_consumer(app.transport)
+
+
+def _settings(consumer: Any) -> dict[str, Any]:
+    # The constructor arguments aiokafka keeps as plain values (objects such as the assignor by type).
+    plain = (int, float, str, bool, type(None))
+    return {
+        k: v if isinstance(v, plain) else [type(x) for x in v]
+        for k, v in vars(consumer).items()
+        if isinstance(v, (*plain, tuple, list))
+    }
+
+
+def test_the_fetch_wait_reaches_aiokafka_and_nothing_else_differs(worker_app: faust.App) -> None:
+    async def main() -> None:
+        ours = _aiokafka_consumer(worker_app)
+        assert isinstance(worker_app.consumer._thread, SeedloopConsumerThread)  # type: ignore[attr-defined]
+        assert ours._fetch_max_wait_ms == 50  # what aiokafka hands its Fetcher on start()
+        stock = _aiokafka_consumer(_stock_app(worker_app.conf.id, worker_app.conf.broker_rebalance_timeout))
+        assert stock._fetch_max_wait_ms == FAUST_FETCH_MAX_WAIT_MS
+        # The copied constructor call passes every other argument as Faust does.
+        mine, theirs = _settings(ours), _settings(stock)
+        assert mine.pop("_fetch_max_wait_ms") == 50 and theirs.pop("_fetch_max_wait_ms") == 1500
+        assert mine == theirs
+        await ours.stop()  # never started: only marks it closed
+        await stock.stop()
+
+    asyncio.run(main())
+
+
+def test_the_benchmark_agent_can_take_the_fetch_wait_without_eager_delivery() -> None:
+    app = _stock_app("bench-agent")
+    transport = install_transport(app, fetch_max_wait_ms=20)
+    assert app.transport is transport and transport.eager_delivery is False
+
+    async def main() -> None:
+        consumer = _aiokafka_consumer(app)
+        assert consumer._fetch_max_wait_ms == 20
+        await consumer.stop()
+
+    asyncio.run(main())
+
+
+def test_installing_after_the_transport_was_created_is_refused() -> None:
+    app = _stock_app("late")
+    assert type(app.transport) is faust_aiokafka.Transport
+    with pytest.raises(RuntimeError, match="already has a transport"):
+        install_transport(app, fetch_max_wait_ms=20)
