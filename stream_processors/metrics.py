@@ -18,14 +18,50 @@ from __future__ import annotations
 import bisect
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from schemas.codec import DecodeReason
 from schemas.events import ACTIONS
 
 WINDOWS_MINUTES: tuple[int, ...] = (1, 5, 15, 60)
+
+# Every reason a message is dead-lettered for (the `reason` label): the decoder's, then the
+# placement, catalogue and event-time checks of stream_processors/processor.py. Each series is
+# created at 0, so a healthy pipeline's dashboards and alerts read 0 rather than "No data".
+# tests/unit/stream_processors/test_metrics_preinit.py fails when processor.py gains a reason
+# that is not listed here.
+DEAD_LETTER_REASONS: tuple[str, ...] = (
+    *get_args(DecodeReason),
+    "key_mismatch",
+    "wrong_partition",
+    "unknown_campaign",
+    "unknown_channel",
+    "unknown_currency",
+    "late",
+    "future",
+    "duplicate",
+)
+
+
+class TopicCounter(Counter):
+    """A Counter labelled by topic whose first series for a topic also creates that topic's
+    series, at 0, in its companions. The worker learns its topics when it consumes them, and
+    only then can the per-topic counters of rarer things (replays) exist at 0 beside it."""
+
+    _companions: tuple[Counter, ...] = ()
+
+    def with_companions(self, *companions: Counter) -> TopicCounter:
+        self._companions = companions
+        return self
+
+    def labels(self, *labelvalues: Any, **labelkwargs: Any) -> Any:
+        for companion in self._companions:
+            companion.labels(*labelvalues, **labelkwargs)
+        return super().labels(*labelvalues, **labelkwargs)
 
 
 class BatchHistogram(Collector):
@@ -70,7 +106,7 @@ class PipelineMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.events_consumed = Counter(
+        self.events_consumed = TopicCounter(
             "seedloop_events_consumed", "Messages read from an action topic", ["topic"], registry=r
         )
         self.events_applied = Counter(
@@ -97,6 +133,16 @@ class PipelineMetrics:
         self.late_events = Counter(
             "seedloop_late_events", "Events older than the allowed lateness", ["action"], registry=r
         )
+        # Every labelled counter exists at 0 for its known label values from the start: `rate()`
+        # then reads 0 on a healthy pipeline (not "No data") and sees the first increase.
+        for action in ACTIONS:
+            self.events_applied.labels(action)
+            self.duplicates.labels(action)
+            self.late_events.labels(action)
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_letters.labels(reason)
+        # Topics are known once consumed: a topic's replay counter is created with its first message.
+        self.events_consumed.with_companions(self.replayed)
         # A healthy pipeline shows 0 here (every series exists from the start): in event-time order
         # a partition's honest events are seconds apart. A jump of more than the allowed lateness
         # past everything the partition accepted comes from a client whose clock is wrong, or from
