@@ -123,7 +123,7 @@ def attribute_paths(
         for channel in record.channels:
             result.setdefault(channel, {"conversions": 0.0, "value": 0.0})
     if model == "markov":
-        chain = MarkovChain.from_paths((r.channels, r.conversions, r.nulls) for r in records)
+        chain = MarkovChain.from_valued_paths((r.channels, r.conversions, r.value, r.nulls) for r in records)
         split = chain.attribute(
             math.fsum(r.conversions for r in records), math.fsum(r.value for r in records)
         )

@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream_processors.attribution.markov import CONVERSION, NULL, START, JourneyLearner, MarkovChain
+from stream_processors.attribution.markov import (
+    CONVERSION,
+    NULL,
+    START,
+    JourneyLearner,
+    MarkovChain,
+    weights_from_path_counts,
+)
 
 from .strategies import CHANNELS, DETERMINISTIC, channel_paths
 
@@ -144,3 +151,96 @@ def test_learner_weight_and_validation() -> None:
     with pytest.raises(ValueError):
         JourneyLearner.from_dict({"version": 1, "channels": [], "transitions": {START: {"kol": -2}}})
     assert JourneyLearner().chain().channel_weights() == {}
+
+
+# Value chain: start -> a (2) | b (2); a, b -> conversion (1) | null (1); a converts at 10, b at 30.
+# P = 1/2 and each channel's removal halves it (count weights 1/2, 1/2); E[value] = 1/4*10 + 1/4*30 = 10,
+# 7.5 without a and 2.5 without b: value removal effects 1/4 and 3/4.
+VALUED = [(("a",), 1.0, 10.0, 1.0), (("b",), 1.0, 30.0, 1.0)]
+
+
+def test_value_removal_effects_hand_worked() -> None:
+    chain = MarkovChain.from_valued_paths(VALUED)
+    assert chain.removal_effects() == pytest.approx({"a": 0.5, "b": 0.5}, rel=1e-12)
+    assert chain.value_removal_effects() == pytest.approx({"a": 0.25, "b": 0.75}, rel=1e-12)
+    assert chain.weights() == (
+        pytest.approx({"a": 0.5, "b": 0.5}, rel=1e-12),
+        pytest.approx({"a": 0.25, "b": 0.75}, rel=1e-12),
+    )
+    split = chain.attribute(2.0, 40.0)
+    assert split["a"] == pytest.approx((1.0, 10.0), rel=1e-12)
+    assert split["b"] == pytest.approx((1.0, 30.0), rel=1e-12)
+
+
+def test_value_weights_without_values_equal_count_weights() -> None:
+    unvalued = MarkovChain.from_paths((p, c, n) for p, c, _, n in VALUED)
+    assert not unvalued.has_values
+    assert unvalued.value_weights() == unvalued.channel_weights()
+    # Zero value everywhere: no value weights; attribute() then splits any given value by counts.
+    free = MarkovChain.from_valued_paths((p, c, 0.0, n) for p, c, _, n in VALUED)
+    assert free.value_weights() == {}
+    split = free.attribute(2.0, 8.0)
+    assert split["a"] == pytest.approx((1.0, 4.0)) and split["b"] == pytest.approx((1.0, 4.0))
+
+
+@DETERMINISTIC
+@given(
+    paths=st.lists(
+        st.tuples(
+            channel_paths, st.integers(min_value=0, max_value=5), st.integers(min_value=0, max_value=5)
+        ),
+        min_size=1,
+        max_size=25,
+    ),
+    unit=st.floats(min_value=0.01, max_value=1e6),
+)
+def test_constant_value_per_conversion_gives_count_weights(
+    paths: list[tuple[list[str], int, int]], unit: float
+) -> None:
+    # The value chain differs from the count chain only by the value carried into (conversion): with
+    # one price for every conversion the two sets of weights coincide.
+    chain = MarkovChain.from_valued_paths((p, float(c), unit * c, float(n)) for p, c, n in paths)
+    counts, values = chain.weights()
+    assert values.keys() == counts.keys()
+    for c, w in counts.items():
+        assert values[c] == pytest.approx(w, rel=1e-9, abs=1e-12)
+
+
+def test_from_valued_paths_rejects_bad_value() -> None:
+    for bad in (-1.0, math.nan, math.inf):
+        with pytest.raises(ValueError):
+            MarkovChain.from_valued_paths([(("a",), 1.0, bad, 0.0)])
+    with pytest.raises(ValueError):
+        MarkovChain({START: {"a": 1.0}}, conversion_values={CONVERSION: 1.0})
+
+
+def test_learner_values_and_version_1_snapshots() -> None:
+    learner = JourneyLearner()
+    for channels, conversions, value, nulls in VALUED:
+        learner.observe(channels, True, weight=conversions, value=value)
+        learner.observe(channels, False, weight=nulls)
+    direct = MarkovChain.from_valued_paths(VALUED)
+    assert learner.chain().weights() == direct.weights()
+    snapshot = json.loads(json.dumps(learner.to_dict()))
+    assert snapshot["version"] == 2
+    assert JourneyLearner.from_dict(snapshot).chain().weights() == direct.weights()
+    # A version-1 snapshot (no values) still loads; its value weights are its count weights.
+    old = {"version": 1, "channels": snapshot["channels"], "transitions": snapshot["transitions"]}
+    restored = JourneyLearner.from_dict(old)
+    counts, values = restored.chain().weights()
+    assert values == counts == pytest.approx({"a": 0.5, "b": 0.5})
+    assert restored.to_dict() == old
+
+
+def test_weights_from_path_counts() -> None:
+    # The stream's journey-path counters for VALUED, with a field of an unknown kind that must be skipped.
+    counts = {"a|1": 1, "a|0": 1, "a|v": 10, "b|1": 1, "b|0": 1, "b|v": 30, "b|later": 99}
+    assert weights_from_path_counts(counts) == MarkovChain.from_valued_paths(VALUED).weights()
+    # Counters written before value was tracked have no "|v" field: value weights = count weights.
+    old = {k: v for k, v in counts.items() if not k.endswith("|v")}
+    count_w, value_w = weights_from_path_counts(old) or ({}, {})
+    assert value_w == count_w == pytest.approx({"a": 0.5, "b": 0.5})
+    # Multi-touch paths are split on ">"; nothing converted yet: no weights (keep those in use).
+    assert weights_from_path_counts({"a>b|1": 2, "a>b|v": 5}) == ({"a": 0.5, "b": 0.5}, {"a": 0.5, "b": 0.5})
+    assert weights_from_path_counts({"a>b|0": 3}) is None
+    assert weights_from_path_counts({}) is None
