@@ -6,13 +6,16 @@
 
 Dashboards are built with the `grafana-foundation-sdk` (typed builders generated from Grafana's
 own schemas) and written to deploy/grafana/dashboards/*.json; Grafana loads them through
-deploy/grafana/provisioning/dashboards/dashboards.yml. The Grafana-managed alert rules
-(deploy/grafana/provisioning/alerting/rules.yml) are derived from the Prometheus rules in
-deploy/prometheus/alerts.yml, so the two alerting paths cannot drift apart.
+deploy/grafana/provisioning/dashboards/dashboards.yml. Alerts are Prometheus rules
+(deploy/prometheus/alerts.yml) notified by Alertmanager only; the generated
+deploy/grafana/provisioning/alerting/rules.yml removes the Grafana-managed copies earlier versions
+provisioned (they notified every alert a second time). Every panel gets an id derived from its
+title, so links to a panel stay valid when others are added or moved.
 
 tests/deploy checks that the committed files equal what this script generates now, that every
-panel's PromQL parses (promtool) and that it names only metrics registered in
-stream_processors/metrics.py.
+panel's PromQL parses (promtool) and names only metrics registered in
+stream_processors/metrics.py, and (test_dashboard_queries_live.py) that every panel query returns
+a series from a real Prometheus scraping a healthy worker, optimizer and simulator.
 
 Conventions of the queries:
 - Campaign gauges are exported per worker for the partitions it owns: always `sum by (...)` over
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +54,9 @@ PROMETHEUS_RULES_FILE = DEPLOY / "prometheus" / "alerts.yml"
 DATASOURCE_UID = "prometheus"
 DS = dash_m.DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
 FOLDER_UID = "seedloop"
+
+# Spend, GMV and bids are in the scenario's base currency, yuan (seeds/campaigns.json: "CNY").
+MONEY = "currencyCNY"
 
 WINDOWS = ("1m", "5m", "15m", "60m")
 MODELS = ("last", "first", "linear", "time_decay", "position", "markov")
@@ -218,8 +225,8 @@ def campaign_overview() -> dash_b.Dashboard:
         .with_variable(window_variable())
         .with_variable(model_variable())
         .with_row(dash_b.Row("Totals over the selected campaigns"))
-        .with_panel(stat("Spend ($window)", f"sum({spend})", "currencyUSD"))
-        .with_panel(stat("Attributed GMV ($window, $model)", f"sum({gmv})", "currencyUSD"))
+        .with_panel(stat("Spend ($window)", f"sum({spend})", MONEY))
+        .with_panel(stat("Attributed GMV ($window, $model)", f"sum({gmv})", MONEY))
         .with_panel(stat("ROAS ($window, $model)", f"sum({gmv}) / sum({spend})", "none"))
         .with_panel(stat("Views ($window)", f"sum({views})", "short"))
         .with_row(dash_b.Row("Efficiency against target"))
@@ -249,7 +256,7 @@ def campaign_overview() -> dash_b.Dashboard:
                         "{{campaign}} target",
                     ),
                 ],
-                "currencyUSD",
+                MONEY,
                 "Spend per attributed checkout. The SeedloopCpaAboveTarget alert fires over 125% of target.",
             )
         )
@@ -257,7 +264,7 @@ def campaign_overview() -> dash_b.Dashboard:
             timeseries(
                 "eCPM",
                 [(f"1000 * {ratio(spend, views)}", "{{campaign}}")],
-                "currencyUSD",
+                MONEY,
                 "Spend per thousand views.",
             )
         )
@@ -279,7 +286,7 @@ def campaign_overview() -> dash_b.Dashboard:
             timeseries(
                 "Spend by campaign",
                 [(f"sum by (campaign) ({spend})", "{{campaign}}")],
-                "currencyUSD",
+                MONEY,
                 stacked=True,
             )
         )
@@ -287,7 +294,7 @@ def campaign_overview() -> dash_b.Dashboard:
             timeseries(
                 "Spend by channel (KBFS)",
                 [(f"sum by (channel) ({spend})", "{{channel}}")],
-                "currencyUSD",
+                MONEY,
                 stacked=True,
             )
         )
@@ -295,7 +302,7 @@ def campaign_overview() -> dash_b.Dashboard:
             timeseries(
                 "Attributed GMV by campaign",
                 [(f"sum by (campaign) ({gmv})", "{{campaign}}")],
-                "currencyUSD",
+                MONEY,
                 stacked=True,
             )
         )
@@ -308,7 +315,7 @@ def campaign_overview() -> dash_b.Dashboard:
                         "{{campaign}}",
                     )
                 ],
-                "currencyUSD",
+                MONEY,
             )
         )
         .with_row(dash_b.Row("Attribution models compared"))
@@ -409,14 +416,14 @@ def aipl_funnel() -> dash_b.Dashboard:
         .with_row(dash_b.Row("Cost per step"))
         .with_panel(
             timeseries(
-                "Cost per follow", [(ratio(spend, conv("follow")), "{{campaign}}")], "currencyUSD", w=8
+                "Cost per follow", [(ratio(spend, conv("follow")), "{{campaign}}")], MONEY, w=8
             )
         )
         .with_panel(
             timeseries(
                 "Cost per add-to-cart",
                 [(ratio(spend, conv("add_to_cart")), "{{campaign}}")],
-                "currencyUSD",
+                MONEY,
                 w=8,
             )
         )
@@ -424,7 +431,7 @@ def aipl_funnel() -> dash_b.Dashboard:
             timeseries(
                 "Cost per checkout (CPA)",
                 [(ratio(spend, conv("checkout")), "{{campaign}}")],
-                "currencyUSD",
+                MONEY,
                 w=8,
             )
         )
@@ -451,7 +458,7 @@ def aipl_funnel() -> dash_b.Dashboard:
             timeseries(
                 "Cost per thousand reached users",
                 [(f"1000 * {ratio(spend, reach)}", "{{campaign}}")],
-                "currencyUSD",
+                MONEY,
                 w=8,
             )
         )
@@ -577,14 +584,14 @@ def creators() -> dash_b.Dashboard:
         )
         .with_panel(
             timeseries(
-                "Spend by creator", [(f"sum by (creator) ({k_spend})", "{{creator}}")], "currencyUSD", w=8
+                "Spend by creator", [(f"sum by (creator) ({k_spend})", "{{creator}}")], MONEY, w=8
             )
         )
         .with_panel(
             timeseries(
                 "Attributed GMV by creator",
                 [(f"sum by (creator) ({k_gmv})", "{{creator}}")],
-                "currencyUSD",
+                MONEY,
                 w=8,
             )
         )
@@ -592,7 +599,7 @@ def creators() -> dash_b.Dashboard:
             timeseries(
                 "Cost per attributed checkout by creator",
                 [(ratio(k_spend, k_checkouts, "creator"), "{{creator}}")],
-                "currencyUSD",
+                MONEY,
                 w=8,
             )
         )
@@ -612,7 +619,7 @@ def creators() -> dash_b.Dashboard:
             timeseries(
                 "Cost per follow by channel",
                 [(ratio(spend, follows, "channel"), "{{channel}}")],
-                "currencyUSD",
+                MONEY,
                 w=12,
             )
         )
@@ -647,7 +654,7 @@ def creators() -> dash_b.Dashboard:
                         "{{channel}}",
                     )
                 ],
-                "currencyUSD",
+                MONEY,
                 w=24,
             )
         )
@@ -670,10 +677,11 @@ def pipeline_health() -> dash_b.Dashboard:
         .with_panel(stat("Dead letters / s", f"sum(rate(seedloop_dead_letters_total[{ri}]))", "ops"))
         .with_panel(
             stat(
-                "Targets up",
-                'sum(up{job=~"seedloop-.*"})',
+                "Targets down",
+                'count(up{job=~"seedloop-.*"} == 0) or vector(0)',
                 "short",
-                "Scrape targets of the seedloop jobs that answer.",
+                "Scrape targets of the seedloop jobs that do not answer (0 when all do); "
+                "SeedloopTargetDown names each one after 2 minutes.",
             )
         )
         .with_panel(
@@ -862,7 +870,7 @@ def optimizer_decisions() -> dash_b.Dashboard:
             timeseries(
                 "Bids",
                 [(f"max by (campaign, channel) (seedloop_bid{{{cc}}})", "{{campaign}} / {{channel}}")],
-                "currencyUSD",
+                MONEY,
                 w=24,
             )
         )
@@ -896,7 +904,7 @@ def optimizer_decisions() -> dash_b.Dashboard:
                         "{{campaign}} target",
                     ),
                 ],
-                "currencyUSD",
+                MONEY,
             )
         )
         .with_panel(
@@ -948,133 +956,78 @@ DASHBOARDS = {
 }
 
 
+def panel_id(title: str) -> int:
+    """A panel's id, from its title: links to a panel (`viewPanel=<id>`) survive panels being
+    added, removed or moved around it, and the generated JSON does not change when nothing did."""
+    return zlib.crc32(title.encode()) % 1_000_000 + 1
+
+
+def assign_panel_ids(dashboard: dash_m.Dashboard) -> None:
+    """Every panel and row gets its id; titles are unique per dashboard, and so are the ids."""
+    seen: dict[int, str] = {}
+    for panel in dashboard.panels or []:
+        for p in [panel, *(getattr(panel, "panels", None) or [])]:
+            title = p.title or ""
+            pid = panel_id(title)
+            if pid in seen:
+                raise ValueError(f"{dashboard.title}: panels {seen[pid]!r} and {title!r} get id {pid}; retitle one")
+            seen[pid] = title
+            p.id_val = pid
+
+
 def render_dashboard(builder: dash_b.Dashboard) -> str:
-    encoded = JSONEncoder(sort_keys=True, indent=2).encode(builder.build())
+    dashboard = builder.build()
+    assign_panel_ids(dashboard)
+    encoded = JSONEncoder(sort_keys=True, indent=2).encode(dashboard)
     return encoded + "\n"
 
 
-# --------------------------------------------------------------------------- Grafana alert rules
-def _grafana_template(text: str) -> str:
-    # Prometheus' `$value` is the alert expression's value; Grafana exposes it per query refId.
-    return text.replace("$value", "$values.A.Value")
+# --------------------------------------------------------------------------- Grafana alerting
+# One alerting path: Prometheus evaluates deploy/prometheus/alerts.yml and Alertmanager notifies
+# (deploy/alertmanager/alertmanager.yml). Grafana evaluates nothing and notifies nobody; it shows
+# Prometheus' rules (the Prometheus datasource, manageAlerts) and Alertmanager's alerts and
+# silences (the Alertmanager datasource). Earlier versions also provisioned Grafana-managed copies
+# of every alert with a policy to the same webhook, so each alert arrived twice; Grafana keeps
+# provisioned resources when their file entries go, so this file deletes them explicitly.
+RETIRED_RULE_UIDS = (
+    "seedloop-roas-below-target",
+    "seedloop-cpa-above-target",
+    "seedloop-overspend-pace",
+    "seedloop-no-events",
+    "seedloop-pipeline-latency-high",
+    "seedloop-consumer-lag-high",
+    "seedloop-campaign-metrics-stale",
+    "seedloop-dead-letter-rate-high",
+    "seedloop-event-time-outliers",
+    "seedloop-optimizer-stalled",
+)
+RETIRED_CONTACT_POINT_UIDS = ("seedloop-webhook",)
 
 
-def grafana_alert_rules() -> dict[str, Any]:
-    """Grafana file-provisioned alert rules equivalent to deploy/prometheus/alerts.yml.
-
-    Each Prometheus alert expression already filters to the series that breach (a PromQL comparison),
-    so query A is the same expression, and condition B is true for every series A returns
-    (`is_number || is_inf`: a CPA with zero checkouts is +Inf). No data means no breach (OK).
+def grafana_alerting() -> dict[str, Any]:
+    """Grafana alerting file provisioning that removes the Grafana-managed copies of the alerts,
+    their contact point, and resets the notification policy tree to Grafana's default.
     Format: https://grafana.com/docs/grafana/latest/alerting/set-up/provision-alerting-resources/file-provisioning/
     """
-    prom = yaml.safe_load(PROMETHEUS_RULES_FILE.read_text())
-    groups = []
-    for group in prom["groups"]:
-        rules = []
-        for rule in group["rules"]:
-            name = rule["alert"]
-            rules.append(
-                {
-                    "uid": "seedloop-"
-                    + "".join("-" + ch.lower() if ch.isupper() else ch for ch in name)
-                    .strip("-")
-                    .replace("seedloop-", "", 1),
-                    "title": name,
-                    "condition": "B",
-                    "data": [
-                        {
-                            "refId": "A",
-                            "relativeTimeRange": {"from": 900, "to": 0},
-                            "datasourceUid": DATASOURCE_UID,
-                            "model": {
-                                "refId": "A",
-                                "expr": rule["expr"].strip(),
-                                "instant": True,
-                                "range": False,
-                                "intervalMs": 1000,
-                                "maxDataPoints": 43200,
-                            },
-                        },
-                        {
-                            "refId": "B",
-                            "datasourceUid": "__expr__",
-                            "model": {
-                                "refId": "B",
-                                "type": "math",
-                                "expression": "is_number($A) || is_inf($A)",
-                                "datasource": {"type": "__expr__", "uid": "__expr__"},
-                            },
-                        },
-                    ],
-                    "noDataState": "OK",
-                    "execErrState": "Error",
-                    "for": rule.get("for", "0s"),
-                    "annotations": {k: _grafana_template(v.strip()) for k, v in rule["annotations"].items()},
-                    "labels": dict(rule.get("labels", {})),
-                    "isPaused": False,
-                }
-            )
-        groups.append(
-            {
-                "orgId": 1,
-                "name": group["name"],
-                "folder": "seedloop",
-                "interval": group.get("interval", "1m"),
-                "rules": rules,
-            }
-        )
     return {
         "apiVersion": 1,
-        "groups": groups,
-        "contactPoints": [
-            {
-                "orgId": 1,
-                "name": "seedloop-webhook",
-                "receivers": [
-                    {
-                        "uid": "seedloop-webhook",
-                        "type": "webhook",
-                        "settings": {"url": "http://alert-sink:8080/grafana", "httpMethod": "POST"},
-                        "disableResolveMessage": False,
-                    }
-                ],
-            }
-        ],
-        "policies": [
-            {
-                "orgId": 1,
-                "receiver": "seedloop-webhook",
-                "group_by": ["alertname", "campaign", "topic"],
-                "group_wait": "30s",
-                "group_interval": "5m",
-                "repeat_interval": "4h",
-            }
-        ],
+        "deleteRules": [{"orgId": 1, "uid": uid} for uid in RETIRED_RULE_UIDS],
+        # The reset policy tree routes to Grafana's default contact point, so nothing references
+        # the webhook any more when it is deleted.
+        "resetPolicies": [1],
+        "deleteContactPoints": [{"orgId": 1, "uid": uid} for uid in RETIRED_CONTACT_POINT_UIDS],
     }
-
-
-class _BlockDumper(yaml.SafeDumper):
-    """Writes multi-line strings (PromQL) as YAML literal blocks, readable in review."""
-
-
-def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in data else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
-
-
-_BlockDumper.add_representer(str, _str_representer)
 
 
 def render_alert_rules() -> str:
     header = (
-        "# GENERATED by deploy/grafana/build_dashboards.py from deploy/prometheus/alerts.yml: do not edit.\n"
-        "# Grafana-managed alert rules, contact point and notification policy (file provisioning,\n"
-        "# Grafana 10/11): https://grafana.com/docs/grafana/latest/alerting/set-up/"
-        "provision-alerting-resources/file-provisioning/\n"
+        "# GENERATED by deploy/grafana/build_dashboards.py: do not edit.\n"
+        "# Grafana does not evaluate or notify seedloop's alerts: Prometheus evaluates\n"
+        "# deploy/prometheus/alerts.yml and Alertmanager notifies, once per firing. This file removes\n"
+        "# the Grafana-managed copies (and their contact point and policy) that earlier versions\n"
+        "# provisioned, which notified the same webhook a second time.\n"
     )
-    return header + yaml.dump(
-        grafana_alert_rules(), Dumper=_BlockDumper, sort_keys=False, width=110, allow_unicode=True
-    )
+    return header + yaml.safe_dump(grafana_alerting(), sort_keys=False, width=110)
 
 
 # --------------------------------------------------------------------------- entry point

@@ -1,4 +1,5 @@
-"""Grafana dashboards as code: no drift, every query parses and names real metrics; alert parity."""
+"""Grafana dashboards as code: no drift, every query parses and names real metrics, stable panel
+ids, money in yuan; Grafana evaluates and notifies no alert (Prometheus and Alertmanager do)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import pytest
 import yaml
 
 from tests.deploy._support import (
-    ALERTS,
+    ALERTMANAGER_CONFIG,
     DASHBOARDS,
+    GRAFANA,
     GRAFANA_RULES,
     PROMETHEUS_BUILTINS,
+    ROOT,
     exported_names,
     load_build_dashboards,
     metric_names_in,
@@ -126,24 +129,59 @@ def test_metric_name_extraction() -> None:
     assert substitute_grafana_variables('rate(x{c=~"$campaign"}[$__rate_interval])') == 'rate(x{c=~"x"}[5m])'
 
 
-def test_grafana_alert_rules_match_prometheus_rules() -> None:
-    prometheus = {
-        rule["alert"]: rule
-        for group in yaml.safe_load(ALERTS.read_text())["groups"]
-        for rule in group["rules"]
-        if "alert" in rule
-    }
-    grafana = yaml.safe_load(GRAFANA_RULES.read_text())
-    assert grafana["apiVersion"] == 1
-    rules = {rule["title"]: rule for group in grafana["groups"] for rule in group["rules"]}
-    assert set(rules) == set(prometheus)
-    uids = [rule["uid"] for rule in rules.values()]
-    assert len(uids) == len(set(uids)) and all(len(uid) <= 40 for uid in uids)
-    for name, rule in rules.items():
-        query = next(d for d in rule["data"] if d["refId"] == "A")
-        assert query["datasourceUid"] == "prometheus"
-        assert query["model"]["expr"].strip() == prometheus[name]["expr"].strip(), name
-        assert rule["for"] == prometheus[name]["for"], name
-        assert rule["labels"] == prometheus[name]["labels"], name
-        assert rule["condition"] in {d["refId"] for d in rule["data"]}, name
-        assert set(rule["annotations"]) == set(prometheus[name]["annotations"]), name
+def test_every_panel_has_a_stable_unique_id() -> None:
+    module = load_build_dashboards()
+    for name, dashboard in dashboards().items():
+        ids = [panel.get("id") for panel in panels(dashboard)]
+        assert all(isinstance(i, int) and i > 0 for i in ids), (name, ids)
+        assert len(ids) == len(set(ids)), name
+        # Derived from the title, so moving or adding panels does not change the others' ids.
+        for panel in panels(dashboard):
+            assert panel["id"] == module.panel_id(panel["title"]), (name, panel["title"])
+
+
+def test_money_is_shown_in_yuan() -> None:
+    currencies = {c["currency"] for c in json.loads((ROOT / "seeds" / "campaigns.json").read_text())}
+    assert currencies == {"CNY"}, "the dashboards' money unit is currencyCNY; change MONEY in the builder"
+    units = [
+        (name, panel["title"], panel.get("fieldConfig", {}).get("defaults", {}).get("unit", ""))
+        for name, dashboard in dashboards().items()
+        for panel in panels(dashboard)
+    ]
+    money = [u for u in units if u[2].startswith("currency")]
+    assert len(money) >= 19
+    assert {u[2] for u in money} == {"currencyCNY"}, [u for u in money if u[2] != "currencyCNY"]
+
+
+def test_grafana_evaluates_and_notifies_no_alert() -> None:
+    """One alerting path: Prometheus evaluates, Alertmanager notifies. Grafana provisions no alert
+    rule, contact point or policy (it would notify every alert a second time), and removes the
+    copies earlier versions provisioned."""
+    module = load_build_dashboards()
+    provisioned = [
+        yaml.safe_load(path.read_text()) for path in sorted(GRAFANA_RULES.parent.glob("*.y*ml"))
+    ]
+    assert provisioned, GRAFANA_RULES.parent
+    for doc in provisioned:
+        assert doc["apiVersion"] == 1
+        for key in ("groups", "contactPoints", "policies", "templates", "muteTimes"):
+            assert not doc.get(key), f"Grafana alerting provisions {key}: alerts would be notified twice"
+    rules = yaml.safe_load(GRAFANA_RULES.read_text())
+    assert {r["uid"] for r in rules["deleteRules"]} == set(module.RETIRED_RULE_UIDS)
+    assert rules["resetPolicies"] == [1]
+    assert {c["uid"] for c in rules["deleteContactPoints"]} == {"seedloop-webhook"}
+    # The Alertmanager datasource shows Alertmanager's alerts; Grafana forwards none of its own.
+    datasources = [
+        ds
+        for path in sorted((GRAFANA / "provisioning" / "datasources").glob("*.yml"))
+        for ds in yaml.safe_load(path.read_text())["datasources"]
+    ]
+    am = [ds for ds in datasources if ds["type"] == "alertmanager"]
+    assert len(am) == 1 and am[0]["jsonData"]["handleGrafanaManagedAlerts"] is False
+    prom = next(ds for ds in datasources if ds["uid"] == "prometheus")
+    assert prom["jsonData"]["alertmanagerUid"] == am[0]["uid"]
+    # Every Prometheus alert reaches the one receiver, through one route.
+    am_config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
+    routes = [am_config["route"], *am_config["route"].get("routes", [])]
+    assert {r["receiver"] for r in routes} == {r["name"] for r in am_config["receivers"]}
+    assert all(not r.get("continue") for r in routes), "a matched alert must not go on to a second route"
