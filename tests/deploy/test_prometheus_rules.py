@@ -24,6 +24,7 @@ REQUIRED_ALERTS = {
     "SeedloopConsumerLagHigh",
     "SeedloopDeadLetterRateHigh",
     "SeedloopOptimizerStalled",
+    "SeedloopTargetDown",
 }
 
 
