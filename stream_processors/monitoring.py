@@ -9,11 +9,11 @@ replaces every figure gauge as a whole (no await between clearing and setting, s
 sees a half-refreshed set, and a campaign that left a window or a partition this worker lost
 leaves no stale series behind).
 
-Reach (unique users). A HyperLogLog per partition, event-time bucket, campaign and channel:
-`<ns>:{pN}:r:<bucket>:<campaign>:<channel>` (and `<ns>:{pN}:e:<bucket>:<campaign>` for users
-with an engaged view), filled with PFADD inside the batch's atomic apply (apply_batch.lua, from
-`processor.BatchSignals`) and expiring after `reach_ttl_s` of wall time. A window's reach on one partition is the PFCOUNT of the union of
-that partition's keys of the window (one call, one hash slot: fine on Redis Cluster). Reach is
+Reach (unique users). The store keeps a set of users per partition, event-time bucket, campaign
+and channel (and per campaign for users with an engaged view), written inside the batch's atomic
+apply (from `processor.BatchSignals`); in Redis a HyperLogLog expiring after `reach_ttl_s` of wall
+time (store/redis_lua.py). A window's reach on one partition is the size of the union of that
+partition's sets of the window (in Redis one PFCOUNT, one hash slot: fine on Redis Cluster). Reach is
 not summable in general, but here it is across partitions: messages are keyed by user_id, so a
 user lives in exactly one partition and the partitions' user sets are disjoint. So the reach of
 a campaign is the sum over partitions of per-partition unions, and each worker exports the sum
@@ -23,17 +23,18 @@ partition nothing is summed: a campaign's reach is the union over its channels, 
 channel reaches. (The alternative, one global key per bucket written by every worker, would need
 cross-slot unions on a cluster; exporting reach from one worker would make that worker special.)
 
-Crashes. The PFADDs are part of the batch's atomic apply, so a crash never loses or repeats a
-batch's reach (PFADD is idempotent anyway).
+Crashes. The reach writes are part of the batch's atomic apply, so a crash never loses or repeats
+a batch's reach (adding a user to a set is idempotent anyway).
+
+Monitoring reads figures through the store's read-only protocol (`AsyncFigureSource`) and knows
+of the worker only what `Monitored` names, so it imports neither the worker nor a backend.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import faust
 
@@ -50,94 +51,33 @@ from stream_processors.figures import (
     top_n,
 )
 from stream_processors.metrics import WINDOWS_MINUTES, PipelineMetrics
-from stream_processors.redis_connect import AsyncClient
-from stream_processors.state import Keys
+from stream_processors.store.base import AsyncFigureSource, window_bounds, window_buckets
+from stream_processors.web import FigureView, register_routes
 
-if TYPE_CHECKING:
-    from stream_processors.worker import AttributionRuntime
+__all__ = ["Monitored", "collect_snapshot", "install_monitoring", "window_bounds", "window_buckets"]
 
 log = logging.getLogger("seedloop.monitoring")
 
 Labels = tuple[str, ...]
 
 
-# --------------------------------------------------------------------------- reach (HyperLogLog)
-def reach_key(keys: Keys, partition: int, bucket: int, campaign: str, channel: str) -> str:
-    return keys.prefix(partition) + Keys.reach_suffix(bucket, campaign, channel)
+class Monitored(Protocol):
+    """What monitoring and the worker's HTTP need of a worker (AttributionRuntime has it)."""
 
+    @property
+    def metrics(self) -> PipelineMetrics: ...
 
-def engaged_key(keys: Keys, partition: int, bucket: int, campaign: str) -> str:
-    return keys.prefix(partition) + Keys.engaged_reach_suffix(bucket, campaign)
+    @property
+    def store(self) -> AsyncFigureSource: ...
 
+    @property
+    def owned(self) -> set[int]: ...
 
-def window_buckets(start: float, end: float, bucket_s: int) -> list[int]:
-    """Bucket starts in [start, end): the same buckets as the figure windows (state.py)."""
-    first = -(-int(start) // bucket_s) * bucket_s
-    return list(range(first, int(end), bucket_s))
+    @property
+    def figure_view(self) -> FigureView: ...
 
-
-def window_bounds(now: float, minutes: int) -> tuple[float, float]:
-    """The window of `minutes` ending at the watermark `now` (its bucket included)."""
-    return now - minutes * 60 + 1, now + 1
-
-
-# One call per batch instead of a PFADD and an EXPIRE per key: KEYS are the HyperLogLogs, ARGV[1]
-# the TTL, ARGV[1 + k] the space-separated users of KEYS[k] (user ids have no spaces).
-@dataclass(slots=True)
-class Reach:
-    """Reach of one window, summed over the partitions read."""
-
-    campaign: dict[str, int] = field(default_factory=dict)
-    channel: dict[tuple[str, str], int] = field(default_factory=dict)
-    engaged: dict[str, int] = field(default_factory=dict)
-
-
-async def read_reach(
-    client: AsyncClient,
-    keys: Keys,
-    partitions: Iterable[int],
-    buckets: list[int],
-    campaign_channels: Mapping[str, Iterable[str]],
-    label: Mapping[str, str] | None = None,
-) -> Reach:
-    """Per label (a campaign, or `other` for several): PFCOUNT of the union of each partition's
-    keys over `buckets`, summed over partitions (disjoint user sets, see the module docstring)."""
-    groups: dict[str, list[str]] = {}
-    for campaign in campaign_channels:
-        groups.setdefault((label or {}).get(campaign, campaign), []).append(campaign)
-    out = Reach()
-    if not buckets:
-        return out
-    queries: list[tuple[str, str, str | None]] = []  # (what, label, channel)
-    async with client.pipeline(transaction=False) as pipe:
-        for p in sorted(partitions):
-            for name, members in sorted(groups.items()):
-                by_channel: dict[str, list[str]] = {}
-                for campaign in members:
-                    for channel in campaign_channels[campaign]:
-                        by_channel.setdefault(channel, []).extend(
-                            reach_key(keys, p, b, campaign, channel) for b in buckets
-                        )
-                if not by_channel:
-                    continue
-                pipe.pfcount(*[k for ks in by_channel.values() for k in ks])
-                queries.append(("campaign", name, None))
-                for channel, ks in sorted(by_channel.items()):
-                    pipe.pfcount(*ks)
-                    queries.append(("channel", name, channel))
-                pipe.pfcount(*[engaged_key(keys, p, b, c) for c in members for b in buckets])
-                queries.append(("engaged", name, None))
-        results = await pipe.execute() if queries else []
-    for (what, group, on_channel), count in zip(queries, results, strict=True):
-        n = int(count)
-        if what == "campaign":
-            out.campaign[group] = out.campaign.get(group, 0) + n
-        elif what == "engaged":
-            out.engaged[group] = out.engaged.get(group, 0) + n
-        else:
-            assert on_channel is not None
-            out.channel[(group, on_channel)] = out.channel.get((group, on_channel), 0) + n
-    return out
+    @property
+    def metrics_refresh_s(self) -> float: ...
 
 
 # --------------------------------------------------------------------------- gauges
@@ -150,23 +90,23 @@ def empty_snapshot(metrics: PipelineMetrics) -> Snapshot:
     return {name: {} for name in metrics.figure_gauges}
 
 
-async def collect_snapshot(runtime: AttributionRuntime) -> Snapshot:
-    """Read Redis and compute every figure gauge's complete set of samples for this worker."""
-    m = runtime.metrics
-    snap = empty_snapshot(m)
-    owned = set(runtime.owned)
+async def collect_snapshot(
+    reader: AsyncFigureSource, view: FigureView, owned: set[int], metrics: PipelineMetrics
+) -> Snapshot:
+    """Read the store and compute every figure gauge's complete set of samples for this worker
+    (it owns the partitions `owned`)."""
+    snap = empty_snapshot(metrics)
+    owned = set(owned)
     if not owned:
         return snap
-    reader = runtime.reader
     now = await reader.watermark()
     if now is None:
         return snap
-    cfg = runtime.cfg
-    models = cfg.rules.engine.models
+    models = view.models
     all_time = await reader.totals()
-    keep_campaigns = top_n(campaign_spend(all_time), cfg.metrics_top_n)
-    keep_creators = top_n(creator_spend(all_time), cfg.metrics_top_n)
-    catalogue = cfg.rules.catalogue.campaign_channels
+    keep_campaigns = top_n(campaign_spend(all_time), view.top_n)
+    keep_creators = top_n(creator_spend(all_time), view.top_n)
+    catalogue = view.campaign_channels
     labels = {c: label_of(c, keep_campaigns) for c in catalogue}
 
     mine = await reader.totals(owned)
@@ -209,13 +149,8 @@ async def collect_snapshot(runtime: AttributionRuntime) -> Snapshot:
             for creator, eff in figs_by_creator.items():
                 snap["creator_checkouts"][(creator, window, model)] = eff.checkouts
                 snap["creator_gmv"][(creator, window, model)] = eff.gmv
-        reach = await read_reach(
-            runtime.redis,
-            runtime.keys,
-            owned,
-            window_buckets(start, end, cfg.rules.engine.bucket_s),
-            catalogue,
-            labels,
+        reach = await reader.reach(
+            owned, window_buckets(start, end, view.bucket_s), catalogue, labels
         )
         for campaign, n in reach.campaign.items():
             if n:
@@ -239,23 +174,20 @@ def apply_snapshot(metrics: PipelineMetrics, snap: Snapshot) -> None:
             child.set(value)
 
 
-async def refresh_campaign_gauges(runtime: AttributionRuntime) -> None:
+async def refresh_campaign_gauges(runtime: Monitored) -> None:
     started = time.perf_counter()
-    snap = await collect_snapshot(runtime)
+    snap = await collect_snapshot(runtime.store, runtime.figure_view, runtime.owned, runtime.metrics)
     apply_snapshot(runtime.metrics, snap)
     runtime.metrics.metrics_refresh.set(time.time())
     runtime.metrics.metrics_refresh_seconds.observe(time.perf_counter() - started)
 
 
-def install_monitoring(app: faust.App, runtime: AttributionRuntime) -> None:
-    from stream_processors.web import register_routes  # web.py reads reach through this module
-
-    @app.timer(runtime.cfg.metrics_refresh_s)
+def install_monitoring(app: faust.App, runtime: Monitored) -> None:
+    @app.timer(runtime.metrics_refresh_s)
     async def refresh_gauges() -> None:
         try:
             await refresh_campaign_gauges(runtime)
-        except Exception:  # a Redis hiccup must not kill the timer; the next round retries
+        except Exception:  # a store hiccup must not kill the timer; the next round retries
             log.exception("metrics refresh failed")
 
-    register_routes(app, runtime)
-
+    register_routes(app, runtime.store, runtime.metrics, runtime.figure_view)

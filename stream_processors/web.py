@@ -11,7 +11,8 @@
 /api/creators              creators (KOL/KOS): spend, views, attributed checkouts and GMV over a
                            window (`?window=60m&model=last`), all-time followers
 
-Every API figure reads ALL partitions from Redis, whichever worker answers: any worker's API gives
+Every API figure reads ALL partitions from the store (its read-only protocol,
+`store.base.AsyncFigureSource`), whichever worker answers: any worker's API gives
 the same answer, and it equals `sum by (...)` of the workers' Prometheus series.
 
 Nothing else answers: Faust's web server also mounts its own pages (an index at `/`, `/router/`
@@ -21,9 +22,10 @@ a middleware answers 404 for every route not registered here, whatever a Faust v
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import faust
 from aiohttp import web as aiohttp_web
@@ -43,14 +45,23 @@ from stream_processors.figures import (
     loyalty_rates,
     totals,
 )
-from stream_processors.metrics import WINDOWS_MINUTES
-from stream_processors.monitoring import read_reach, window_bounds, window_buckets
-
-if TYPE_CHECKING:
-    from stream_processors.worker import AttributionRuntime
+from stream_processors.metrics import WINDOWS_MINUTES, PipelineMetrics
+from stream_processors.store.base import AsyncFigureSource, window_bounds, window_buckets
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 WINDOWS = {f"{m}m": m for m in WINDOWS_MINUTES}
+
+
+@dataclass(frozen=True, slots=True)
+class FigureView:
+    """What the figure readers (HTTP, monitoring) need to know beside the store."""
+
+    models: tuple[str, ...]
+    campaign_channels: Mapping[str, frozenset[str]]
+    bucket_s: int
+    partitions: int
+    # Campaigns and creators exported by name (top N by all-time spend); the rest are `other`.
+    top_n: int = 50
 
 
 def live_page() -> str:
@@ -91,18 +102,21 @@ def serve_only(web_app: aiohttp_web.Application, ours: Collection[AbstractResour
     web_app.middlewares.append(only_ours)
 
 
-def register_routes(app: faust.App, runtime: AttributionRuntime) -> None:
+def register_routes(
+    app: faust.App, reader: AsyncFigureSource, metrics: PipelineMetrics, view: FigureView
+) -> None:
     web_app = aiohttp_app(app)
     before = set(web_app.router.resources())
-    register_pages(app, runtime)
+    register_pages(app, reader, metrics, view)
     serve_only(web_app, [r for r in web_app.router.resources() if r not in before])
 
 
-def register_pages(app: faust.App, runtime: AttributionRuntime) -> None:
-    models = runtime.cfg.rules.engine.models
-    reader = runtime.reader
-    catalogue = runtime.cfg.rules.catalogue.campaign_channels
-    bucket_s = runtime.cfg.rules.engine.bucket_s
+def register_pages(
+    app: faust.App, reader: AsyncFigureSource, metrics: PipelineMetrics, view: FigureView
+) -> None:
+    models = view.models
+    catalogue = view.campaign_channels
+    bucket_s = view.bucket_s
     page = live_page()
 
     def pick(request: Request, name: str, allowed: Any, default: str) -> str:
@@ -113,18 +127,12 @@ def register_pages(app: faust.App, runtime: AttributionRuntime) -> None:
 
     async def reach_of(now: float, minutes: int, campaigns: dict[str, Any]) -> Any:
         start, end = window_bounds(now, minutes)
-        return await read_reach(
-            runtime.redis,
-            runtime.keys,
-            range(runtime.cfg.partitions),
-            window_buckets(start, end, bucket_s),
-            campaigns,
-        )
+        return await reader.reach(range(view.partitions), window_buckets(start, end, bucket_s), campaigns)
 
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
-            body = generate_latest(runtime.metrics.registry)
+            body = generate_latest(metrics.registry)
             return self.bytes(body, headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
 
     @app.page("/live")

@@ -2,22 +2,23 @@
 
 Why one agent over four topics: the topics are co-partitioned (same partition count, key =
 user_id), and Faust assigns partition N of every topic to the same worker, so one user's whole
-journey is handled by one worker without a repartition (a `group_by` halves throughput,
-DESIGN.md section 3). Cross-topic order is not guaranteed; the journey engine is order-independent
+journey is handled by one worker without a repartition (a `group_by` halves throughput).
+Cross-topic order is not guaranteed; the journey engine is order-independent
 within the allowed lateness, so that does not matter.
 
 Failure policy (crash-only): the agent takes batches without acknowledging them (`noack_take`)
 and acknowledges each event only once its batch is applied (see `AttributionRuntime.submit`, which
 overlaps one batch's Redis work with the next batch's fetching and decoding). Every exception
-that could leave a batch neither applied nor dead-lettered ends the process at once (`os._exit`)
-before any of its events is acknowledged, so Faust cannot commit past it; a supervisor (the demo,
-compose `restart:`) starts it again, and replay is harmless because Redis skips applied offsets.
+that could leave a batch neither applied nor dead-lettered goes to the fatal-error policy
+(`AttributionRuntime(on_fatal=...)`) before any of its events is acknowledged. The default policy
+ends the process at once (`os._exit`), so Faust cannot commit past it; a supervisor (the demo,
+compose `restart:`) starts it again, and replay is harmless because the store skips applied
+offsets. Tests inject a policy that records the error instead (no child process needed).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import tempfile
@@ -25,7 +26,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 from faust.types import TP, EventT
@@ -34,7 +35,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.events import ACTION_MODELS
 from stream_processors.attribution.markov import MarkovChain
-from stream_processors.audiences import AudienceExpiry
 from stream_processors.faust_transport import install_transport
 from stream_processors.metrics import PipelineMetrics
 from stream_processors.monitoring import install_monitoring
@@ -48,7 +48,9 @@ from stream_processors.processor import (
     plan_batch,
 )
 from stream_processors.redis_connect import async_client
-from stream_processors.state import AsyncFigureReader, FencedError, Keys, OffsetConflict, PartitionStore
+from stream_processors.store.base import AudienceExpiry, FencedError, OffsetConflict, PartitionStateStore
+from stream_processors.store.redis_lua import Keys, RedisPartitionStore
+from stream_processors.web import FigureView
 
 log = logging.getLogger("seedloop.worker")
 
@@ -56,6 +58,32 @@ ACTION_OF = {model: action for action, model in ACTION_MODELS.items()}
 EXIT_APPLY_FAILED = 70
 # A Redis outage longer than this (doubling back-off, about 25 s in all) ends the worker loudly.
 REDIS_RETRY_LIMIT_S = 12.8
+
+# What to do when a batch can neither be applied nor dropped safely: called before any of the
+# batch's events is acknowledged. It may return (a test's policy records the error): the runtime
+# then applies and acknowledges nothing more. (A NoReturn function, like exit_process, is one.)
+FatalPolicy = Callable[[BaseException], None]
+
+
+def exit_process(exc: BaseException) -> NoReturn:
+    """The production policy (crash-only): end the process now, so Faust cannot commit past the
+    batch; the supervisor restarts the worker and the replay is skipped by offset."""
+    logging.shutdown()
+    os._exit(EXIT_APPLY_FAILED)
+
+
+def redis_store(cfg: WorkerConfig) -> RedisPartitionStore:
+    """The worker's Redis store (no connection is opened until first used)."""
+    return RedisPartitionStore(
+        async_client(cfg.redis_url, cluster=cfg.redis_cluster),
+        Keys(cfg.topic_prefix),
+        cfg.user_ttl_s,
+        cfg.bucket_ttl_s,
+        reach_ttl_s=cfg.reach_ttl_s,
+        audience_expiry_s=AudienceExpiry().as_mapping(),
+        partitions=cfg.partitions,
+        bucket_s=cfg.rules.engine.bucket_s,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,21 +135,28 @@ def dead_letter_headers(dl: DeadLetter, worker_id: str) -> dict[str, bytes]:
 
 
 class AttributionRuntime:
-    """Everything the agent does per batch; separated from the Faust wiring for readability."""
+    """Everything the agent does per batch; separated from the Faust wiring for readability.
 
-    def __init__(self, app: faust.App, cfg: WorkerConfig, metrics: PipelineMetrics) -> None:
+    `store` defaults to the Redis store of `cfg`; `on_fatal` to `exit_process`."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        cfg: WorkerConfig,
+        metrics: PipelineMetrics,
+        store: PartitionStateStore | None = None,
+        on_fatal: FatalPolicy = exit_process,
+    ) -> None:
         self.app = app
         self.cfg = cfg
         self.metrics = metrics
-        self.keys = Keys(cfg.topic_prefix)
-        self.redis = async_client(cfg.redis_url, cluster=cfg.redis_cluster)
-        self.store = PartitionStore(
-            self.redis,
-            self.keys,
-            cfg.user_ttl_s,
-            cfg.bucket_ttl_s,
-            reach_ttl_s=cfg.reach_ttl_s,
-            audience_expiry_s=AudienceExpiry().as_mapping(),
+        self.store: PartitionStateStore = store if store is not None else redis_store(cfg)
+        self.on_fatal = on_fatal
+        # The error handed to on_fatal, if any: from then on no batch is applied or acknowledged.
+        self.fatal: BaseException | None = None
+        engine = cfg.rules.engine
+        self.figure_view = FigureView(
+            engine.models, cfg.rules.catalogue.campaign_channels, engine.bucket_s, cfg.partitions, cfg.metrics_top_n
         )
         self.epochs: dict[int, str] = {}
         # Partitions revoked from us, or claimed by another worker since we were last assigned
@@ -140,7 +175,10 @@ class AttributionRuntime:
         self._chains: dict[int, asyncio.Future[None]] = {}
         self._inflight: deque[asyncio.Future[list[None]]] = deque()
         self.max_inflight_batches = 2
-        self.reader = AsyncFigureReader(self.redis, self.keys, cfg.partitions, cfg.rules.engine.bucket_s)
+
+    @property
+    def metrics_refresh_s(self) -> float:
+        return self.cfg.metrics_refresh_s
 
     async def on_assigned(self, assigned: set[TP]) -> None:
         mine = {tp.partition for tp in assigned if tp.topic in self.cfg.action_topics}
@@ -224,21 +262,25 @@ class AttributionRuntime:
         try:
             if previous is not None:
                 await previous
-            if await self._apply_partition(partition, batch, started):
+            # After a fatal error (in any partition) nothing more is applied or acknowledged: a
+            # later batch of the partition would skip the failed one, and its acknowledgement
+            # would let Faust commit past it.
+            applied = self.fatal is None and await self._apply_partition(partition, batch, started)
+            if applied and self.fatal is None:
                 for event in events:
                     await ack(event)
         except asyncio.CancelledError:
             raise  # stopping: nothing acknowledged, the batch is read again after a restart
         except BaseException as exc:
-            # Crash-only: end the process before any of this batch's events is acknowledged, so
-            # Faust cannot commit past them; the restart replays them (Redis skips what was applied).
+            # Crash-only: the policy runs before any of this batch's events is acknowledged, so
+            # Faust cannot commit past them; the restart replays them (the store skips what was applied).
             log.critical(
                 "batch could not be applied; exiting before it is acknowledged",
                 exc_info=exc,
                 extra={"worker": self.cfg.worker_id, "partition": partition},
             )
-            logging.shutdown()
-            os._exit(EXIT_APPLY_FAILED)
+            self.fatal = exc
+            self.on_fatal(exc)
 
     async def _apply_partition(self, partition: int, batch: DecodedBatch, started: float) -> bool:
         """Read, plan and apply one partition batch; False if the partition was revoked meanwhile."""
@@ -356,7 +398,7 @@ class AttributionRuntime:
 
     async def refresh_markov(self) -> None:
         """Re-learn channel weights from the journeys every worker has recorded in Redis."""
-        counts = await self.reader.journey_paths()
+        counts = await self.store.journey_paths()
         paths: dict[tuple[str, ...], list[float]] = {}
         for name, n in counts.items():
             path, converted = name.rsplit("|", 1)
@@ -368,7 +410,7 @@ class AttributionRuntime:
         weights = chain.channel_weights()
         if weights:
             self.channel_weights = weights
-            await self.redis.set(self.keys.markov_weights(), json.dumps(weights))
+            await self.store.save_channel_weights(weights)
 
 
 def consumer_app_options(rebalance_timeout_s: float, datadir_prefix: str) -> dict[str, Any]:

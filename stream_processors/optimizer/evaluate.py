@@ -33,7 +33,7 @@ import copy
 import functools
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -62,7 +62,8 @@ from stream_processors.optimizer.controller import (
 from stream_processors.optimizer.levers import LeverHeadroom, PartCurves, lever_headroom
 from stream_processors.optimizer.pacing import PacingPolicy, plan_fraction
 from stream_processors.optimizer.specs import campaign_specs, catalogue_price
-from stream_processors.processor import Catalogue, _in_base_currency
+from stream_processors.processor import BatchPlan, Catalogue, _in_base_currency
+from stream_processors.store.memory import MemoryState
 
 DAY_S = 86_400.0
 BAND = math.log(1.10)
@@ -274,6 +275,10 @@ def lever_report(seeds_dir: Path, volume: float, points: int = 120) -> dict[str,
 
 
 class FigureStore:
+    """Attributes the simulation's events in process, as the worker would, and keeps the figures
+    in the in-memory state store (store/memory.py), read by event-time window as the live
+    optimizer reads Redis. One partition: figures are sums, so partitioning would not change them."""
+
     def __init__(self, bucket_s: int, catalogue: Catalogue, campaign_products: Mapping[str, frozenset[str]]) -> None:
         self.bucket_s = bucket_s
         self.catalogue = catalogue
@@ -286,7 +291,8 @@ class FigureStore:
             campaign_products=campaign_products,
         )
         self.users: dict[str, UserState] = defaultdict(UserState)
-        self.buckets: dict[int, dict[str, int]] = defaultdict(dict)
+        self.state = MemoryState(partitions=1, bucket_s=bucket_s)
+        self._epoch = self.state.claim(0)
 
     def apply(self, events: Sequence[Any], now: float) -> None:
         out = Increments()
@@ -294,21 +300,17 @@ class FigureStore:
         for raw in events:
             e = _in_base_currency(raw, self.catalogue)  # as the worker does before attributing
             apply_events(self.users[e.user_id], [e], self.cfg, out, horizon=horizon)
-        for (bucket, name), amount in out.by_key.items():
-            if bucket is not None:
-                b = self.buckets[bucket]
-                b[name] = b.get(name, 0) + amount
+        # Only the figures go to the store (the users' states stay decoded above, and there are no
+        # offsets to skip: the simulation hands every event over once).
+        figures = BatchPlan(0, {}, {}, out, Counter(), [], [], [], Counter())
+        self.state.apply(figures, self._epoch)
 
     def window_with_lag(self, start: float, end: float, lag: float) -> dict[tuple[str, str], ChannelFigures]:
         """Figures over [start, end) with `lagged_spend`, the spend over the span shifted back by `lag`."""
         return with_lagged_spend(self.window(start, end), self.window(start - lag, end - lag))
 
     def window(self, start: float, end: float) -> dict[tuple[str, str], ChannelFigures]:
-        fields: dict[str, int] = {}
-        first = -(-int(start) // self.bucket_s) * self.bucket_s
-        for b in range(first, int(end), self.bucket_s):
-            for k, v in self.buckets.get(b, {}).items():
-                fields[k] = fields.get(k, 0) + v
+        fields = self.state.window(start, end)
         out: dict[tuple[str, str], ChannelFigures] = {}
         for cid, fig in campaign_figures(fields, ("last",)).items():
             for ch, per_model in fig.by_channel.items():

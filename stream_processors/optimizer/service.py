@@ -36,7 +36,8 @@ from stream_processors.optimizer.controller import (
 from stream_processors.optimizer.pacing import PacingPolicy
 from stream_processors.optimizer.specs import campaign_specs
 from stream_processors.redis_connect import SyncClient
-from stream_processors.state import FigureReader, Keys
+from stream_processors.store.base import FigureSource
+from stream_processors.store.redis_lua import Keys
 
 log = logging.getLogger("seedloop.optimizer")
 DAY_S = 86_400
@@ -82,7 +83,7 @@ class OptimizerService:
     def __init__(
         self,
         scenario: Scenario,
-        reader: FigureReader,
+        reader: FigureSource,
         client: SyncClient,
         keys: Keys,
         kafka_config: Mapping[str, Any] | None,
@@ -107,7 +108,7 @@ class OptimizerService:
 
     # --- keys -------------------------------------------------------------------------------------
     def _key(self, suffix: str) -> str:
-        return f"{self.keys.optimizer()}:{suffix}"
+        return self.keys.optimizer(suffix)
 
     def _producer_or_none(self) -> Producer | None:
         if self._kafka_config is None or self.cfg.mode == "dry_run":

@@ -40,7 +40,7 @@ from stream_processors.figures import (
     label_of,
     top_n,
 )
-from stream_processors.monitoring import reach_key, window_bounds, window_buckets
+from stream_processors.monitoring import window_bounds, window_buckets
 from stream_processors.state import FigureReader, Keys
 from tests.conftest import WorkerProcess, wait_for
 from tests.deploy._support import binary
@@ -154,7 +154,7 @@ def redis_expected(
     for label, members in groups.items():
         total = 0
         for p in range(settings.partitions):
-            ks = [reach_key(keys, p, b, c, ch) for c in members for ch in channels[c] for b in buckets]
+            ks = [keys.reach(p, b, c, ch) for c in members for ch in channels[c] for b in buckets]
             total += int(client.pfcount(*ks))
         if total:
             out["reach"][label] = float(total)
