@@ -84,16 +84,29 @@ _COORDINATOR_MOVING = frozenset({
 })
 
 
-def rewind_group(settings: Settings, group_id: str) -> None:
+def rewind_group(settings: Settings, group_id: str, wait_s: float = 45.0) -> None:
     """Forget the group's committed offsets, so its workers start again from the earliest retained
     offset (auto.offset.reset=earliest). Deleting the group is the operation every broker honours
-    for an idle group (Tansu accepts an offset reset but aiokafka then never rejoins); on Apache
-    Kafka it fails while another worker of the group is running, which is the safe outcome."""
+    for an idle group (Tansu accepts an offset reset but aiokafka then never rejoins). Apache
+    Kafka refuses while the group has members: a worker that crashed leaves its membership behind
+    until its session times out, so the refusal is retried for `wait_s`; a member still there
+    after that is a running worker, and refusing is then the safe outcome."""
     admin = AdminClient(settings.confluent_config())
-    for future in admin.delete_consumer_groups([group_id], request_timeout=30).values():
+    deadline = time.monotonic() + wait_s
+    while True:
+        future = admin.delete_consumer_groups([group_id], request_timeout=30)[group_id]
         try:
             future.result(timeout=30)
+            return
         except KafkaException as exc:
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if err is not None and err.code() == KafkaError.GROUP_ID_NOT_FOUND:
+                return  # nothing committed: nothing to forget
+            if err is not None and err.code() == KafkaError.NON_EMPTY_GROUP and time.monotonic() < deadline:
+                log.info("consumer group still has members; waiting for crashed ones to expire",
+                         extra={"group": group_id})
+                time.sleep(1.0)
+                continue
             raise StateLossError(
                 f"cannot rewind consumer group {group_id!r} ({exc}); stop every worker of the group, "
                 "then start them with SEEDLOOP_ON_STATE_LOSS=rebuild"

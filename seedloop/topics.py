@@ -151,7 +151,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
             created.append(topic)
             log.info("created topic", extra={"topic": topic})
     meta = _await_metadata(admin, [s.topic for s in specs], timeout)
-    _check_partitions(settings, meta)
+    _check_partitions(settings, {s.topic: meta[s.topic] for s in specs})
     _check_min_insync(admin, meta, [s.topic for s in specs], timeout)
     return created
 
