@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import orjson
 
@@ -214,10 +215,12 @@ class Increments:
 
 @dataclass(slots=True)
 class JourneyObservation:
-    """A finished path for the data-driven model: channels in order, converted or not."""
+    """A finished path for the data-driven model: channels in order, converted or not, and the value
+    of the conversion (base-currency minor units; 0 when not converted) for the value weights."""
 
     channels: tuple[str, ...]
     converted: bool
+    value_minor: int = 0
 
 
 @dataclass(slots=True)
@@ -230,6 +233,14 @@ def bucket_of(at: float, bucket_s: int) -> int:
     return int(at // bucket_s) * bucket_s
 
 
+class _MarkovWeights(NamedTuple):
+    """The Markov model's learned channel weights: one map splits conversion counts, the other value
+    (a channel closing dear conversions earns more value than its share of counts)."""
+
+    conversions: Mapping[str, float] | None
+    value: Mapping[str, float] | None
+
+
 def apply_events(
     state: UserState,
     events: Sequence[UserAction],
@@ -239,6 +250,7 @@ def apply_events(
     horizon: float,
     channel_weights: Mapping[str, float] | None = None,
     times: Sequence[float] | None = None,
+    value_weights: Mapping[str, float] | None = None,
 ) -> UserResult:
     """Apply one user's events (any order) to `state`, adding metric increments to `out`.
 
@@ -247,7 +259,10 @@ def apply_events(
     `horizon` is the event time before which nothing can change any more (the partition's slowest
     watermark minus the allowed lateness): conversions older than it are finalised and dropped.
     `times`, when the caller already has them, are the events' `event_ts`, in the same order.
+    `channel_weights` split the Markov model's conversion counts, `value_weights` its conversion value
+    (MarkovChain.weights()); without value weights the channel weights split value too, as before.
     """
+    weights = _MarkovWeights(channel_weights, channel_weights if value_weights is None else value_weights)
     journeys: list[JourneyObservation] = []
     bucket_s = cfg.bucket_s
     loyal_before = loyalty_flags(state, cfg.retention_s)
@@ -263,7 +278,7 @@ def apply_events(
             out.add_view(bucket, event.campaign_id, event.channel, event.creator_id, event.cost_minor)
             _insert_touch(state, event, at, cfg)
             if state.conversions:
-                _reattribute(state, since=at, cfg=cfg, out=out, channel_weights=channel_weights)
+                _reattribute(state, since=at, cfg=cfg, out=out, weights=weights)
         elif isinstance(event, Follow):
             out.add_windowed(bucket, "t|follows", 1)
             if event.creator_id not in state.follows:
@@ -279,8 +294,8 @@ def apply_events(
                     touch.engaged_at = at
                     engaged_any = True
             if engaged_any:
-                _reattribute(state, since=at, cfg=cfg, out=out, channel_weights=channel_weights)
-            _add_conversion(state, event.event_id, at, "follow", 0, None, cfg, out, channel_weights)
+                _reattribute(state, since=at, cfg=cfg, out=out, weights=weights)
+            _add_conversion(state, event.event_id, at, "follow", 0, None, cfg, out, weights)
         elif isinstance(event, AddToCart | Checkout):
             kind = event.action
             out.add_windowed(bucket, f"t|{KIND_FIELD[kind]}", 1)
@@ -295,10 +310,11 @@ def apply_events(
                 elif state.checkouts == 2:
                     out.add(None, "t|repeat_buyers", 1)
             _add_conversion(
-                state, event.event_id, at, kind, event.value_minor, event.spu_id, cfg, out, channel_weights
+                state, event.event_id, at, kind, event.value_minor, event.spu_id, cfg, out, weights
             )
             if kind == "checkout":
-                journeys.append(JourneyObservation(_channel_path(_eligible(state, at, cfg, event.spu_id)), True))
+                path = _channel_path(_eligible(state, at, cfg, event.spu_id))
+                journeys.append(JourneyObservation(path, True, event.value_minor))
     journeys.extend(_prune(state, horizon, cfg))
     _emit_loyalty(loyal_before, loyalty_flags(state, cfg.retention_s), out)
     return UserResult(state, journeys)
@@ -417,7 +433,7 @@ def _allocations(
     kind: str,
     value_minor: int,
     cfg: EngineConfig,
-    channel_weights: Mapping[str, float] | None,
+    weights: _MarkovWeights,
 ) -> dict[str, list[Credit]]:
     result: dict[str, list[Credit]] = {}
     if not touches:
@@ -432,7 +448,7 @@ def _allocations(
             MICRO,
             lookback=unlimited,
             half_life_s=cfg.half_life_s,
-            channel_weights=channel_weights,
+            channel_weights=weights.conversions,
         )
         values = (
             allocate(
@@ -442,7 +458,7 @@ def _allocations(
                 value_minor,
                 lookback=unlimited,
                 half_life_s=cfg.half_life_s,
-                channel_weights=channel_weights,
+                channel_weights=weights.value,
             )
             if value_minor
             else [(t, 0) for t, _ in counts]
@@ -489,9 +505,9 @@ def _add_conversion(
     spu_id: str | None,
     cfg: EngineConfig,
     out: Increments,
-    channel_weights: Mapping[str, float] | None,
+    weights: _MarkovWeights,
 ) -> None:
-    alloc = _allocations(_eligible(state, at, cfg, spu_id), at, kind, value_minor, cfg, channel_weights)
+    alloc = _allocations(_eligible(state, at, cfg, spu_id), at, kind, value_minor, cfg, weights)
     bucket = bucket_of(at, cfg.bucket_s)
     if alloc:
         _emit(alloc, kind, bucket, +1, out)
@@ -505,14 +521,14 @@ def _reattribute(
     since: float,
     cfg: EngineConfig,
     out: Increments,
-    channel_weights: Mapping[str, float] | None,
+    weights: _MarkovWeights,
 ) -> None:
     """Recompute the credit of stored conversions at or after `since`; emit only the difference."""
     for conv in state.conversions:
         if conv.at < since:
             continue
         new = _allocations(
-            _eligible(state, conv.at, cfg, conv.spu_id), conv.at, conv.kind, conv.value_minor, cfg, channel_weights
+            _eligible(state, conv.at, cfg, conv.spu_id), conv.at, conv.kind, conv.value_minor, cfg, weights
         )
         if new == conv.alloc:
             continue
