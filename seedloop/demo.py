@@ -35,8 +35,8 @@ from seedloop.topics import caught_up, ensure_topics
 from stream_processors.attribution.models import MODEL_NAMES
 from stream_processors.figures import campaign_figures
 from stream_processors.optimizer.http import ControlServer
-from stream_processors.redis_connect import SyncClient, sync_client
-from stream_processors.state import FigureReader, Keys, text
+from stream_processors.redis_connect import sync_client
+from stream_processors.store.redis_lua import FigureReader, Keys
 
 log = logging.getLogger("seedloop.demo")
 
@@ -102,14 +102,12 @@ class WorkerPool:
 def live_table(
     scenario: Scenario,
     reader: FigureReader,
-    client: SyncClient,
-    keys: Keys,
     produced: int,
     sim_now: float,
     elapsed: float,
 ) -> Table:
     figs = campaign_figures(reader.totals(), MODEL_NAMES[:1])
-    bids = {text(k): float(v) for k, v in client.hgetall(keys.bids()).items()}
+    bids = reader.bids()
     table = Table(
         title=f"seedloop demo · {elapsed:5.0f}s · simulated {time.strftime('%a %H:%M', time.gmtime(sim_now))}"
         f" · {produced:,} events produced (last-touch)"
@@ -177,8 +175,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         sink = runtime.event_sink(settings, scenario)
         reader_kafka = runtime.bid_reader(settings, f"demo-{os.getpid()}")
         client = sync_client(settings.redis_url_value, settings.redis_mode)
-        keys = Keys(settings.topic_prefix)
-        reader = FigureReader(client, keys, settings.partitions, settings.bucket_s)
+        reader = FigureReader(client, Keys(settings.topic_prefix), settings.partitions, settings.bucket_s)
         console = Console(stderr=False)
         started = time.monotonic()
         state: dict[str, Any] = {"produced": 0}
@@ -188,7 +185,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             pool.supervise() if pool else None
             if live is not None:
                 live.update(
-                    live_table(scenario, reader, client, keys, produced, sim_now, time.monotonic() - started)
+                    live_table(scenario, reader, produced, sim_now, time.monotonic() - started)
                 )
             else:
                 log.info("progress", extra={"produced": produced, "sim_time": sim_now})

@@ -12,7 +12,7 @@ from seedloop.topics import end_offsets
 from stream_processors.attribution.models import MODEL_NAMES
 from stream_processors.figures import campaign_figures, campaign_loyalty, loyalty_rates, totals
 from stream_processors.redis_connect import sync_client
-from stream_processors.state import FigureReader, Keys, text
+from stream_processors.store.redis_lua import FigureReader, Keys
 
 REPORT_MODEL = "last"
 
@@ -22,11 +22,10 @@ def build_report(
 ) -> dict[str, Any]:
     client = sync_client(settings.redis_url_value, settings.redis_mode)
     try:
-        keys = Keys(settings.topic_prefix)
-        reader = FigureReader(client, keys, settings.partitions, settings.bucket_s)
+        reader = FigureReader(client, Keys(settings.topic_prefix), settings.partitions, settings.bucket_s)
         fields = reader.totals()
         figs = campaign_figures(fields, MODEL_NAMES)
-        bids = {text(k): float(v) for k, v in client.hgetall(keys.bids()).items()}
+        bids = reader.bids()
         watermark = reader.watermark()
     finally:
         client.close()

@@ -18,7 +18,7 @@ from stream_processors.optimizer.controller import ControlPolicy
 from stream_processors.optimizer.service import OptimizerConfig, OptimizerService
 from stream_processors.processor import Catalogue, ProcessingRules
 from stream_processors.redis_connect import resolve_mode, sync_client
-from stream_processors.state import FigureReader, Keys
+from stream_processors.store.redis_lua import FigureReader, Keys
 from stream_processors.worker import WorkerConfig
 
 

@@ -24,7 +24,7 @@ from seedloop.settings import Settings
 from seedloop.topics import ACTIONS, caught_up, end_offsets, ensure_topics
 from stream_processors.figures import totals
 from stream_processors.redis_connect import sync_client
-from stream_processors.state import FigureReader, Keys
+from stream_processors.store.redis_lua import FigureReader, Keys
 
 log = logging.getLogger("seedloop.soak")
 

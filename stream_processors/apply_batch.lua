@@ -14,8 +14,10 @@
 -- an error with nothing written: the worker stops before acknowledging the batch, and the batch
 -- is applied whole, once, when the key is repaired.
 --
--- Keys. KEYS[1] is the partition's meta hash, KEYS[2] its all-time totals, KEYS[3] its journey
--- paths. Every other key is the partition's key prefix (ARGV[2], "<ns>:{pN}:") plus a suffix: it
+-- Keys. The client (stream_processors/store/redis_lua.py, whose `Keys` owns every key name and
+-- lists the suffixes used here) passes KEYS[1] the partition's meta hash, KEYS[2] its all-time
+-- totals, KEYS[3] its journey paths, and the partition's key prefix (ARGV[2], "<ns>:{pN}:").
+-- Every other key is that prefix plus a suffix (b:, u:, ids:, aud:, and r:/e: from ARGV[11]): it
 -- carries the same hash tag, so it lives in the same slot as KEYS[1] and the script stays one
 -- atomic call on Redis Cluster. Key names are built here rather than passed, because a batch
 -- touches ~1,000 keys and the client pays ~0.6 us per argument to encode each.

@@ -2,7 +2,7 @@
 -- of the batch's event ids the partition has already applied, and the stored state of each user
 -- of the batch (nil for a user with none).
 -- KEYS[1] meta hash; ARGV[1] the partition's key prefix ("<ns>:{pN}:", the same hash tag as
--- KEYS[1], see apply_batch.lua); ARGV[2] "user_id user_id ..."; ARGV[3] "event_id event_id ...".
+-- KEYS[1]; key names: `Keys` in stream_processors/store/redis_lua.py, see apply_batch.lua); ARGV[2] "user_id user_id ..."; ARGV[3] "event_id event_id ...".
 -- Returns {meta as a flat list, {event_id, topic, event_time, ...} of the batch's ids the partition
 -- remembers, state of user 1, state of user 2, ...}.
 local meta = redis.call('HGETALL', KEYS[1])
