@@ -1,9 +1,11 @@
-"""A real Prometheus and a real Alertmanager deliver the ROAS alert to a webhook.
+"""A real Prometheus and a real Alertmanager deliver the ROAS and target-down alerts to a webhook,
+each notified once.
 
 Both run from Debian's packages on free 127.0.0.1 ports, with test copies of the committed
 configs: the rules are the real alerts.yml with `for:` shortened and a 1 s evaluation interval,
 the Alertmanager config the real one with its webhook pointed at a receiver in this process. The
-scrape target is a prometheus_client server exporting the real metric classes of metrics.py.
+scrape targets are a prometheus_client server exporting the real metric classes of metrics.py and
+a second "worker" on a port where nothing listens (a worker that is down).
 """
 
 from __future__ import annotations
@@ -80,7 +82,9 @@ def short_for(duration: str) -> str:
     return "3s" if duration not in ("0s", "0m") else duration
 
 
-def write_test_configs(tmp: Path, metrics_port: int, am_port: int, webhook_url: str) -> tuple[Path, Path]:
+def write_test_configs(
+    tmp: Path, worker_targets: list[str], am_port: int, webhook_url: str
+) -> tuple[Path, Path]:
     rules = yaml.safe_load(ALERTS.read_text())
     for group in rules["groups"]:
         group["interval"] = "1s"
@@ -94,7 +98,7 @@ def write_test_configs(tmp: Path, metrics_port: int, am_port: int, webhook_url: 
     prom["rule_files"] = ["alerts.yml"]
     prom["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [f"{HOST}:{am_port}"]}]}]}
     prom["scrape_configs"] = [
-        {"job_name": "seedloop-worker", "static_configs": [{"targets": [f"{HOST}:{metrics_port}"]}]}
+        {"job_name": "seedloop-worker", "static_configs": [{"targets": worker_targets}]}
     ]
     prom_path = tmp / "prometheus.yml"
     prom_path.write_text(yaml.safe_dump(prom, sort_keys=False))
@@ -126,7 +130,7 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 @pytest.mark.integration
-def test_roas_collapse_reaches_the_webhook(tmp_path: Path, processes: list[subprocess.Popen[bytes]]) -> None:
+def test_roas_collapse_and_a_dead_worker_reach_the_webhook_once(tmp_path: Path, processes: list[subprocess.Popen[bytes]]) -> None:
     prometheus_bin = binary("prometheus", "/usr/bin/prometheus")
     alertmanager_bin = binary("prometheus-alertmanager", "/usr/bin/prometheus-alertmanager")
 
@@ -145,6 +149,7 @@ def test_roas_collapse_reaches_the_webhook(tmp_path: Path, processes: list[subpr
 
     webhook = Webhook()
     metrics_port, prom_port, am_port = free_port(), free_port(), free_port()
+    dead_worker = f"{HOST}:{free_port()}"  # nothing listens there
     server, server_thread = start_http_server(metrics_port, addr=HOST, registry=registry)
     stop = threading.Event()
 
@@ -156,7 +161,9 @@ def test_roas_collapse_reaches_the_webhook(tmp_path: Path, processes: list[subpr
     flow = threading.Thread(target=keep_flowing, daemon=True)
     flow.start()
     try:
-        prom_cfg, am_cfg = write_test_configs(tmp_path, metrics_port, am_port, webhook.url)
+        prom_cfg, am_cfg = write_test_configs(
+            tmp_path, [f"{HOST}:{metrics_port}", dead_worker], am_port, webhook.url
+        )
         with (tmp_path / "alertmanager.log").open("wb") as am_log:
             processes.append(
                 subprocess.Popen(
@@ -187,9 +194,10 @@ def test_roas_collapse_reaches_the_webhook(tmp_path: Path, processes: list[subpr
 
         start = time.monotonic()
         alerts = webhook.wait_for("SeedloopRoasBelowTarget", timeout=DEADLINE_S)
+        down = webhook.wait_for("SeedloopTargetDown", timeout=max(1.0, DEADLINE_S - (time.monotonic() - start)))
         elapsed = time.monotonic() - start
         for proc in processes:
-            assert proc.poll() is None, f"{proc.args[0]} exited early"
+            assert proc.poll() is None, f"{proc.args!r} exited early"
         logs = "\n".join(
             f"--- {name}\n" + (tmp_path / name).read_text(errors="replace")[-3000:]
             for name in ("prometheus.log", "alertmanager.log")
@@ -201,6 +209,15 @@ def test_roas_collapse_reaches_the_webhook(tmp_path: Path, processes: list[subpr
         alert = alerts[0]
         assert alert["labels"]["severity"] == "critical"
         assert alert["annotations"]["summary"] == "Campaign c1: ROAS 0.50 is below 80% of its target"
+        # One worker of two is down: named, and the live one is not.
+        assert {a["labels"]["instance"] for a in down} == {dead_worker}, down
+        assert down[0]["labels"]["job"] == "seedloop-worker"
+        assert down[0]["annotations"]["summary"] == f"seedloop-worker target {dead_worker} is down"
+        # Notified once per firing: Alertmanager is the only notifier and does not repeat an
+        # unchanged group before its repeat_interval (hours).
+        time.sleep(3)
+        assert len(webhook.firing("SeedloopRoasBelowTarget")) == 1, webhook.payloads
+        assert len(webhook.firing("SeedloopTargetDown")) == 1, webhook.payloads
         # The pipeline is alive: nothing else should page.
         assert not webhook.firing("SeedloopNoEvents")
         assert not webhook.firing("SeedloopOptimizerStalled")
