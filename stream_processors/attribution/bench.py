@@ -3,6 +3,9 @@
 Run: ``python -m stream_processors.attribution.bench [events] [seed]``. The baseline is a loop that only
 touches the same inputs (sums totals and journey lengths), measured in the same run, so the ratio is
 comparable across machines where the absolute rates are not.
+
+``python -m stream_processors.attribution.bench --markov PATHS_FILE`` times learning the Markov weights
+(both maps, what the stream's refresh computes) from a paths file such as ChannelAttribution's Data.csv.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from .markov import MarkovChain
 from .models import MODEL_NAMES, Lookback, ModelName, Touch, allocate
+from .paths import read_paths
 
 _CHANNELS = ("kol", "brand", "feed", "search")
 _DAY = 86_400.0
@@ -123,7 +128,36 @@ def format_figures(figures: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def markov_learn_benchmark(paths_file: str, repeats: int = 50) -> dict[str, float]:
+    """-> {"channels", "solve_us", "build_us"}: best-of-`repeats` microseconds to solve both weight maps
+    (MarkovChain.weights: full chain and one removal per channel, counts and value) and to build the
+    chain from the file's paths."""
+    with open(paths_file, encoding="utf-8-sig", newline="") as fh:
+        records = read_paths(fh)
+
+    def build() -> MarkovChain:
+        return MarkovChain.from_valued_paths((r.channels, r.conversions, r.value, r.nulls) for r in records)
+
+    chain = build()
+    solve = build_ = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        chain.weights()
+        solve = min(solve, time.perf_counter() - start)
+        start = time.perf_counter()
+        build()
+        build_ = min(build_, time.perf_counter() - start)
+    return {"channels": float(len(chain.channels)), "solve_us": solve * 1e6, "build_us": build_ * 1e6}
+
+
 def main(argv: Sequence[str]) -> int:
+    if argv and argv[0] == "--markov":
+        f = markov_learn_benchmark(argv[1])
+        print(
+            f"Markov weights ({int(f['channels'])} channels): solve {f['solve_us']:.0f} us, "
+            f"chain from paths {f['build_us']:.0f} us (best of 50)"
+        )
+        return 0
     events = int(argv[0]) if argv else 200_000
     seed = int(argv[1]) if len(argv) > 1 else 1
     print(format_figures(run_benchmark(events, seed)))
