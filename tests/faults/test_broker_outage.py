@@ -4,8 +4,8 @@ themselves, and afterwards every figure still equals the recount (nothing lost, 
 "Unreachable" is modelled with SIGSTOP/SIGCONT of the broker process: its connections stay open
 but nothing answers, as with a network partition or a stalled broker. A broker *restart* is not
 tested here: the embedded broker (Tansu) keeps its data in memory only, so a restart loses every
-message and is not a fault Kafka itself has; broker durability belongs to the docker-compose
-stack with Apache Kafka (DESIGN.md section 5).
+message and is not a fault Kafka itself has; Apache Kafka's restart on its own data and a leader
+lost in a three-broker cluster are tested in test_broker_durability.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Kill things and compare the output with the input, record by record (DESIGN.md section 4)."""
+"""Kill things and compare the output with the input, record by record (tests/recount.py)."""
 
 from __future__ import annotations
 
