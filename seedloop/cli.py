@@ -25,6 +25,7 @@ from seedloop.logs import configure_logging
 from seedloop.preflight import EXIT_CONFIG, EXIT_STATE_LOSS
 from seedloop.redact import is_secret_key, redact_text, secrets_of, url_secrets
 from seedloop.settings import Settings
+from stream_processors.attribution.models import MODEL_NAMES
 
 log = logging.getLogger("seedloop.cli")
 
@@ -55,8 +56,17 @@ logged at DEBUG (--log-level DEBUG). Passwords are never printed.
 """
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _logging_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     g = parser.add_argument_group("common settings (flags override SEEDLOOP_* environment variables)")
+    g.add_argument("--log-format", choices=["json", "console"], help="SEEDLOOP_LOG_FORMAT (default console)")
+    g.add_argument(
+        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="SEEDLOOP_LOG_LEVEL (default INFO)"
+    )
+    return g
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    g = _logging_flags(parser)
     g.add_argument(
         "--topic-prefix", help="topic and Redis key prefix (SEEDLOOP_TOPIC_PREFIX, default seedloop)"
     )
@@ -64,8 +74,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--seeds-dir", type=Path, help="scenario folder (SEEDLOOP_SEEDS_DIR, default: the seeds shipped with seedloop)"
     )
-    g.add_argument("--log-format", choices=["json", "console"], help="SEEDLOOP_LOG_FORMAT (default console)")
-    g.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="SEEDLOOP_LOG_LEVEL")
     g.add_argument(
         "--connect-timeout",
         type=float,
@@ -124,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "min.insync.replicas 2)")
     p.add_argument("--kafka-data", type=Path, default=None,
                    help="Apache Kafka's data folder, kept after exit (default: a temporary folder, removed)")
-    _common(p)
+    # stack only starts services: topics, partitions, seeds and connect timeouts are the business
+    # of the commands that use them, so it offers the logging flags alone.
+    _logging_flags(p)
 
     p = sub.add_parser(
         "simulate",
@@ -140,19 +150,49 @@ def build_parser() -> argparse.ArgumentParser:
     _sim_flags(p)
     _common(p)
 
-    p = sub.add_parser("worker", help="run one Faust attribution worker against the configured services")
+    p = sub.add_parser(
+        "worker",
+        help="run one Faust attribution worker against the configured services",
+        description="Consumes the four action topics (view, follow, add_to_cart, checkout) of "
+        "KAFKA_BOOTSTRAP_SERVERS as one member of the consumer group, attributes every conversion to "
+        "the touches before it (six models) and applies each partition batch to REDIS_URL in one atomic "
+        "call; undecodable or invalid events go to the dead-letter topic. Serves /metrics, /api/campaigns "
+        "and /live on SEEDLOOP_WEB_HOST:--web-port. Run several for more throughput: the partitions are "
+        "shared among them.",
+    )
     p.add_argument("--worker-id", help="name in logs and dead-letter headers (SEEDLOOP_WORKER_ID)")
     p.add_argument(
         "--web-port", type=int, help="HTTP port for /metrics and the API (SEEDLOOP_WEB_PORT, default 6066)"
     )
     _common(p)
 
-    p = sub.add_parser("optimize", help="run the bid optimizer against the configured services")
-    p.add_argument("--once", action="store_true", help="run one control round and exit")
-    p.add_argument("--dry-run", action="store_true", help="decide and record, publish nothing")
+    p = sub.add_parser(
+        "optimize",
+        help="run the bid optimizer against the configured services",
+        description="Every SEEDLOOP_OPTIMIZER_INTERVAL_S seconds reads each campaign's rolling figures "
+        "from REDIS_URL, moves every channel's bid toward the campaign's CPA or ROAS target within its "
+        "guardrails (learning phase, at most +-25% a round, floor and cap, pacing to the daily budget) "
+        "and publishes each decision, with its reason, to <prefix>.bid_adjustments, where the ad "
+        "scheduler picks it up. HTTP (metrics, bids, decisions, control) on SEEDLOOP_WEB_HOST:--port.",
+    )
+    p.add_argument("--once", action="store_true", help="run one control round, print its decisions as JSON, exit")
+    p.add_argument("--dry-run", action="store_true", help="decide and record, publish nothing (SEEDLOOP_OPTIMIZER_MODE=dry_run)")
+    p.add_argument(
+        "--port",
+        type=int,
+        dest="optimizer_port",
+        help="HTTP port for /metrics, /api/bids, /api/decisions and control (SEEDLOOP_OPTIMIZER_PORT, default 6067)",
+    )
     _common(p)
 
-    p = sub.add_parser("report", help="print the current campaign figures from Redis")
+    p = sub.add_parser(
+        "report",
+        help="print the current campaign figures from Redis",
+        description="Reads the figures the workers applied to REDIS_URL and prints, per campaign, spend, "
+        "views, follows, add-to-carts, checkouts, GMV, CPA, ROAS (last-touch) and the current bids, then "
+        "loyalty per campaign and the totals, as a Markdown document (valid when piped: one table row per "
+        "line), or with --json every attribution model's figures.",
+    )
     p.add_argument("--json", action="store_true", help="JSON instead of a Markdown table")
     _common(p)
 
@@ -168,14 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--days", type=float, default=2.0, help="simulated days (default 2)")
     p.add_argument("--processes", type=int, default=2, help="policies run in parallel processes (default 2)")
-    p.add_argument("--seed", type=int, help="random seed of the simulation (default 7)")
+    p.add_argument("--seed", type=int, help="random seed of the simulation (SEEDLOOP_SEED, default 7)")
     p.add_argument(
         "--seeds",
         type=_seed_list,
         help="several random seeds, comma-separated (e.g. 7,11,13): the evaluation once per seed, then a "
         "summary across seeds (median and worst); --json then writes {seeds: {...}, summary: {...}}",
     )
-    p.add_argument("--seeds-dir", type=Path, help="scenario folder (default: the seeds shipped with seedloop)")
+    p.add_argument(
+        "--seeds-dir", type=Path, help="scenario folder (SEEDLOOP_SEEDS_DIR, default: the seeds shipped with seedloop)"
+    )
     p.add_argument(
         "--volume",
         type=_positive_float,
@@ -207,14 +249,24 @@ def build_parser() -> argparse.ArgumentParser:
     _sim_flags(p)
     _common(p)
 
-    p = sub.add_parser("attribute", help="attribute exported journeys (path;total_conversions;... CSV)")
+    p = sub.add_parser(
+        "attribute",
+        help="attribute exported journeys (path;total_conversions;... CSV)",
+        description="Runs one attribution model over journeys exported as CSV (the format of "
+        "ChannelAttribution: path;total_conversions;total_conversion_value;total_null, a path being "
+        "channels joined by '>') and prints the conversions and value credited to each channel. No "
+        "Kafka or Redis needed.",
+    )
     p.add_argument(
         "--paths",
         required=True,
         help="CSV file with header path;total_conversions;total_conversion_value;total_null ('-' for stdin)",
     )
     p.add_argument(
-        "--model", required=True, choices=["first", "last", "linear", "time_decay", "position", "markov"]
+        "--model",
+        required=True,
+        choices=MODEL_NAMES,
+        help="attribution model: " + ", ".join(MODEL_NAMES),
     )
     p.add_argument("--json", action="store_true", help='print {"model": M, "channels": {...}}')
     return parser
@@ -232,6 +284,7 @@ _FLAG_SETTINGS = (
     "users",
     "worker_id",
     "web_port",
+    "optimizer_port",
     "connect_timeout_s",
 )
 
