@@ -24,6 +24,10 @@ from stream_processors.store.redis_lua import FigureReader, Keys
 
 __all__ = ["AUDIENCES", "AudienceExpiry", "audience_sizes", "read_audience"]
 
+# The two readers below are the Redis backend's (FigureReader.audience, .audience_sizes) for
+# callers holding a client and Keys; audience queries do not read the bucket width.
+_ANY_BUCKET_S = 60
+
 
 def read_audience(
     client: SyncClient,
@@ -34,8 +38,8 @@ def read_audience(
     partitions_filter: Iterable[int] | None = None,
 ) -> list[tuple[str, float]]:
     """Members, most recent first, across partitions (the scheduler's view)."""
-    return FigureReader(client, keys, partitions, 60).audience(audience, limit, partitions_filter)
+    return FigureReader(client, keys, partitions, _ANY_BUCKET_S).audience(audience, limit, partitions_filter)
 
 
 def audience_sizes(client: SyncClient, keys: Keys, partitions: int) -> dict[str, int]:
-    return FigureReader(client, keys, partitions, 60).audience_sizes()
+    return FigureReader(client, keys, partitions, _ANY_BUCKET_S).audience_sizes()

@@ -11,10 +11,8 @@ from stream_processors.store.redis_lua import FigureReader, Keys, RedisPartition
 
 # The Redis backend under its former name.
 PartitionStore = RedisPartitionStore
-AsyncFigureReader = RedisPartitionStore
 
 __all__ = [
-    "AsyncFigureReader",
     "FencedError",
     "FigureReader",
     "Keys",
