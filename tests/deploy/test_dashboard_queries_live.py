@@ -3,9 +3,10 @@
 A worker, the optimizer and the simulator run against the embedded Kafka and Redis, each serving
 its Prometheus metrics; a real Prometheus (Debian's /usr/bin/prometheus) scrapes them with
 deploy/prometheus/prometheus.yml, only the targets moved to this test's free ports and the
-intervals shortened to 1 s. Then every panel query of every dashboard and every alert expression
-of deploy/prometheus/alerts.yml is sent to its HTTP API, and any that returns no series fails the
-test: on a healthy pipeline a panel must show a figure (dead letters 0), never "No data".
+intervals shortened to 1 s. Then every panel query and query variable of every dashboard and every
+alert expression of deploy/prometheus/alerts.yml is sent to its HTTP API, and any that returns no
+series fails the test: on a healthy pipeline a panel must show a figure (dead letters 0), never
+"No data".
 
 Dashboard variables take the value a user opening the dashboard gets (the `current` option of
 each variable, `All` as its allValue); Grafana's interval variables are given values that cover
@@ -97,6 +98,12 @@ def dashboard_queries() -> list[tuple[str, str]]:
                 if target.get("expr"):
                     where = f"{path.name} / {panel.get('title')} / {target.get('refId')}"
                     found.append((where, substitute(target["expr"], values)))
+        # A query variable's options: Grafana's `label_values(metric, label)` is the label's
+        # values over the metric's series, i.e. the groups of `count by (label) (metric)`.
+        for var in dashboard.get("templating", {}).get("list", []):
+            m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", str(var.get("query", "")).strip())
+            if m:
+                found.append((f"{path.name} / variable {var['name']}", f"count by ({m.group(2)}) ({m.group(1)})"))
     return found
 
 
@@ -151,6 +158,7 @@ def test_variables_take_the_value_a_dashboard_opens_with() -> None:
     assert substitute('x{c=~"$campaign",w="${window}"}[$__rate_interval]', values) == 'x{c=~".*",w="15m"}[15s]'
     queries = dashboard_queries()
     assert len(queries) > 100
+    assert ("creators.json / variable creator", "count by (creator) (seedloop_creator_spend)") in queries
     assert not [q for _, q in queries if "$" in q]
 
 
