@@ -17,9 +17,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -99,6 +101,82 @@ class WorkerPool:
                 proc.wait(5)
 
 
+# The live view must fit an 80x24 terminal: one short row per campaign (ids in full, never
+# truncated), money abbreviated (12.3k), the bids as one narrow column per channel, and a legend
+# for the abbreviations. Rich's `Live` redraws it in place only while it fits the screen.
+CHANNEL_ABBREV = {"kol": "K", "brand": "B", "feed": "F", "search": "S"}
+
+
+def sim_time_iso(sim_now: float) -> str:
+    """Simulated time as ISO-8601 UTC to the minute (`2026-11-11T14:05Z`): readable, unambiguous."""
+    return time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(sim_now))
+
+
+def _short(value: float) -> str:
+    """A money or count figure in at most 6 characters: 950, 9,500, 95.0k, 1.25M."""
+    if value < 10_000:
+        return f"{value:,.0f}"
+    if value < 1_000_000:
+        return f"{value / 1000:.1f}k"
+    return f"{value / 1_000_000:.2f}M"
+
+
+def live_view(
+    scenario: Scenario,
+    figs: dict[str, Any],
+    bids: dict[str, float],
+    produced: int,
+    sim_now: float,
+    elapsed: float,
+) -> Table:
+    """The demo's live table from figures already read (pure: tested for its width)."""
+    ccy = scenario.fx.base
+    channels = [ch for ch in CHANNEL_ABBREV if any(ch in c.channels for c in scenario.campaigns)]
+    table = Table(
+        title=f"seedloop demo {elapsed:.0f}s · sim {sim_time_iso(sim_now)} · {produced:,} events",
+        caption=f"last-touch, money in {ccy}; chk checkouts; now: the target's figure so far (green: "
+        "on target); bids: CPM per channel "
+        + ", ".join(f"{CHANNEL_ABBREV[ch]} {ch}" for ch in channels)
+        + " (- not bought)",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        # One space between columns and none at the edges: the row fits 80 columns.
+        padding=(0, 1, 0, 0),
+        pad_edge=False,
+        show_edge=False,
+    )
+    name_width = max(len(c.campaign_id) for c in scenario.campaigns)
+    table.add_column("campaign", no_wrap=True, min_width=name_width)
+    table.add_column("target", no_wrap=True)
+    # Widths of the largest figures (99.9k, 2.50): the table does not jump as figures grow.
+    for col, width in (("spend", 6), ("chk", 4), ("GMV", 6), ("now", 5)):
+        table.add_column(col, justify="right", no_wrap=True, min_width=width)
+    for ch in channels:
+        table.add_column(CHANNEL_ABBREV[ch], justify="right", no_wrap=True)
+    for c in scenario.campaigns:
+        eff = figs[c.campaign_id].total("last") if c.campaign_id in figs else None
+        now = (eff.cpa if c.target_kind == "cpa" else eff.roas) if eff else None
+        if now is None:
+            now_cell = "-"
+        else:
+            met = now <= c.target if c.target_kind == "cpa" else now >= c.target
+            text = f"{now:.0f}" if c.target_kind == "cpa" else f"{now:.2f}"
+            now_cell = f"[green]{text}[/]" if met else f"[red]{text}[/]"
+        table.add_row(
+            c.campaign_id,
+            f"{c.target_kind.upper()} {c.target:g}",
+            _short(eff.spend) if eff else "0",
+            f"{eff.checkouts:,.0f}" if eff else "0",
+            _short(eff.gmv) if eff else "0",
+            now_cell,
+            *(
+                f"{bids.get(f'{c.campaign_id}|{ch}', c.channels[ch]):.0f}" if ch in c.channels else "-"
+                for ch in channels
+            ),
+        )
+    return table
+
+
 def live_table(
     scenario: Scenario,
     reader: FigureReader,
@@ -107,28 +185,33 @@ def live_table(
     elapsed: float,
 ) -> Table:
     figs = campaign_figures(reader.totals(), MODEL_NAMES[:1])
-    bids = reader.bids()
-    table = Table(
-        title=f"seedloop demo · {elapsed:5.0f}s · simulated {time.strftime('%a %H:%M', time.gmtime(sim_now))}"
-        f" · {produced:,} events produced (last-touch)"
-    )
-    for col in ("campaign", "target", "spend", "checkouts", "GMV", "CPA", "ROAS", "bids (CPM)"):
-        table.add_column(col, justify="left" if col in ("campaign", "bids (CPM)", "target") else "right")
-    for c in scenario.campaigns:
-        eff = figs[c.campaign_id].total("last") if c.campaign_id in figs else None
-        cpa = eff.cpa if eff else None
-        roas = eff.roas if eff else None
-        table.add_row(
-            c.campaign_id,
-            f"{c.target_kind.upper()} {c.target:g}",
-            f"{eff.spend:,.0f}" if eff else "0",
-            f"{eff.checkouts:,.1f}" if eff else "0",
-            f"{eff.gmv:,.0f}" if eff else "0",
-            f"{cpa:,.1f}" if cpa else "-",
-            f"{roas:.2f}" if roas else "-",
-            " ".join(f"{ch}:{bids.get(f'{c.campaign_id}|{ch}', b):.0f}" for ch, b in c.channels.items()),
-        )
-    return table
+    return live_view(scenario, figs, reader.bids(), produced, sim_now, elapsed)
+
+
+@contextlib.contextmanager
+def logs_above_live(active: bool) -> Iterator[None]:
+    """While a rich `Live` display runs, send the log handlers' output through `sys.stderr`, which
+    `Live` has replaced by a proxy that prints above the display. The handlers hold the real
+    stderr from `configure_logging`; a line written there directly (the optimizer logs every
+    round) moves the cursor, and `Live` then redraws below it, leaving stale copies of the table."""
+    if not active:
+        yield
+        return
+    swapped: list[tuple[logging.StreamHandler[Any], Any]] = []
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.__stderr__, sys.__stdout__):
+            swapped.append((handler, handler.setStream(sys.stderr)))
+    try:
+        yield
+    finally:
+        for handler, stream in swapped:
+            handler.setStream(stream)
+
+
+def print_report(console: Console, markdown: str) -> None:
+    """The Markdown report, unwrapped: rich would hard-wrap it at the console's width (80 in a
+    pipe), splitting table rows; a pipe or a file must get valid Markdown, one row per line."""
+    console.print(markdown, soft_wrap=True, markup=False, highlight=False, emoji=False)
 
 
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -188,13 +271,14 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                     live_table(scenario, reader, produced, sim_now, time.monotonic() - started)
                 )
             else:
-                log.info("progress", extra={"produced": produced, "sim_time": sim_now})
+                log.info("progress", extra={"produced": produced, "sim_time": sim_time_iso(sim_now)})
 
         limits = RunLimits(duration_s=args.duration, rate=settings.rate, speed=settings.sim_speed)
         live: Live | None = None
         use_live = not args.no_live and console.is_terminal
         with (
-            Live(console=console, refresh_per_second=2) if use_live else contextlib.nullcontext() as live_ctx
+            Live(console=console, refresh_per_second=2) if use_live else contextlib.nullcontext() as live_ctx,
+            logs_above_live(use_live),
         ):
             live = live_ctx if use_live else None
             try:
@@ -236,7 +320,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         )
         (report_dir / "report.json").write_text(json.dumps(report, indent=2))
         (report_dir / "report.md").write_text(report_markdown(report))
-        console.print(report_markdown(report))
+        print_report(console, report_markdown(report))
         console.print(f"report written to {report_dir / 'report.json'} and {report_dir / 'report.md'}")
         client.close()
         return 130 if interrupted else 0

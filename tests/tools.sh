@@ -3,7 +3,8 @@
 # run does nothing and takes a second or two):
 # - the project with its test extras in .venv (reinstalled when pyproject.toml changed);
 # - Debian's prometheus + prometheus-alertmanager (promtool, real Prometheus and Alertmanager for
-#   tests/deploy), chromium (the live page in headless Chromium), redis-server (the `local` tier
+#   tests/deploy), chromium (the live page in headless Chromium), tmux (the demo's live view in an 80x24
+#   terminal), redis-server (the `local` tier
 #   and Redis Cluster tests), and Java 17 + Maven where they are missing;
 # - Apache Kafka's jars, resolved once by Maven into ~/.cache/seedloop (seedloop/apache_kafka.py).
 set -euo pipefail
@@ -28,6 +29,7 @@ command -v chromium >/dev/null || missing+=(chromium)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
 command -v mvn >/dev/null || missing+=(maven)
+command -v tmux >/dev/null || missing+=(tmux)
 if ! command -v java >/dev/null || ! java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])'; then
   missing+=(openjdk-17-jre-headless)
 fi

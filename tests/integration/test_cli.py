@@ -46,6 +46,13 @@ def test_demo_closes_the_loop_and_writes_reports(tmp_path: Path) -> None:
     md = (tmp_path / "report.md").read_text()
     assert "| c_pmpm_launch |" in md and "bid adjustments published" in md
     assert "Loyalty per campaign" in md
+    # stdout is a pipe here: the report printed must be the same valid Markdown, not wrapped at 80.
+    from tests.integration.test_demo_display import assert_valid_markdown_tables
+
+    assert md in out.stdout
+    assert_valid_markdown_tables(out.stdout)
+    # Progress lines show simulated time as ISO-8601 UTC, not epoch seconds.
+    assert re.search(r"progress .*sim_time=2026-11-\d\dT\d\d:\d\dZ", out.stderr), out.stderr[-2000:]
 
 
 def test_simulate_json_reports_what_the_broker_acknowledged(settings: Settings) -> None:
