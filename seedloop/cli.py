@@ -468,18 +468,51 @@ def _seed_list(text: str) -> list[int]:
     return parse_seeds(text)
 
 
+# Progress messages per seed: 5 policy runs, the evidence bound, the lever headroom (and plots).
+_EVAL_STEPS_PER_SEED = 7
+
+
 def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
+    import contextlib
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from stream_processors.optimizer.evaluate import EvalConfig, format_evaluations, run_evaluate_seeds
 
-    out = run_evaluate_seeds(
-        settings.seeds_dir,
-        args.json_path,
-        args.plots,
-        days=args.days,
-        seeds=args.seeds or [settings.seed],
-        workers=args.processes,
-        cfg=EvalConfig(attribution_scope=settings.attribution_scope, volume=args.volume),
-    )
+    seeds = args.seeds or [settings.seed]
+    err = Console(stderr=True)
+    with contextlib.ExitStack() as stack:
+        if err.is_terminal:
+            # On a terminal a bar (it tells how long is left); elsewhere one line per step on stderr.
+            bar = stack.enter_context(
+                Progress(
+                    TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err, transient=True,
+                )
+            )
+            task = bar.add_task("evaluating", total=_EVAL_STEPS_PER_SEED * len(seeds))
+
+            def progress(msg: str) -> None:
+                if "plots" not in msg:
+                    bar.update(task, advance=1, description=msg)
+        else:
+
+            def progress(msg: str) -> None:
+                print(f"seedloop evaluate: {msg}", file=sys.stderr, flush=True)
+
+        if not err.is_terminal:
+            progress(f"{len(seeds)} seed(s) x 5 runs of {args.days:g} simulated day(s), {args.processes} process(es)")
+        out = run_evaluate_seeds(
+            settings.seeds_dir,
+            args.json_path,
+            args.plots,
+            days=args.days,
+            seeds=seeds,
+            workers=args.processes,
+            cfg=EvalConfig(attribution_scope=settings.attribution_scope, volume=args.volume),
+            progress=progress,
+        )
     print(format_evaluations(out))
     return 0
 

@@ -34,8 +34,8 @@ import functools
 import json
 import math
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -531,25 +531,34 @@ def run_evaluate(
     seed: int = 7,
     workers: int = 2,
     cfg: EvalConfig | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     base = cfg or EvalConfig()
     cfg = EvalConfig(
         **{**{f: getattr(base, f) for f in base.__dataclass_fields__}, "days": days, "seed": seed}
     )
     jobs = [(p, False) for p in POLICIES] + [("optimizer", True), ("static", True)]
+    # A run of 2 days takes several seconds per policy: say what finished, so a minute of work is
+    # not a minute of silence (the CLI prints these on stderr).
+    say = progress or (lambda _msg: None)
+
+    def done(job: tuple[str, bool], count: int) -> None:
+        policy, shock = job
+        say(f"seed {cfg.seed}: {policy}{' (shocked)' if shock else ''} done ({count}/{len(jobs)} runs)")
+
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            runs = list(
-                pool.map(
-                    _run,
-                    [seeds_dir] * len(jobs),
-                    [cfg] * len(jobs),
-                    [p for p, _ in jobs],
-                    [s for _, s in jobs],
-                )
-            )
+            futures = {pool.submit(_run, seeds_dir, cfg, p, s): (p, s) for p, s in jobs}
+            finished: dict[tuple[str, bool], dict[str, Any]] = {}
+            for future in as_completed(futures):
+                finished[futures[future]] = future.result()
+                done(futures[future], len(finished))
+            runs = [finished[job] for job in jobs]
     else:
-        runs = [_run(seeds_dir, cfg, p, s) for p, s in jobs]
+        runs = []
+        for p, s in jobs:
+            runs.append(_run(seeds_dir, cfg, p, s))
+            done((p, s), len(runs))
     by = {(r["policy"], r["shock"]): r for r in runs}
     oracle_gmv = by[("oracle", False)]["gmv"]
     static_gmv = by[("static", False)]["gmv"]
@@ -569,8 +578,10 @@ def run_evaluate(
             "volume": cfg.volume,
             "attribution_scope": cfg.attribution_scope,
         },
-        "evidence": evidence_by_round(seeds_dir, cfg),
-        "levers": copy.deepcopy(lever_report(seeds_dir, cfg.volume)),
+        "evidence": _said(say, f"seed {cfg.seed}: evidence bound", lambda: evidence_by_round(seeds_dir, cfg)),
+        "levers": _said(
+            say, f"seed {cfg.seed}: lever headroom", lambda: copy.deepcopy(lever_report(seeds_dir, cfg.volume))
+        ),
         "policies": {
             p: {k: v for k, v in by[(p, False)].items() if k not in ("trace", "policy", "shock")}
             for p in POLICIES
@@ -594,13 +605,17 @@ def run_evaluate(
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result, indent=1))
     if plots_dir is not None:
-        write_plots(
-            plots_dir,
-            {("shock" if s else p): by[(p, s)] for p, s in jobs if p != "static" or not s},
-            load_scenario(seeds_dir),
-            cfg,
-        )
+        runs_by_name = {p: by[(p, False)] for p in POLICIES}
+        runs_by_name |= {"shock": by[("optimizer", True)], "static_shock": by[("static", True)]}
+        write_plots(plots_dir, runs_by_name, load_scenario(seeds_dir), cfg)
+        say(f"seed {cfg.seed}: plots written to {plots_dir}")
     return result
+
+
+def _said(say: Callable[[str], None], what: str, compute: Callable[[], Any]) -> Any:
+    value = compute()
+    say(f"{what} done")
+    return value
 
 
 def run_evaluate_seeds(
@@ -612,12 +627,15 @@ def run_evaluate_seeds(
     seeds: Sequence[int] = (7,),
     workers: int = 2,
     cfg: EvalConfig | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """The evaluation once per seed, and a summary across them. One seed: exactly `run_evaluate`'s
     result (and JSON file). Several: `{"seeds": {"7": <run_evaluate's result>, ...}, "summary":
     ...}`; plots, if asked for, go to one folder per seed."""
     if len(seeds) == 1:
-        result = run_evaluate(seeds_dir, json_path, plots_dir, days=days, seed=seeds[0], workers=workers, cfg=cfg)
+        result = run_evaluate(
+            seeds_dir, json_path, plots_dir, days=days, seed=seeds[0], workers=workers, cfg=cfg, progress=progress
+        )
         return {"seeds": {str(seeds[0]): result}, "summary": summarize({seeds[0]: result})}
     per: dict[int, dict[str, Any]] = {}
     for seed in seeds:
@@ -629,6 +647,7 @@ def run_evaluate_seeds(
             seed=seed,
             workers=workers,
             cfg=cfg,
+            progress=progress,
         )
     out = {"seeds": {str(k): v for k, v in per.items()}, "summary": summarize(per)}
     if json_path is not None:
@@ -801,7 +820,8 @@ def format_evaluation(result: Mapping[str, Any]) -> str:
     lines += [
         "",
         f"shock: {s['campaign']} true conversion rate x{s['multiplier']} at round {s['at_round']}: "
-        f"settled again after {'never' if settle is None else settle} rounds; optimizer GMV "
+        + ("never settled again" if settle is None else f"settled again after {settle} rounds")
+        + "; optimizer GMV "
         f"{s['optimizer']['gmv']:.0f} (ROAS {s['optimizer']['roas']}) vs static {s['static']['gmv']:.0f} "
         f"(ROAS {s['static']['roas']})",
     ]
@@ -810,45 +830,11 @@ def format_evaluation(result: Mapping[str, Any]) -> str:
 
 def write_plots(
     plots_dir: Path, runs: Mapping[str, Mapping[str, Any]], scenario: Scenario, cfg: EvalConfig
-) -> None:
-    import matplotlib
+) -> list[Path]:
+    """PNG charts of the runs (stream_processors/optimizer/plots.py); matplotlib is an extra."""
+    from stream_processors.optimizer import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    hours = cfg.round_s / 3600.0
-    for name in ("optimizer", "shock"):
-        run = runs[name]
-        n = len(scenario.campaigns)
-        cols = 2
-        for what in ("bids", "efficiency", "spend"):
-            fig, axes = plt.subplots(
-                (n + cols - 1) // cols, cols, figsize=(12, 2.4 * ((n + 1) // 2)), sharex=True
-            )
-            for ax, c in zip(axes.flat, scenario.campaigns, strict=False):
-                tr = run["trace"][c.campaign_id]
-                x = [hours * (i + 1) for i in range(len(tr["eff"]))]
-                if what == "bids":
-                    for ch in c.channels:
-                        ax.plot(x, [b[ch] for b in tr["bids"]], label=ch)
-                    ax.set_ylabel("CPM bid")
-                elif what == "efficiency":
-                    ax.plot(x, tr["eff"], label=f"true {c.target_kind.upper()} of the bids")
-                    ax.plot(x, tr["ref"], "--", label="reference")
-                    ax.axhline(c.target, color="grey", lw=0.8, label="target")
-                else:
-                    ax.plot(x, tr["spent"], label="spend today")
-                    ax.plot(x, tr["plan"], "--", label="plan")
-                    ax.axhline(c.daily_budget, color="grey", lw=0.8)
-                ax.set_title(c.campaign_id, fontsize=9)
-                ax.legend(fontsize=7)
-            for ax in axes.flat[n:]:
-                ax.set_visible(False)
-            fig.suptitle(f"{name}: {what} (x: simulated hours)")
-            fig.tight_layout()
-            fig.savefig(plots_dir / f"{name}_{what}.png", dpi=80)
-            plt.close(fig)
+    return plots.write_plots(plots_dir, runs, scenario, cfg.round_s, cfg.shock_campaign, cfg.shock_multiplier)
 
 
 def parse_seeds(text: str) -> list[int]:
