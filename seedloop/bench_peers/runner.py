@@ -1,0 +1,125 @@
+"""Drains the bench's events with a peer (quixstreams or the plain loop), as a child process
+supervised like the baseline agent (bench.Child), measured like it (bench.drain_rate)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from seedloop.bench import Child, _child_env, drain_rate
+from seedloop.bench_peers.cpu import CpuWindow
+from seedloop.settings import Settings
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+# Where `quix_python` looks when this interpreter lacks quixstreams: a venv inside the ignored
+# .venv (quixstreams pins confluent-kafka < 2.13, seedloop needs >= 2.16: not one environment).
+QUIX_VENV = REPO / ".venv" / "bench-peers"
+QUIX_PYTHON_ENV = "SEEDLOOP_BENCH_QUIX_PYTHON"
+QUIX_INSTALL_HINT = (
+    f"python -m venv {QUIX_VENV.relative_to(REPO)} && "
+    f"{QUIX_VENV.relative_to(REPO)}/bin/pip install 'quixstreams>=3,<4' 'redis[hiredis]>=5,<9' "
+    f"(or set {QUIX_PYTHON_ENV} to a python that has them)"
+)
+
+
+def quix_python() -> tuple[str | None, str]:
+    """(an interpreter that imports quixstreams, redis and orjson, or None; why not / which)."""
+    candidates: list[str] = []
+    if os.environ.get(QUIX_PYTHON_ENV):
+        candidates.append(os.environ[QUIX_PYTHON_ENV])
+    elif importlib.util.find_spec("quixstreams") is not None:
+        candidates.append(sys.executable)
+    elif (QUIX_VENV / "bin" / "python").exists():
+        candidates.append(str(QUIX_VENV / "bin" / "python"))
+    if not candidates:
+        return None, f"quixstreams is not installed: {QUIX_INSTALL_HINT}"
+    python = candidates[0]
+    probe = subprocess.run(
+        [python, "-c", "import quixstreams, redis, orjson; print(quixstreams.__version__)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if probe.returncode != 0:
+        return None, f"{python} cannot import quixstreams/redis/orjson: {probe.stderr.strip()[-300:]}"
+    return python, f"quixstreams {probe.stdout.strip()} ({python})"
+
+
+def start_peer(
+    kind: str, settings: Settings, group: str, counter_key: str, log_dir: Path, python: str, state_dir: Path
+) -> Child:
+    script = HERE / ("quix_app.py" if kind == "quix" else "plain_loop.py")
+    argv = [
+        python,
+        str(script),
+        "--bootstrap",
+        settings.bootstrap,
+        "--redis",
+        settings.redis_url_value,
+        "--prefix",
+        settings.topic_prefix,
+        "--group",
+        group,
+        "--counter-key",
+        counter_key,
+        "--sums-key",
+        f"bench:{kind}:sums:{group}",
+        "--rebalance-timeout",
+        str(settings.rebalance_timeout_s),
+    ]
+    if kind == "quix":
+        argv += ["--state-dir", str(state_dir)]
+    return Child(argv, _child_env(settings), log_dir / f"{group}.log")
+
+
+def run_peer(
+    kind: str,
+    settings: Settings,
+    client: redis.Redis,
+    n: int,
+    tag: str,
+    log_dir: Path,
+    timeout: float,
+    python: str = sys.executable,
+) -> dict[str, Any]:
+    """One drain of the bench's `n` events by `kind`, a fresh consumer group on a flushed Redis:
+    events/s (bench.drain_rate) and events per CPU-second over the same window."""
+    client.flushdb()
+    group = f"bench-{kind}-{tag}"
+    key = f"bench:{kind}:{tag}"
+    with tempfile.TemporaryDirectory(prefix=f"seedloop-{kind}-") as state_dir:
+        child = start_peer(kind, settings, group, key, log_dir, python, Path(state_dir))
+        try:
+            cpu = CpuWindow(n, [child.proc.pid], client)
+            out = drain_rate(cpu.wrap(lambda: int(client.get(key) or 0)), n, [child], timeout)
+            out.update(cpu.figures())
+            # Not a speed figure: what the job produced (the quix app flushes once a second), so a
+            # reader sees when a peer's answer differs (the plain loop reads the four topics in
+            # whatever order librdkafka fetches them; quixstreams aligns them by timestamp).
+            time.sleep(1.2)
+            sums: dict[bytes, bytes] = client.hgetall(f"bench:{kind}:sums:{group}")  # type: ignore[assignment]
+            out["credited_checkouts"] = sum(int(v) for k, v in sums.items() if k.endswith(b":checkouts"))
+            return out
+        finally:
+            child.stop()
+
+
+def peer_interpreters() -> tuple[dict[str, str], dict[str, str]]:
+    """({peer: the python that runs it}, {peer: why it is not measured})."""
+    pythons = {"plain": sys.executable}
+    skipped: dict[str, str] = {}
+    quix, why = quix_python()
+    if quix is None:
+        skipped["quix"] = why
+    else:
+        pythons = {"quix": quix, **pythons}
+    return pythons, skipped
