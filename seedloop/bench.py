@@ -57,6 +57,8 @@ from confluent_kafka import KafkaError, Message, Producer
 from pydantic import SecretStr
 
 from seedloop import runtime
+from seedloop.bench_peers import figures as peer_figures
+from seedloop.bench_peers.cpu import CpuWindow
 from seedloop.embedded import EmbeddedStack, free_port
 from seedloop.settings import REPO_SEEDS, Settings
 from seedloop.topics import ACTIONS, ensure_topics
@@ -78,12 +80,18 @@ class BenchPlan:
     scaleout: bool
     partitions: int = 4
     drain_timeout_s: float = 240.0
+    # Also drain with the peers a user would pick instead (seedloop.bench_peers): a quixstreams app
+    # and a plain confluent-kafka loop doing a last-touch job, in the same alternation.
+    peers: bool = True
 
 
 FULL = BenchPlan(
     events=200_000, repeats=3, latency_s=20.0, memory_users=1_000_000, memory_s=150.0, scaleout=True
 )
-QUICK = BenchPlan(events=30_000, repeats=1, latency_s=8.0, memory_users=20_000, memory_s=15.0, scaleout=True)
+# --quick is the smoke run: no peers (two more drains, and quixstreams lives in its own venv).
+QUICK = BenchPlan(
+    events=30_000, repeats=1, latency_s=8.0, memory_users=20_000, memory_s=15.0, scaleout=True, peers=False
+)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -299,7 +307,9 @@ def run_baseline(
         eager_delivery=eager_delivery,
     )
     try:
-        return drain_rate(lambda: int(client.get(key) or 0), n, [child], timeout)
+        cpu = CpuWindow(n, [child.proc.pid], client)
+        out = drain_rate(cpu.wrap(lambda: int(client.get(key) or 0)), n, [child], timeout)
+        return {**out, **cpu.figures()}
     finally:
         child.stop()
 
@@ -311,7 +321,9 @@ def run_pipeline(
     group = f"bench-pipeline-{tag}"
     children = [start_worker(settings, group, f"w{i + 1}", log_dir) for i in range(workers)]
     try:
-        out = drain_rate(applied_counter(settings, client), n, children, timeout)
+        cpu = CpuWindow(n, [c.proc.pid for c in children], client)
+        out = drain_rate(cpu.wrap(applied_counter(settings, client)), n, children, timeout)
+        out.update(cpu.figures())
         out["worker_rss_mb"] = [rss_mb(c.proc.pid) for c in children]
         return out
     finally:
@@ -517,9 +529,15 @@ def run_bench(
     plan: BenchPlan | None = None,
     log_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    peers: bool | None = None,
 ) -> dict[str, Any]:
-    """Run the whole benchmark on a fresh embedded stack; write `json_path` if given."""
+    """Run the whole benchmark on a fresh embedded stack; write `json_path` if given.
+    `peers`: drain with the peers too (None: as the plan says)."""
+    # Imported here: the runner uses this module's Child and drain_rate.
+    from seedloop.bench_peers.runner import peer_interpreters, run_peer
+
     plan = plan or (QUICK if quick else FULL)
+    with_peers = plan.peers if peers is None else peers
     say = progress or (lambda msg: log.info(msg))
     t_start = time.monotonic()
     result: dict[str, Any] = {
@@ -558,27 +576,60 @@ def run_bench(
         eager_runs: list[float] = []
         pipe_runs: list[float] = []
         rss_drain: list[float] = []
+        # Every drain's figures by implementation (CPU measures, the peers' runs).
+        drains: dict[str, list[dict[str, Any]]] = {}
+
+        def keep(name: str, out: dict[str, Any]) -> dict[str, Any]:
+            drains.setdefault(name, []).append(out)
+            return out
+
+        peer_pythons, peers_skipped = peer_interpreters() if with_peers else ({}, {})
+        for kind, why in peers_skipped.items():
+            say(f"not measuring {kind}: {why}")
         for r in range(plan.repeats):
             say(f"drain {r + 1}/{plan.repeats}: stock Faust counting agent")
             client.flushdb()
             base_runs.append(
-                run_baseline(settings, client, total, f"{prefix}-{r}", logs, plan.drain_timeout_s)["eps"]
+                keep(
+                    "baseline",
+                    run_baseline(settings, client, total, f"{prefix}-{r}", logs, plan.drain_timeout_s),
+                )["eps"]
             )
             say(f"drain {r + 1}/{plan.repeats}: the counting agent with the worker's eager delivery")
             client.flushdb()
             eager_runs.append(
-                run_baseline(
-                    settings, client, total, f"{prefix}-e{r}", logs, plan.drain_timeout_s, eager_delivery=True
+                keep(
+                    "baseline_eager",
+                    run_baseline(
+                        settings,
+                        client,
+                        total,
+                        f"{prefix}-e{r}",
+                        logs,
+                        plan.drain_timeout_s,
+                        eager_delivery=True,
+                    ),
                 )["eps"]
             )
             say(f"drain {r + 1}/{plan.repeats}: pipeline worker")
-            out = run_pipeline(settings, client, total, f"{prefix}-{r}", logs, plan.drain_timeout_s)
+            out = keep(
+                "pipeline", run_pipeline(settings, client, total, f"{prefix}-{r}", logs, plan.drain_timeout_s)
+            )
             pipe_runs.append(out["eps"])
             rss_drain.extend(x for x in out["worker_rss_mb"] if x is not None)
             say(
                 f"  baseline {base_runs[-1]:,.0f} ev/s, eager-delivery baseline {eager_runs[-1]:,.0f} ev/s, "
                 f"pipeline {pipe_runs[-1]:,.0f} ev/s"
             )
+            for kind, python in peer_pythons.items():
+                say(f"drain {r + 1}/{plan.repeats}: {peer_figures.IMPLEMENTATIONS[kind]}")
+                peer = keep(
+                    kind,
+                    run_peer(
+                        kind, settings, client, total, f"{prefix}-{r}", logs, plan.drain_timeout_s, python
+                    ),
+                )
+                say(f"  {kind} {peer['eps']:,.0f} ev/s")
         baseline_eps = _median(base_runs)
         eager_eps = _median(eager_runs)
         pipeline_eps = _median(pipe_runs)
@@ -596,6 +647,7 @@ def run_bench(
                 "drain_worker_rss_mb": _median(rss_drain),
             }
         )
+        peer_figures.collect(result, drains, peers_skipped if with_peers else None)
 
         if plan.scaleout:
             say("scale-out: two workers drain the same events")
@@ -723,6 +775,7 @@ def format_bench(result: dict[str, Any]) -> str:
         f"runs: baseline [{runs_b}]  eager baseline [{runs_e}]  pipeline [{runs_p}]  producer [{runs_x}]"
         "  (medians above)"
     )
+    lines += ["", *peer_figures.table_lines(result, _fmt)]
     curve = result.get("memory_curve") or []
     if curve:
         lines.append(
@@ -803,10 +856,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m seedloop.bench")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--peers",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also drain with a quixstreams app and a plain confluent-kafka loop (default: on, off with --quick)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
-        print(format_bench(run_bench(args.json, quick=args.quick, progress=print)))
+        print(format_bench(run_bench(args.json, quick=args.quick, progress=print, peers=args.peers)))
     return 0
 
 

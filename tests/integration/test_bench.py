@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from seedloop.bench import BenchPlan, format_bench, run_bench
+from seedloop.bench_peers.runner import quix_python
 
 pytestmark = pytest.mark.integration
 
@@ -27,6 +28,13 @@ KEYS = (
     "redis_bytes_per_user",
     "scaleout_factor",
 )
+# Every drained implementation's two CPU measures, the peers' rates and the worker's gaps to them.
+CPU_KEYS = tuple(
+    f"{name}_events_per_cpu_s{suffix}"
+    for name in ("baseline", "baseline_eager", "pipeline", "quix", "plain")
+    for suffix in ("", "_with_redis")
+)
+PEER_KEYS = ("quix_eps", "plain_eps", "quix_runs_eps", "plain_runs_eps", "pipeline_gaps", "peers_skipped")
 
 
 def test_bench_harness_runs_on_a_tiny_load_and_writes_the_json_keys(tmp_path: Path) -> None:
@@ -38,13 +46,29 @@ def test_bench_harness_runs_on_a_tiny_load_and_writes_the_json_keys(tmp_path: Pa
         memory_s=4.0,
         scaleout=False,
         drain_timeout_s=60,
+        peers=True,
     )
     out = tmp_path / "bench.json"
     result = run_bench(out, quick=True, plan=plan, log_dir=tmp_path / "logs")
     written = json.loads(out.read_text())
-    for key in KEYS:
+    for key in (*KEYS, *CPU_KEYS, *PEER_KEYS):
         assert key in written, key
-    positive = ("baseline_eps", "baseline_eager_eps", "pipeline_eps", "ratio", "ratio_same_delivery")
+    positive = (
+        "baseline_eps",
+        "baseline_eager_eps",
+        "pipeline_eps",
+        "ratio",
+        "ratio_same_delivery",
+        "plain_eps",
+    )
+    # quixstreams cannot share seedloop's environment (it pins confluent-kafka < 2.13): measured
+    # where its own venv is found, else reported as skipped with the reason.
+    if quix_python()[0] is not None:
+        positive += ("quix_eps",)
+        assert written["peers_skipped"] == {}
+    else:
+        assert written["quix_eps"] is None and "quix" in written["peers_skipped"]
+    positive += tuple(k for k in CPU_KEYS if not k.startswith("quix") or "quix_eps" in positive)
     for key in (*positive, "producer_eps", "worker_rss_mb", "redis_mb"):
         assert isinstance(written[key], float) and math.isfinite(written[key]) and written[key] > 0, key
     assert written["drain_events"] == 3000
@@ -53,3 +77,5 @@ def test_bench_harness_runs_on_a_tiny_load_and_writes_the_json_keys(tmp_path: Pa
     assert written["scaleout_factor"] is None  # not run in this plan
     table = format_bench(result)
     assert "baseline_eps" in table and "latency_p99_ms" in table
+    assert "plain confluent-kafka loop" in table and "ev/CPU-s +Redis" in table
+    assert written["pipeline_gaps"]["plain"]["eps"] > 0
