@@ -325,6 +325,7 @@ def plan_batch(
     *,
     wall_now: float,
     known_ids: KnownIds | None = None,
+    value_weights: Mapping[str, float] | None = None,
 ) -> BatchPlan:
     """Decide everything a batch does to the partition's state, given what Redis held.
 
@@ -471,12 +472,18 @@ def plan_batch(
             increments,
             horizon=horizon,
             channel_weights=channel_weights,
+            value_weights=value_weights,
             times=[d.at for d in decoded_events],
         )
         states[user_id] = result.state.to_json()
         for journey in result.journeys:
             if journey.channels:
-                paths[f"{'>'.join(journey.channels)}|{int(journey.converted)}"] += 1
+                path = ">".join(journey.channels)
+                paths[f"{path}|{int(journey.converted)}"] += 1
+                # The converted value per path: the Markov model credits value by value-weighted
+                # removal effects (attribution/markov.py `weights_from_path_counts`).
+                if journey.converted and journey.value_minor:
+                    paths[f"{path}|v"] += journey.value_minor
 
     return BatchPlan(
         batch.partition,

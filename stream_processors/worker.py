@@ -34,7 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.events import ACTION_MODELS
-from stream_processors.attribution.markov import MarkovChain
+from stream_processors.attribution.markov import weights_from_path_counts
 from stream_processors.faust_transport import install_transport
 from stream_processors.metrics import PipelineMetrics
 from stream_processors.monitoring import install_monitoring
@@ -165,6 +165,7 @@ class AttributionRuntime:
         self.not_ours: set[int] = set()
         self.owned: set[int] = set()
         self.channel_weights: dict[str, float] | None = None
+        self.value_weights: dict[str, float] | None = None
         self.dead_letter_topic = app.topic(
             cfg.dead_letter_topic, value_serializer="raw", key_serializer="raw"
         )
@@ -295,7 +296,8 @@ class AttributionRuntime:
                 epoch = self.epochs.get(partition) or await self._claim_late(partition)
                 meta, states, known_ids = await self.store.read(partition, batch.user_ids, batch.event_ids)
                 plan = plan_batch(
-                    batch, meta, states, self.cfg.rules, self.channel_weights, wall_now=time.time(), known_ids=known_ids
+                    batch, meta, states, self.cfg.rules, self.channel_weights, wall_now=time.time(),
+                    known_ids=known_ids, value_weights=self.value_weights,
                 )
                 # Dead letters are durable before the batch counts as applied: a crash in between
                 # replays the batch and may repeat a dead letter (each names its source offset), never lose one.
@@ -397,20 +399,15 @@ class AttributionRuntime:
                 self.metrics.consumer_lag.labels(topic, str(partition)).set(max(0, high - 1 - offset))
 
     async def refresh_markov(self) -> None:
-        """Re-learn channel weights from the journeys every worker has recorded in Redis."""
-        counts = await self.store.journey_paths()
-        paths: dict[tuple[str, ...], list[float]] = {}
-        for name, n in counts.items():
-            path, converted = name.rsplit("|", 1)
-            acc = paths.setdefault(tuple(path.split(">")), [0.0, 0.0])
-            acc[0 if converted == "1" else 1] += n
-        if not any(v[0] for v in paths.values()):
+        """Re-learn the Markov weights (conversions, and value by value-weighted removal effects)
+        from the journeys every worker has recorded in Redis."""
+        learned = weights_from_path_counts(await self.store.journey_paths())
+        if learned is None:
             return
-        chain = MarkovChain.from_paths((p, conv, null) for p, (conv, null) in paths.items())
-        weights = chain.channel_weights()
+        weights, value_weights = learned
         if weights:
-            self.channel_weights = weights
-            await self.store.save_channel_weights(weights)
+            self.channel_weights, self.value_weights = weights, (value_weights or None)
+            await self.store.save_channel_weights(weights, value_weights)
 
 
 def consumer_app_options(rebalance_timeout_s: float, datadir_prefix: str) -> dict[str, Any]:

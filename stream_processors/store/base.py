@@ -180,8 +180,11 @@ class PartitionStateStore(AsyncFigureSource, Protocol):
 
     async def apply(self, plan: BatchPlan, epoch: str) -> None: ...
 
-    async def save_channel_weights(self, weights: Mapping[str, float]) -> None:
-        """The Markov channel weights learned from the journey paths (for other readers)."""
+    async def save_channel_weights(
+        self, weights: Mapping[str, float], value_weights: Mapping[str, float] | None = None
+    ) -> None:
+        """The Markov weights learned from the journey paths, for conversions and for value (for
+        other readers)."""
         ...
 
     async def close(self) -> None: ...

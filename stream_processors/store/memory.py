@@ -62,6 +62,7 @@ class MemoryState:
         self._audience_expiry = audience_expiry_s
         self._data: dict[int, PartitionData] = defaultdict(PartitionData)
         self.channel_weights: dict[str, float] | None = None
+        self.value_weights: dict[str, float] | None = None
 
     def _parts(self, partitions: Iterable[int] | None) -> list[int]:
         return list(range(self.partitions)) if partitions is None else sorted(partitions)
@@ -261,8 +262,11 @@ class MemoryStore:
     ) -> Reach:
         return self.state.reach(partitions, buckets, campaign_channels, label)
 
-    async def save_channel_weights(self, weights: Mapping[str, float]) -> None:
+    async def save_channel_weights(
+        self, weights: Mapping[str, float], value_weights: Mapping[str, float] | None = None
+    ) -> None:
         self.state.channel_weights = dict(weights)
+        self.state.value_weights = dict(value_weights or weights)
 
     async def close(self) -> None:
         return None

@@ -15,7 +15,7 @@ Redis Cluster; `ns` is the topic prefix, so two pipelines can share one Redis):
     ns:{p3}:r:<bucket>:<campaign>:<channel>, ns:{p3}:e:<bucket>:<campaign>
                           HyperLogLog  reach, users with an engaged view (expire)
     ns:{p3}:aud:<name>    zset   remarketing audiences (audiences.py); aud:last_checkout a hash
-    ns:bids, ns:markov:weights, ns:optimizer[:...]   the optimizer's and the worker's global keys
+    ns:bids, ns:markov:weights, ns:markov:value_weights, ns:optimizer[:...]   the optimizer's and the worker's global keys
 
 Fields are integers: `c|<campaign>|<channel>|views|spend`, `c|<campaign>|<channel>|<model>|<kind>`
 (micro-conversions) and `...|gmv` (minor units), `k|<creator>|...` the same per creator, `t|...`
@@ -106,6 +106,10 @@ class Keys:
 
     def markov_weights(self) -> str:
         return f"{self.namespace}:markov:weights"
+
+    def markov_value_weights(self) -> str:
+        """The Markov model's value weights (absent: the count weights also split value)."""
+        return f"{self.namespace}:markov:value_weights"
 
     def bids(self) -> str:
         return f"{self.namespace}:bids"
@@ -313,8 +317,12 @@ class RedisPartitionStore:
             out.add(what, group, on_channel, int(count))
         return out
 
-    async def save_channel_weights(self, weights: Mapping[str, float]) -> None:
+    async def save_channel_weights(
+        self, weights: Mapping[str, float], value_weights: Mapping[str, float] | None = None
+    ) -> None:
         await self.redis.set(self.keys.markov_weights(), json.dumps(dict(weights)))
+        if value_weights:
+            await self.redis.set(self.keys.markov_value_weights(), json.dumps(dict(value_weights)))
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -344,3 +344,20 @@ def test_the_scripts_build_the_key_names_keys_declares() -> None:
                  keys.event_ids(3, "t"), keys.audience(3, "buyers"), keys.reach(3, 60, "c", "kol"),
                  keys.engaged_reach(3, 60, "c")):
         assert name.startswith(keys.prefix(3)) and name[len(keys.prefix(3)):].startswith(Keys.SUFFIXES)
+
+
+def test_converted_journeys_record_their_value_for_the_markov_value_weights() -> None:
+    """The stream learns value weights from the same path counters: each converted path also sums
+    its value (`|v`), so the value split can differ from the count split."""
+    from stream_processors.attribution.markov import weights_from_path_counts
+
+    store = MemoryStore(MemoryState(PARTITIONS, RULES.engine.bucket_s))
+    batch_plan = asyncio.run(plan(store, decode(simulated_messages(6 * 3600))))
+    paths = batch_plan.journey_paths
+    converted = {k.rsplit("|", 1)[0] for k, n in paths.items() if k.endswith("|1") and n}
+    valued = {k.rsplit("|", 1)[0] for k, n in paths.items() if k.endswith("|v") and n > 0}
+    assert converted and valued <= converted and len(valued) >= len(converted) // 2
+    learned = weights_from_path_counts(paths)
+    assert learned is not None
+    counts, values = learned
+    assert set(counts) == set(values) and abs(sum(values.values()) - 1) < 1e-9
