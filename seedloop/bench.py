@@ -1,6 +1,6 @@
 """`seedloop bench`: throughput, latency, memory and scale-out on the embedded broker and Redis.
 
-Everything is measured in one run, against the stock Faust baseline (DESIGN.md section 6):
+Everything is measured in one run, against the stock Faust baseline (README.md, "Scaling"):
 
 * **Drain rate** (`baseline_eps`, `baseline_eager_eps`, `pipeline_eps`, `scaleout_eps`): N simulated events are
   produced to the four action topics first; then a consumer (a fresh consumer group, a flushed

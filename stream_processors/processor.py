@@ -1,7 +1,8 @@
 """Plan one partition's batch: decode, contain bad input, attribute. Pure: no Kafka, no Redis.
 
-The agent (agents.py) reads the partition's stored meta and user states, calls `plan_batch`, sends
-the dead letters, and hands the plan to the Redis store (state.py) to apply in one atomic call.
+The worker (worker.py, `AttributionRuntime._apply_partition`) reads the partition's stored meta and
+user states, calls `plan_batch`, sends the dead letters, and hands the plan to the partition state
+store (store/: `apply` of store/redis_lua.py or store/memory.py) to apply in one atomic call.
 Keeping the decisions here makes every rule (offset replay, lateness, dedup, currency) testable
 in microseconds.
 """

@@ -1,6 +1,6 @@
 """Redis clients for a `REDIS_URL` that names a single server or any node of a Redis Cluster.
 
-Every key a partition writes carries the partition's hash tag `{pN}` (state.Keys), so each
+Every key a partition writes carries the partition's hash tag `{pN}` (store/redis_lua.py `Keys`), so each
 atomic batch (one Lua call) lives in one cluster slot; global keys (bids, Markov weights, the
 optimizer's state) are single keys. The only difference the caller sees is the client class:
 redis-py's cluster client routes each command, script and non-transactional pipeline to the node
