@@ -42,6 +42,21 @@ def _lag(settings: Settings, reader: FigureReader) -> int:
     return sum(max(0, end - 1 - metas[p].offsets.get(t, -1)) for (t, p), end in ends.items() if end)
 
 
+def sample_interval(duration_s: float, sample_s: float) -> float:
+    """Seconds between samples during the load: `--sample`, but at least four samples in a run
+    shorter than four of them (a 60 s soak with the default 30 s had one sample past its warm-up,
+    so its first and last were the same)."""
+    return max(1.0, min(sample_s, duration_s / 4))
+
+
+def steady_samples(samples: list[dict[str, Any]], load_start_s: float, duration_s: float) -> list[dict[str, Any]]:
+    """The samples past the warm-up (a quarter of the load, at most 60 s: the workers' caches and
+    Redis fill first), or all of them when fewer than two are past it, so first and last differ."""
+    warmup = min(60.0, duration_s / 4)
+    steady = [s for s in samples if s["t_s"] >= load_start_s + warmup]
+    return steady if len(steady) >= 2 else samples
+
+
 def run_soak(settings: Settings, duration_s: float, workers: int, sample_s: float, out: Path | None) -> dict[str, Any]:
     with EmbeddedStack() as stack:
         settings = settings.with_services(stack.bootstrap, stack.redis_url)
@@ -58,10 +73,13 @@ def run_soak(settings: Settings, duration_s: float, workers: int, sample_s: floa
         stop = threading.Event()
         started = time.monotonic()
 
-        def sampler() -> None:
-            while not stop.wait(sample_s):
+        lock = threading.Lock()
+
+        def take(phase: str) -> None:
+            with lock:  # the sampler thread and the main thread both sample
                 samples.append({
                     "t_s": round(time.monotonic() - started, 1),
+                    "phase": phase,
                     "produced": sink.totals.events,
                     "worker_rss_mb": [round(_rss_mb(p.pid), 1) for p in pool.procs.values()],
                     "redis_mb": round(int(client.info("memory")["used_memory"]) / 2**20, 1),
@@ -69,22 +87,34 @@ def run_soak(settings: Settings, duration_s: float, workers: int, sample_s: floa
                 })
                 log.info("soak sample", extra=samples[-1])
 
+        interval = sample_interval(duration_s, sample_s)
+
+        def sampler() -> None:
+            while not stop.wait(interval):
+                take("load")
+
+        time.sleep(8)  # let the workers join the group before the load starts
+        load_start = round(time.monotonic() - started, 1)
+        # Samples span the run: one as the load starts, every `interval` during it, one as it ends
+        # and one once the workers caught up (first and last then compare the run's two ends).
+        take("start")
         thread = threading.Thread(target=sampler, daemon=True)
         thread.start()
-        time.sleep(8)  # let the workers join the group before the load starts
         limits = RunLimits(duration_s=duration_s, rate=settings.rate, speed=settings.sim_speed)
         run_simulation(sim, sink, None, limits)
         produced_s = time.monotonic() - started
+        stop.set()
+        thread.join()
+        take("end of load")
         deadline = time.monotonic() + 120
         while not caught_up(settings, reader) and time.monotonic() < deadline:
             time.sleep(1)
-        stop.set()
-        thread.join()
+        take("caught up")
         applied = totals(reader.totals())
         processed = int(applied["views"] + applied["follows"] + applied["add_to_carts"] + applied["checkouts"])
         dead = sum(end_offsets(settings, [settings.topic("dead_letters")]).values())
         pool.stop()
-        steady = [s for s in samples if s["t_s"] > 60] or samples
+        steady = steady_samples(samples, load_start, duration_s)
         result = {
             "duration_s": duration_s,
             "rate_target": settings.rate,
