@@ -3,9 +3,9 @@
 # run does nothing and takes a second or two):
 # - the project with its test extras in .venv (reinstalled when pyproject.toml changed);
 # - Debian's prometheus + prometheus-alertmanager (promtool, real Prometheus and Alertmanager for
-#   tests/deploy), chromium (the live page in headless Chromium), tmux (the demo's live view in an 80x24
-#   terminal), redis-server (the `local` tier
-#   and Redis Cluster tests), and Java 17 + Maven where they are missing;
+#   tests/deploy), chromium (the live page in headless Chromium), tmux (the demo's live view in an
+#   80x24 terminal), redis-server (the `local` tier and Redis Cluster tests), and Java 17 + Maven
+#   where they are missing;
 # - Apache Kafka's jars, resolved once by Maven into ~/.cache/seedloop (seedloop/apache_kafka.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
