@@ -92,7 +92,10 @@ def _tmux(sock: str, *args: str) -> str:
     return subprocess.run(["tmux", "-L", sock, *args], capture_output=True, text=True, check=True).stdout
 
 
-def test_demo_live_view_in_an_80x24_terminal(tmp_path: Path) -> None:
+# 80x24: the smallest terminal it must fit; 120x40: where stale copies of the table used to pile up
+# every optimizer round (its log lines bypassed rich's Live and broke the in-place redraw).
+@pytest.mark.parametrize(("cols", "rows"), [(80, 24), (120, 40)])
+def test_demo_live_view_in_a_terminal(tmp_path: Path, cols: int, rows: int) -> None:
     assert shutil.which("tmux"), "tmux is not installed: run `bash tests/tools.sh` (Debian's tmux)"
     sock = f"seedloop-test-{uuid.uuid4().hex[:8]}"
     rc_file = tmp_path / "rc"
@@ -107,7 +110,7 @@ def test_demo_live_view_in_an_80x24_terminal(tmp_path: Path) -> None:
         f"cd {REPO} && env {unset} {env} {sys.executable} -m seedloop demo --duration 15 --workers 1 "
         f"--report-dir {tmp_path}/report; echo $? > {rc_file}; sleep 600"
     )
-    _tmux(sock, "new-session", "-d", "-x", "80", "-y", "24", command)
+    _tmux(sock, "new-session", "-d", "-x", str(cols), "-y", str(rows), command)
     try:
         captures: list[str] = []
         deadline = time.monotonic() + 60
@@ -131,7 +134,7 @@ def test_demo_live_view_in_an_80x24_terminal(tmp_path: Path) -> None:
         lines = screen.rstrip("\n").splitlines()
         # The live view: from its title on (the startup log lines above it are the log's business).
         view = lines[next(i for i, line in enumerate(lines) if re.search(r"seedloop demo \d+s", line)):]
-        assert max(len(line) for line in view) <= 80 and len(view) <= 24, screen
+        assert max(len(line) for line in view) <= min(cols, 80) and len(view) <= 24, screen
         assert len(re.findall(r"seedloop demo \d+s", screen)) == 1, screen  # redrawn in place
         assert re.search(r"sim 2026-\d\d-\d\dT\d\d:\d\dZ", screen), screen
         for c in scenario.campaigns:
@@ -140,3 +143,4 @@ def test_demo_live_view_in_an_80x24_terminal(tmp_path: Path) -> None:
     assert captures[0] != captures[1]  # it is live
     assert rc_file.exists() and rc_file.read_text().strip() == "0", final
     assert len(re.findall(r"seedloop demo \d+s", final)) == 1, final
+    (tmp_path / "captures.txt").write_text("\n=====\n".join([*captures, final]))
