@@ -13,6 +13,12 @@ Everything is measured in one run, against the stock Faust baseline (README.md, 
   delivery loop (stream_processors/faust_transport.py), so `baseline_eager_eps` is the same counting
   agent with that change too, and `ratio_same_delivery` = pipeline / it is what the pipeline's own
   per-event work costs on top of the Faust it runs.
+* **Peers** (`quix_eps`, `plain_eps`, `pipeline_gaps`; seedloop/bench_peers): in the same
+  alternation and on the same data, what a user would pick instead: a quixstreams app and a plain
+  confluent-kafka loop doing a last-touch job (per-user last view, checkouts credited to its
+  campaign, per-campaign sums in Redis). Every drain also reports events per CPU-second
+  (`<name>_events_per_cpu_s`, and `..._with_redis` counting the Redis server's CPU too) over the
+  same 10 %..90 % window. On by default; off with `--quick` or `--no-peers`.
 * **Latency** (`latency_p50_ms`, `latency_p99_ms`): one worker; events are produced at half the
   median `pipeline_eps` for `latency_s` seconds with the Kafka message timestamp = produce time.
   A poller reads the partitions' applied offsets from Redis every 5 ms; an event is visible when
