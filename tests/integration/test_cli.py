@@ -96,3 +96,15 @@ def test_help_documents_the_exit_codes() -> None:
     sub = subprocess.run([sys.executable, "-m", "seedloop", "worker", "--help"], capture_output=True, text=True,
                          timeout=30, cwd=REPO)
     assert "--connect-timeout" in sub.stdout
+
+
+def test_report_piped_is_valid_markdown(settings: Settings) -> None:
+    from seedloop.topics import ensure_topics
+    from tests.integration.test_demo_display import assert_valid_markdown_tables
+
+    ensure_topics(settings)  # a fresh prefix: the report reads end offsets of its topics
+    out = subprocess.run([sys.executable, "-m", "seedloop", "report"], env=settings_env(settings),
+                         capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "| c_pd_palette_kol |" in out.stdout
+    assert_valid_markdown_tables(out.stdout)
