@@ -468,8 +468,9 @@ def _seed_list(text: str) -> list[int]:
     return parse_seeds(text)
 
 
-# Progress messages per seed: 5 policy runs, the evidence bound, the lever headroom (and plots).
-_EVAL_STEPS_PER_SEED = 7
+# Progress messages per seed: 9 policy runs (5 policies, 4 of them shocked too), the evidence bound,
+# the lever headroom (and plots).
+_EVAL_STEPS_PER_SEED = 11
 
 
 def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
@@ -502,7 +503,7 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"seedloop evaluate: {msg}", file=sys.stderr, flush=True)
 
         if not err.is_terminal:
-            progress(f"{len(seeds)} seed(s) x 5 runs of {args.days:g} simulated day(s), {args.processes} process(es)")
+            progress(f"{len(seeds)} seed(s) x 9 runs of {args.days:g} simulated day(s), {args.processes} process(es)")
         out = run_evaluate_seeds(
             settings.seeds_dir,
             args.json_path,

@@ -299,6 +299,13 @@ def _clamp(x: float, lo: float, hi: float) -> float:
     return min(hi, max(lo, x))
 
 
+def guarded_bid(bid: float, wanted: float, floor: float, cap: float, max_step: float) -> float:
+    """The guardrails every bid move passes: at most +-`max_step` from the bid in force, then inside
+    [floor, cap]. Shared with the baseline controllers (baselines.py), so they are held to the same."""
+    lo, hi = bid / (1 + max_step), bid * (1 + max_step)
+    return _clamp(_clamp(_clamp(wanted, floor, cap), lo, hi), floor, cap)
+
+
 def decide(obs: Observation, policy: ControlPolicy, state: ChannelState | None = None) -> Decision:
     """One round for one campaign/channel. Mutates `state` (a fresh one if None)."""
     st = state if state is not None else ChannelState(eff_bid=obs.bid)
@@ -330,8 +337,7 @@ def decide(obs: Observation, policy: ControlPolicy, state: ChannelState | None =
             wanted = min(wanted, obs.bid)
         if obs.budget_headroom is not None and wanted > obs.bid:
             wanted = max(obs.bid, min(wanted, obs.bid * obs.budget_headroom))
-        lo, hi = obs.bid / (1 + policy.max_step), obs.bid * (1 + policy.max_step)
-        new_bid = _clamp(_clamp(wanted, lo, hi), floor, cap)
+        new_bid = guarded_bid(obs.bid, wanted, floor, cap, policy.max_step)
         move = math.log(new_bid / obs.bid)
         if abs(move) >= math.log(1 + policy.cooldown_step) - 1e-12:
             st.cooldown = policy.cooldown_rounds

@@ -10,7 +10,10 @@ or Redis. Policies:
   attribution engine itself (journey.apply_events), summed into event-time buckets, read over the
   same windows as the service;
 - `oracle`: constant bids chosen knowing the true funnel: per campaign, the bids (grid search over
-  every channel) that maximise expected GMV while meeting the CPA/ROAS target and the daily budget.
+  every channel) that maximise expected GMV while meeting the CPA/ROAS target and the daily budget;
+- `pid` and `pacing`: the controllers the field uses (baselines.py): Zhang et al.'s PID on the
+  efficiency error, and bid modification to a traffic-shaped budget plan alone (Smart Pacing). They
+  read the same attributed figures, pass the same guardrails and see the same market draws.
 
 Outcomes are scored by ground truth (the GMV the simulator knows each campaign's ads caused), not
 by attribution: attribution is noisy and biased across campaigns, the advertiser's real return is
@@ -52,8 +55,8 @@ from schemas.events import Channel
 from stream_processors.attribution.journey import EngineConfig, Increments, UserState, apply_events
 from stream_processors.attribution.models import Lookback
 from stream_processors.figures import campaign_figures
+from stream_processors.optimizer.baselines import CONTROLLED, PidGains, make_controller
 from stream_processors.optimizer.controller import (
-    BidOptimizer,
     ChannelFigures,
     ControlPolicy,
     RoundInput,
@@ -69,7 +72,9 @@ DAY_S = 86_400.0
 BAND = math.log(1.10)
 # the share of campaign-rounds in band is counted from this round on (the settle target's horizon)
 IN_BAND_FROM_ROUND = 20
-POLICIES = ("static", "optimizer", "oracle")
+# pid and pacing: the controllers the field uses (baselines.py), on the same seeds and draws
+POLICIES = ("static", "optimizer", "oracle", "pid", "pacing")
+SHOCKED = ("optimizer", "static", "pid", "pacing")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +98,8 @@ class EvalConfig:
     # Bids, rates and targets are unchanged, so the same controller sees this many times the
     # conversions per round: how settling depends on the evidence a round carries.
     volume: float = 1.0
+    # the PID baseline's gains (tuned on seeds 3 and 5, never on the evaluation seeds: baselines.py)
+    pid_gains: PidGains = field(default_factory=PidGains)
 
 
 # --- the truth side: expected daily figures and the oracle -------------------------------------
@@ -344,10 +351,14 @@ def _run(seeds_dir: Path, cfg: EvalConfig, policy: str, shock: bool) -> dict[str
     shock_round = n_rounds // 2 if shock else None
     oracle = {c.campaign_id: econ.oracle(c) for c in scenario.campaigns}
     pacing = PacingPolicy(hour_shape=tuple(traffic.truth.hour_shape) if cfg.traffic_shaped_plan else None)
-    optimizer = BidOptimizer(campaign_specs(scenario), cfg.policy, pacing)
+    optimizer = (
+        make_controller(policy, campaign_specs(scenario), cfg.policy, pacing, cfg.pid_gains)
+        if policy in CONTROLLED
+        else None
+    )
     catalogue = Catalogue(scenario.campaign_channels(), scenario.fx.base, scenario.rates_to_base())
     products = scenario.campaign_products() if cfg.attribution_scope == "product" else {}
-    store = FigureStore(int(cfg.round_s), catalogue, products) if policy == "optimizer" else None
+    store = FigureStore(int(cfg.round_s), catalogue, products) if optimizer is not None else None
     if policy == "oracle":
         _set_bids(scheduler, {c.campaign_id: oracle[c.campaign_id][0] for c in scenario.campaigns})
     trace: dict[str, dict[str, list[Any]]] = {
@@ -364,7 +375,7 @@ def _run(seeds_dir: Path, cfg: EvalConfig, policy: str, shock: bool) -> dict[str
         t = start + r * cfg.round_s
         events = sim.advance(t)
         day_start = (t // DAY_S) * DAY_S if (t % DAY_S) else t - DAY_S
-        if store is not None:
+        if store is not None and optimizer is not None:
             store.apply(events, t)
             lagged = store.window(t - cfg.window_s - cfg.conversion_lag_s, t - cfg.conversion_lag_s)
             convs = store.window(t - cfg.window_s, t)
@@ -383,8 +394,11 @@ def _run(seeds_dir: Path, cfg: EvalConfig, policy: str, shock: bool) -> dict[str
                 recent_spend=_by_campaign(recent),
                 recent_s=cfg.pace_window_s,
                 bids=dict(scheduler.bids),
-                long_window=store.window(t - cfg.long_window_s, t),
-                windows={w: store.window_with_lag(t - w, t, cfg.conversion_lag_s) for w in cfg.memory_windows_s},
+                # only the optimizer reads these: the baselines are spared the reads (run time)
+                long_window=store.window(t - cfg.long_window_s, t) if policy == "optimizer" else {},
+                windows={w: store.window_with_lag(t - w, t, cfg.conversion_lag_s) for w in cfg.memory_windows_s}
+                if policy == "optimizer"
+                else {},
             )
             at = datetime.fromtimestamp(t, UTC)
             for d in optimizer.step(inp):
@@ -537,7 +551,8 @@ def run_evaluate(
     cfg = EvalConfig(
         **{**{f: getattr(base, f) for f in base.__dataclass_fields__}, "days": days, "seed": seed}
     )
-    jobs = [(p, False) for p in POLICIES] + [("optimizer", True), ("static", True)]
+    # every policy but the oracle (which is told of the shock) also runs shocked: its recovery
+    jobs = [(p, False) for p in POLICIES] + [(p, True) for p in SHOCKED]
     # A run of 2 days takes several seconds per policy: say what finished, so a minute of work is
     # not a minute of silence (the CLI prints these on stderr).
     say = progress or (lambda _msg: None)
@@ -601,6 +616,9 @@ def run_evaluate(
             "static": {k: v for k, v in shock_static.items() if k not in ("trace", "policy", "shock")},
         },
     }
+    for p in SHOCKED:  # the field's controllers, shocked alike (new keys beside optimizer and static)
+        result["shock"].setdefault(p, {k: v for k, v in by[(p, True)].items() if k not in ("trace", "policy", "shock")})
+    _score_policies(seeds_dir, cfg, result, by[("optimizer", False)]["rounds"])
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result, indent=1))
@@ -610,6 +628,17 @@ def run_evaluate(
         write_plots(plots_dir, runs_by_name, load_scenario(seeds_dir), cfg)
         say(f"seed {cfg.seed}: plots written to {plots_dir}")
     return result
+
+
+def _score_policies(seeds_dir: Path, cfg: EvalConfig, result: dict[str, Any], rounds: int) -> None:
+    """Every policy on every figure, and the share of evidence it uses (scorecard.py)."""
+    from stream_processors.optimizer import scorecard  # it imports this module
+
+    bound = scorecard.mean_in_band_bound(seeds_dir, cfg.volume, cfg.round_s, rounds)
+    result["evidence"]["mean_bound_after_20"] = round(bound, 4) if bound is not None else None
+    result["policy_rows"] = scorecard.policy_rows(result, bound)
+    for p, row in result["policy_rows"].items():
+        result["policies"][p]["evidence_share"] = row["evidence_share"]
 
 
 def _said(say: Callable[[str], None], what: str, compute: Callable[[], Any]) -> Any:
@@ -698,7 +727,15 @@ def summarize(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
         "settle_after_shock": stats("settle_after_shock", False, never_is_worst=True),
         # an expectation from the traffic model: the same for every seed
         "evidence": next(iter(per_seed.values()))["evidence"],
+        # every policy on every figure, and the issue's targets (scorecard.py)
+        "field": _policy_summary(per_seed),
     }
+
+
+def _policy_summary(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+    from stream_processors.optimizer import scorecard  # it imports this module
+
+    return scorecard.policy_summary(per_seed)
 
 
 def _median(ranked: Sequence[Any]) -> Any:
@@ -850,5 +887,8 @@ def parse_seeds(text: str) -> list[int]:
 
 def format_evaluations(out: Mapping[str, Any]) -> str:
     """Each seed's full report, then the optimizer's headline figures per seed and across seeds."""
+    from stream_processors.optimizer.scorecard import format_policy_table
+
     parts = [format_evaluation(r) for r in out["seeds"].values()]
-    return "\n\n".join([*parts, format_summary(out["summary"])])
+    table = format_policy_table(out["summary"].get("field") or {})
+    return "\n\n".join([*parts, format_summary(out["summary"]), *([table] if table else [])])

@@ -30,10 +30,14 @@ def test_run_evaluate_smoke(tmp_path: Path) -> None:
     out = tmp_path / "eval.json"
     result = run_evaluate(SEEDS, out, None, days=0.1, seed=3, workers=1)
     data = json.loads(out.read_text())
-    assert set(data["policies"]) == {"static", "optimizer", "oracle"}
+    assert set(data["policies"]) == {"static", "optimizer", "oracle", "pid", "pacing"}
     for p in data["policies"].values():
-        assert {"gmv", "spend", "roas", "settle_rounds", "pacing_error", "campaigns"} <= set(p)
+        assert {"gmv", "spend", "roas", "settle_rounds", "pacing_error", "campaigns", "evidence_share"} <= set(p)
         assert len(p["campaigns"]) == 10
+    # the field's controllers are shocked alike, beside the keys that were there before
+    assert {"optimizer", "static", "pid", "pacing", "settle_rounds_after_shock"} <= set(data["shock"])
+    assert set(data["policy_rows"]) == set(data["policies"])
+    assert data["evidence"]["mean_bound_after_20"] is None  # 5 rounds: none counted from round 20
     assert "shock" in data and "settle_rounds_after_shock" in data["shock"]
     # the hard cap: never more than 2% over a day's budget
     for p in data["policies"].values():
@@ -49,7 +53,7 @@ def test_several_seeds_report_each_and_a_summary(tmp_path: Path) -> None:
     assert set(data["seeds"]) == {"3", "4"}
     for one in data["seeds"].values():
         # each seed keeps the single-seed shape
-        assert set(one["policies"]) == {"static", "optimizer", "oracle"}
+        assert set(one["policies"]) == {"static", "optimizer", "oracle", "pid", "pacing"}
         assert one["config"]["seed"] in (3, 4)
     summary = data["summary"]
     assert summary["seeds"] == [3, 4]
@@ -57,15 +61,22 @@ def test_several_seeds_report_each_and_a_summary(tmp_path: Path) -> None:
     for key in ("gmv_vs_oracle", "gmv_vs_static", "settle_rounds", "pacing_error", "settle_after_shock"):
         assert set(summary[key]) == {"median", "worst"}
     assert summary["pacing_error"]["worst"] == max(r["pacing_error"] for r in summary["per_seed"].values())
+    field = summary["field"]
+    assert set(field["policies"]) == {"static", "optimizer", "oracle", "pid", "pacing"}
+    assert set(field["targets"]) == {"beats_field", "pacing_error_le_5pct", "evidence_share_ge_0_9"}
+    for block in field["policies"].values():
+        assert set(block["per_seed"]) == {"3", "4"}
+        assert "evidence_share" in block["median"]
     text = format_evaluations(result)
     assert "across seeds" in text and "median" in text and "P<=" in text
+    assert "every policy across seeds" in text and "pid" in text
 
 
 def test_one_seed_keeps_the_single_json_shape(tmp_path: Path) -> None:
     out = tmp_path / "eval.json"
     run_evaluate_seeds(SEEDS, out, None, days=0.05, seeds=[3], workers=1)
     data = json.loads(out.read_text())
-    assert set(data["policies"]) == {"static", "optimizer", "oracle"}
+    assert set(data["policies"]) == {"static", "optimizer", "oracle", "pid", "pacing"}
     assert "seeds" not in data
 
 
