@@ -17,7 +17,7 @@ from stream_processors.metrics import OptimizerMetrics
 from stream_processors.optimizer.controller import ControlPolicy
 from stream_processors.optimizer.service import OptimizerConfig, OptimizerService
 from stream_processors.processor import Catalogue, ProcessingRules
-from stream_processors.redis_connect import resolve_mode, sync_client
+from stream_processors.redis_connect import sync_client
 from stream_processors.store.redis_lua import FigureReader, Keys
 from stream_processors.worker import WorkerConfig
 
@@ -71,7 +71,7 @@ def worker_config(settings: Settings, scenario: Scenario) -> WorkerConfig:
         metrics_top_n=settings.metrics_top_n,
         reach_ttl_s=settings.reach_ttl_s,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
-        redis_cluster=resolve_mode(settings.redis_url_value, settings.redis_mode) == "cluster",
+        redis_mode=settings.redis_mode,
     )
 
 

@@ -19,6 +19,7 @@ offsets. Tests inject a policy that records the error instead (no child process 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import tempfile
@@ -47,7 +48,7 @@ from stream_processors.processor import (
     decode_batch,
     plan_batch,
 )
-from stream_processors.redis_connect import async_client
+from stream_processors.redis_connect import RedisMode, async_client, resolve_mode
 from stream_processors.store.base import AudienceExpiry, FencedError, OffsetConflict, PartitionStateStore
 from stream_processors.store.redis_lua import Keys, RedisPartitionStore
 from stream_processors.web import FigureView
@@ -75,7 +76,7 @@ def exit_process(exc: BaseException) -> NoReturn:
 def redis_store(cfg: WorkerConfig) -> RedisPartitionStore:
     """The worker's Redis store (no connection is opened until first used)."""
     return RedisPartitionStore(
-        async_client(cfg.redis_url, cluster=cfg.redis_cluster),
+        async_client(cfg.redis_url, cluster=cfg.redis_mode == "cluster"),
         Keys(cfg.topic_prefix),
         cfg.user_ttl_s,
         cfg.bucket_ttl_s,
@@ -109,9 +110,10 @@ class WorkerConfig:
     # Wall-clock expiry of the reach HyperLogLogs (one per partition, minute, campaign, channel).
     reach_ttl_s: int = 3 * 3600
     fetch_max_wait_ms: int = 50
-    # REDIS_URL names a Redis Cluster node: decided before the worker starts
-    # (redis_connect.resolve_mode), since the runtime's constructor makes no network call.
-    redis_cluster: bool = False
+    # Whether REDIS_URL names a Redis Cluster node. `auto` is resolved by `run_worker` before the
+    # app is built (one INFO round trip), since no constructor here makes a network call; a store
+    # built from an unresolved `auto` talks to a single server.
+    redis_mode: RedisMode = "auto"
 
     @property
     def action_topics(self) -> dict[str, str]:
@@ -485,6 +487,7 @@ def build_app(cfg: WorkerConfig) -> faust.App:
 
 
 def run_worker(cfg: WorkerConfig, loglevel: str = "WARNING") -> None:
+    cfg = dataclasses.replace(cfg, redis_mode=resolve_mode(cfg.redis_url, cfg.redis_mode))
     app = build_app(cfg)
     # Our structured logging is already configured; mode must not replace it.
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False)
