@@ -6,6 +6,12 @@ against the reference the evaluation scores by. The winner is the lowest RMSE-SS
 (the evaluation's in-band horizon); settle rounds and overshoot are reported beside it.
 
     python -m stream_processors.optimizer.tune_pid --seeds 3,5 --processes 2
+    python -m stream_processors.optimizer.tune_pid --seeds 3,5 --kp 0.1,0.2 --ki 0.01,0.03 --kd 0.2
+
+The first grid's best (kp 0.2, ki 0.03, kd 0.2: RMSE-SS 0.337) sat at its low corner, so the second
+searched beyond it; its best, kp 0.1, ki 0.01, kd 0.2 (RMSE-SS 0.270, overshoot 0.11), is
+baselines.PidGains' default. It still sits at the low-ki edge: smaller gains, nearer static bids,
+may score lower yet.
 """
 
 from __future__ import annotations
@@ -59,8 +65,14 @@ def _one(seeds_dir: Path, days: float, seed: int, gains: PidGains) -> dict[str, 
     return score_run(_run(seeds_dir, cfg, "pid", False))
 
 
-def tune(seeds_dir: Path, seeds: Sequence[int], days: float, processes: int) -> dict[str, Any]:
-    grid = [PidGains(kp, ki, kd) for kp, ki, kd in itertools.product(GRID_KP, GRID_KI, GRID_KD)]
+def tune(
+    seeds_dir: Path,
+    seeds: Sequence[int],
+    days: float,
+    processes: int,
+    axes: tuple[Sequence[float], Sequence[float], Sequence[float]] = (GRID_KP, GRID_KI, GRID_KD),
+) -> dict[str, Any]:
+    grid = [PidGains(kp, ki, kd) for kp, ki, kd in itertools.product(*axes)]
     jobs = [(g, s) for g in grid for s in seeds]
     with ProcessPoolExecutor(max_workers=processes) as pool:
         scores = list(pool.map(_one, *zip(*[(seeds_dir, days, s, g) for g, s in jobs], strict=True)))
@@ -89,8 +101,12 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--seeds-dir", type=Path, default=Path("seeds"))
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--kp", default=",".join(map(str, GRID_KP)))
+    ap.add_argument("--ki", default=",".join(map(str, GRID_KI)))
+    ap.add_argument("--kd", default=",".join(map(str, GRID_KD)))
     args = ap.parse_args()
-    out = tune(args.seeds_dir, [int(s) for s in args.seeds.split(",")], args.days, args.processes)
+    axes = tuple([float(v) for v in text.split(",")] for text in (args.kp, args.ki, args.kd))
+    out = tune(args.seeds_dir, [int(s) for s in args.seeds.split(",")], args.days, args.processes, axes)  # type: ignore[arg-type]
     text = json.dumps(out, indent=1)
     if args.json:
         args.json.write_text(text)
