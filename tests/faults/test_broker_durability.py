@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient
 
 from seedloop.apache_kafka import ApacheKafka
 from seedloop.embedded import ManagedProcess, redis_process
+from seedloop.logs import kafka_client_log
 from seedloop.settings import Settings
 from seedloop.topics import caught_up, ensure_topics
 from stream_processors.state import FigureReader, Keys
@@ -100,8 +101,12 @@ def test_broker_sigkilled_and_restarted_on_its_data_loses_and_doubles_nothing(
                       "broker SIGKILLed, restarted on its data dir")
 
 
-def partition_leader(kafka: ApacheKafka, topic: str, partition: int) -> int:
-    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+def admin_of(kafka: ApacheKafka) -> AdminClient:
+    # librdkafka's complaints about the killed node go through our logging, not raw to stderr.
+    return AdminClient({"bootstrap.servers": kafka.bootstrap, "logger": kafka_client_log()})
+
+
+def partition_leader(admin: AdminClient, topic: str, partition: int) -> int:
     return int(admin.list_topics(topic, timeout=10).topics[topic].partitions[partition].leader)
 
 
@@ -112,16 +117,17 @@ def test_leader_of_a_busy_partition_lost_in_a_three_broker_cluster(
     assert kafka.config["min.insync.replicas"] == "2"
     settings = settings_for(kafka, own_redis, unique_prefix, replication=3)
     killed: list[int] = []
+    admin = admin_of(kafka)
 
     def kill_leader() -> None:
-        leader = partition_leader(kafka, settings.topic("view"), 0)
+        leader = partition_leader(admin, settings.topic("view"), 0)
         killed.append(leader)
         kafka.kill_node(leader - 1)  # node ids are 1-based
 
     def bring_it_back() -> None:
         leader = killed[0]
         # A new leader is elected from the in-sync replicas; two remain, so acks=all still holds.
-        wait_for(lambda: partition_leader(kafka, settings.topic("view"), 0) not in (leader, -1), 30,
+        wait_for(lambda: partition_leader(admin, settings.topic("view"), 0) not in (leader, -1), 30,
                  "a new leader for the busy partition")
         time.sleep(8)
         kafka.start_node(leader - 1)
@@ -130,7 +136,6 @@ def test_leader_of_a_busy_partition_lost_in_a_three_broker_cluster(
     run_through_fault(settings, tmp_path, kill_leader, bring_it_back, "leader of view[0] SIGKILLed")
     assert killed
     # The returned broker caught up: every partition of the action topics is fully replicated again.
-    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
     meta = admin.list_topics(timeout=10).topics
     wait_for(lambda: all(len(p.isrs) == 3 for a in ("view", "checkout")
                          for p in admin.list_topics(settings.topic(a), timeout=10).topics[settings.topic(a)].partitions.values()),
