@@ -125,6 +125,23 @@ local function increments_cleanly(stored, amount)
   return within_int64(hi + add_hi + carry, sum_lo)
 end
 
+-- HMGET of `fields` of the hash `key`, in chunks (unpack() of very long lists overflows Lua's C
+-- stack): check(i, value) for each field in order, value false when absent. Returns the first
+-- problem a check returns (the fields after it are not checked), or nil.
+local function check_fields(key, fields, check)
+  for first = 1, #fields, 1000 do
+    local last = math.min(first + 999, #fields)
+    local stored = redis.call('HMGET', key, unpack(fields, first, last))
+    for i = first, last do
+      local found = check(i, stored[i - first + 1])
+      if found then
+        return found
+      end
+    end
+  end
+  return nil
+end
+
 expect_type(meta, 'hash')
 
 -- Increments, grouped per hash so that each hash's current values are read in one HMGET.
@@ -151,19 +168,14 @@ for _, key in ipairs(incr_keys) do
     break
   end
   local fields, amounts = incr_fields[key], incr_amounts[key]
-  for first = 1, #fields, 1000 do  -- unpack() of very long lists overflows Lua's C stack
-    local last = math.min(first + 999, #fields)
-    local stored = redis.call('HMGET', key, unpack(fields, first, last))
-    for i = first, last do
-      if not increments_cleanly(stored[i - first + 1], amounts[i]) then
-        problem = key .. ' field ' .. fields[i] .. ' = ' .. tostring(stored[i - first + 1])
-          .. ': HINCRBY ' .. amounts[i] .. ' would fail (not an integer, or past int64)'
-        break
-      end
+  problem = check_fields(key, fields, function(i, stored)
+    if not increments_cleanly(stored, amounts[i]) then
+      return key .. ' field ' .. fields[i] .. ' = ' .. tostring(stored)
+        .. ': HINCRBY ' .. amounts[i] .. ' would fail (not an integer, or past int64)'
     end
-    if problem then
-      break
-    end
+  end)
+  if problem then
+    break
   end
 end
 
@@ -201,21 +213,12 @@ if not problem then
       end
     end
   end
-  for first = 1, #users, 1000 do
-    local last = math.min(first + 999, #users)
-    local stored = redis.call('HMGET', last_key, unpack(users, first, last))
-    for i = first, last do
-      local text = stored[i - first + 1]
-      if text and not tonumber(text) then
-        problem = last_key .. ' field ' .. users[i] .. ' = ' .. text .. ' is not an event time'
-        break
-      end
-      last_checkout[users[i]] = text and {tonumber(text), text} or false
+  problem = check_fields(last_key, users, function(i, text)
+    if text and not tonumber(text) then
+      return last_key .. ' field ' .. users[i] .. ' = ' .. text .. ' is not an event time'
     end
-    if problem then
-      break
-    end
-  end
+    last_checkout[users[i]] = text and {tonumber(text), text} or false
+  end)
 end
 
 local id_lines = {}

@@ -35,9 +35,19 @@ class FencedError(RuntimeError):
         super().__init__(message)
         self.current_epoch = current_epoch
 
+    @classmethod
+    def superseded(cls, partition: int, epoch: str, current_epoch: str) -> FencedError:
+        """A write with `epoch` refused: the partition was claimed since (both backends' message)."""
+        return cls(f"partition {partition}: epoch {epoch} was superseded by {current_epoch!r}", current_epoch)
+
 
 class OffsetConflict(RuntimeError):
     """The store moved since we read it; the caller re-reads and re-plans."""
+
+    @classmethod
+    def moved(cls, partition: int, topic: str, stored: int | str) -> OffsetConflict:
+        """The stored offset of `topic` is `stored`, not the one the plan was made from."""
+        return cls(f"partition {partition}: {topic} offset is now {stored}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +90,28 @@ class Reach:
             assert channel is not None
             self.channel[(group, channel)] = self.channel.get((group, channel), 0) + n
 
+    @classmethod
+    def counted(cls, queries: Iterable[ReachQuery], counts: Iterable[int]) -> Reach:
+        """The reach of `reach_queries`, given each query's count of distinct users."""
+        out = cls()
+        for query, n in zip(queries, counts, strict=True):
+            out.add(query.what, query.label, query.channel, int(n))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ReachQuery:
+    """One distinct-user count that `reach` sums: the size of the union of one partition's reach
+    sets, each (bucket, campaign, channel), and engaged sets, each (bucket, campaign). The memory
+    backend unions sets; Redis runs PFCOUNT over the matching HyperLogLogs."""
+
+    what: str  # "campaign", "channel" or "engaged" (Reach.add)
+    label: str
+    channel: str | None
+    partition: int
+    reach_sets: tuple[tuple[int, str, str], ...] = ()
+    engaged_sets: tuple[tuple[int, str], ...] = ()
+
 
 def reach_groups(
     campaign_channels: Mapping[str, Iterable[str]], label: Mapping[str, str] | None
@@ -89,6 +121,40 @@ def reach_groups(
     for campaign in campaign_channels:
         groups.setdefault((label or {}).get(campaign, campaign), []).append(campaign)
     return groups
+
+
+def reach_queries(
+    partitions: Iterable[int],
+    buckets: list[int],
+    campaign_channels: Mapping[str, Iterable[str]],
+    label: Mapping[str, str] | None,
+) -> list[ReachQuery]:
+    """What `reach` counts, per partition and label: its users on any of its channels, on each
+    channel, and with an engaged view, over `buckets` (nothing without buckets)."""
+    if not buckets:
+        return []
+    queries: list[ReachQuery] = []
+    groups = sorted(reach_groups(campaign_channels, label).items())
+    for p in sorted(partitions):
+        for name, members in groups:
+            by_channel: dict[str, list[tuple[int, str, str]]] = {}
+            for campaign in members:
+                for channel in campaign_channels[campaign]:
+                    by_channel.setdefault(channel, []).extend((b, campaign, channel) for b in buckets)
+            if not by_channel:
+                continue
+            every = tuple(s for sets in by_channel.values() for s in sets)
+            queries.append(ReachQuery("campaign", name, None, p, reach_sets=every))
+            for channel, sets in sorted(by_channel.items()):
+                queries.append(ReachQuery("channel", name, channel, p, reach_sets=tuple(sets)))
+            engaged = tuple((b, c) for c in members for b in buckets)
+            queries.append(ReachQuery("engaged", name, None, p, engaged_sets=engaged))
+    return queries
+
+
+def most_recent(members: Iterable[tuple[str, float]], limit: int) -> list[tuple[str, float]]:
+    """An audience's members across partitions, most recent first (ties in the order given)."""
+    return sorted(members, key=lambda ms: -ms[1])[:limit]
 
 
 def window_buckets(start: float, end: float, bucket_s: int) -> list[int]:

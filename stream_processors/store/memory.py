@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from stream_processors.processor import BatchPlan, KnownIds, PartitionMeta
 from stream_processors.store.base import (
@@ -26,9 +27,11 @@ from stream_processors.store.base import (
     FencedError,
     OffsetConflict,
     Reach,
+    ReachQuery,
     audience_cutoffs,
     latest_watermark,
-    reach_groups,
+    most_recent,
+    reach_queries,
     sum_hashes,
     window_buckets,
 )
@@ -94,12 +97,11 @@ class MemoryState:
         meta = data.meta
         # 1. May this writer apply this batch? (reads only, as in apply_batch.lua)
         if meta.epoch != epoch:
-            current = meta.epoch or ""
-            raise FencedError(f"partition {p}: epoch {epoch} was superseded by {current!r}", current)
+            raise FencedError.superseded(p, epoch, meta.epoch or "")
         for topic, tp in sorted(plan.progress.items()):
             stored = meta.offsets.get(topic, -1)
             if stored != tp.expected_offset:
-                raise OffsetConflict(f"partition {p}: {topic} offset is now {stored}")
+                raise OffsetConflict.moved(p, topic, stored)
         # 2. Write: nothing below can fail (module docstring); the offsets last.
         data.users.update(plan.user_states)
         for (bucket, name), amount in plan.increments.by_key.items():
@@ -183,9 +185,9 @@ class MemoryState:
     ) -> list[tuple[str, float]]:
         if audience not in AUDIENCES:
             raise KeyError(audience)
-        members = [m for p in self._parts(partitions) for m in self._data[p].audiences[audience].items()]
-        members.sort(key=lambda ms: -ms[1])
-        return members[:limit]
+        return most_recent(
+            (m for p in self._parts(partitions) for m in self._data[p].audiences[audience].items()), limit
+        )
 
     def audience_sizes(self) -> dict[str, int]:
         return {a: sum(len(self._data[p].audiences[a]) for p in self._parts(None)) for a in AUDIENCES}
@@ -197,26 +199,38 @@ class MemoryState:
         campaign_channels: Mapping[str, Iterable[str]],
         label: Mapping[str, str] | None = None,
     ) -> Reach:
-        out = Reach()
-        if not buckets:
-            return out
-        for p in sorted(partitions):
-            data = self._data[p]
-            for name, members in sorted(reach_groups(campaign_channels, label).items()):
-                by_channel: dict[str, set[str]] = {}
-                for campaign in members:
-                    for channel in campaign_channels[campaign]:
-                        users = by_channel.setdefault(channel, set())
-                        for b in buckets:
-                            users |= data.reach.get((b, campaign, channel), set())
-                if not by_channel:
-                    continue
-                out.add("campaign", name, None, len(set().union(*by_channel.values())))
-                for channel, users in sorted(by_channel.items()):
-                    out.add("channel", name, channel, len(users))
-                engaged = set().union(*(data.engaged_reach.get((b, c), set()) for c in members for b in buckets))
-                out.add("engaged", name, None, len(engaged))
-        return out
+        """Exact distinct users (sets) of the queries both backends count (base.reach_queries)."""
+        queries = reach_queries(partitions, buckets, campaign_channels, label)
+        return Reach.counted(queries, (len(self._union(q)) for q in queries))
+
+    def _union(self, query: ReachQuery) -> set[str]:
+        data = self._data[query.partition]
+        users: set[str] = set()
+        for key in query.reach_sets:
+            users |= data.reach.get(key, set())
+        for engaged_key in query.engaged_sets:
+            users |= data.engaged_reach.get(engaged_key, set())
+        return users
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _on_state(
+    method: Callable[Concatenate[MemoryState, _P], _R],
+) -> Callable[Concatenate[MemoryStore, _P], Coroutine[Any, Any, _R]]:
+    """A MemoryStore coroutine method that runs MemoryState's `method` (same signature), looked up
+    on the store's state at each call (as `self.state.<method>(...)`, so a patched one is used)."""
+    name = method.__name__
+
+    async def on_state(store: MemoryStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        bound: Callable[_P, _R] = getattr(store.state, name)
+        return bound(*args, **kwargs)
+
+    on_state.__name__ = on_state.__qualname__ = name
+    on_state.__doc__ = method.__doc__
+    return on_state
 
 
 class MemoryStore:
@@ -225,42 +239,15 @@ class MemoryStore:
     def __init__(self, state: MemoryState) -> None:
         self.state = state
 
-    async def claim(self, partition: int) -> str:
-        return self.state.claim(partition)
-
-    async def read(
-        self, partition: int, user_ids: Sequence[str], event_ids: Sequence[str] = ()
-    ) -> tuple[PartitionMeta, dict[str, bytes | None], KnownIds]:
-        return self.state.read(partition, user_ids, event_ids)
-
-    async def apply(self, plan: BatchPlan, epoch: str) -> None:
-        self.state.apply(plan, epoch)
-
-    async def totals(self, partitions: Iterable[int] | None = None) -> dict[str, int]:
-        return self.state.totals(partitions)
-
-    async def window(
-        self, start: float, end: float, partitions: Iterable[int] | None = None
-    ) -> dict[str, int]:
-        return self.state.window(start, end, partitions)
-
-    async def metas(self, partitions: Iterable[int] | None = None) -> dict[int, PartitionMeta]:
-        return self.state.metas(partitions)
-
-    async def watermark(self, partitions: Iterable[int] | None = None) -> float | None:
-        return self.state.watermark(partitions)
-
-    async def journey_paths(self) -> dict[str, int]:
-        return self.state.journey_paths()
-
-    async def reach(
-        self,
-        partitions: Iterable[int],
-        buckets: list[int],
-        campaign_channels: Mapping[str, Iterable[str]],
-        label: Mapping[str, str] | None = None,
-    ) -> Reach:
-        return self.state.reach(partitions, buckets, campaign_channels, label)
+    claim = _on_state(MemoryState.claim)
+    read = _on_state(MemoryState.read)
+    apply = _on_state(MemoryState.apply)
+    totals = _on_state(MemoryState.totals)
+    window = _on_state(MemoryState.window)
+    metas = _on_state(MemoryState.metas)
+    watermark = _on_state(MemoryState.watermark)
+    journey_paths = _on_state(MemoryState.journey_paths)
+    reach = _on_state(MemoryState.reach)
 
     async def save_channel_weights(
         self, weights: Mapping[str, float], value_weights: Mapping[str, float] | None = None

@@ -40,9 +40,11 @@ from stream_processors.store.base import (
     FencedError,
     OffsetConflict,
     Reach,
+    ReachQuery,
     audience_cutoffs,
     latest_watermark,
-    reach_groups,
+    most_recent,
+    reach_queries,
     sum_hashes,
     window_buckets,
 )
@@ -199,10 +201,9 @@ class RedisPartitionStore:
         result = await self._script(keys=keys, args=[epoch, self.keys.prefix(p), *self.apply_args(plan)])
         status = text(result[0])
         if status == "FENCED":
-            current = text(result[1])
-            raise FencedError(f"partition {p}: epoch {epoch} was superseded by {current!r}", current)
+            raise FencedError.superseded(p, epoch, text(result[1]))
         if status == "CONFLICT":
-            raise OffsetConflict(f"partition {p}: {text(result[1])} offset is now {text(result[2])}")
+            raise OffsetConflict.moved(p, text(result[1]), text(result[2]))
 
     def apply_args(self, plan: BatchPlan) -> list[str | bytes | int]:
         """ARGV[3:] of apply_batch.lua (its header documents the layout)."""
@@ -288,34 +289,20 @@ class RedisPartitionStore:
         label: Mapping[str, str] | None = None,
     ) -> Reach:
         """PFCOUNT of the union of each partition's HyperLogLogs over `buckets` (one call, one hash
-        slot: fine on Redis Cluster), summed over partitions."""
-        groups = reach_groups(campaign_channels, label)
-        out = Reach()
-        if not buckets:
-            return out
-        queries: list[tuple[str, str, str | None]] = []  # (what, label, channel)
+        slot: fine on Redis Cluster), summed over partitions (base.reach_queries)."""
+        queries = reach_queries(partitions, buckets, campaign_channels, label)
+        if not queries:
+            return Reach()
         async with self.redis.pipeline(transaction=False) as pipe:
-            for p in sorted(partitions):
-                for name, members in sorted(groups.items()):
-                    by_channel: dict[str, list[str]] = {}
-                    for campaign in members:
-                        for channel in campaign_channels[campaign]:
-                            by_channel.setdefault(channel, []).extend(
-                                self.keys.reach(p, b, campaign, channel) for b in buckets
-                            )
-                    if not by_channel:
-                        continue
-                    pipe.pfcount(*[k for ks in by_channel.values() for k in ks])
-                    queries.append(("campaign", name, None))
-                    for channel, ks in sorted(by_channel.items()):
-                        pipe.pfcount(*ks)
-                        queries.append(("channel", name, channel))
-                    pipe.pfcount(*[self.keys.engaged_reach(p, b, c) for c in members for b in buckets])
-                    queries.append(("engaged", name, None))
-            results = await pipe.execute() if queries else []
-        for (what, group, on_channel), count in zip(queries, results, strict=True):
-            out.add(what, group, on_channel, int(count))
-        return out
+            for query in queries:
+                pipe.pfcount(*self._reach_keys(query))
+            counts = await pipe.execute()
+        return Reach.counted(queries, counts)
+
+    def _reach_keys(self, query: ReachQuery) -> list[str]:
+        p = query.partition
+        keys = [self.keys.reach(p, b, campaign, channel) for b, campaign, channel in query.reach_sets]
+        return keys + [self.keys.engaged_reach(p, b, campaign) for b, campaign in query.engaged_sets]
 
     async def save_channel_weights(
         self, weights: Mapping[str, float], value_weights: Mapping[str, float] | None = None
@@ -369,9 +356,7 @@ class FigureReader:
         pipe = self.redis.pipeline(transaction=False)
         for p in self._k.parts(partitions):
             pipe.zrevrange(self.keys.audience(p, audience), 0, limit - 1, withscores=True)
-        members = [(text(m), float(s)) for rows in pipe.execute() for m, s in rows]
-        members.sort(key=lambda ms: -ms[1])
-        return members[:limit]
+        return most_recent(((text(m), float(s)) for rows in pipe.execute() for m, s in rows), limit)
 
     def audience_sizes(self) -> dict[str, int]:
         pipe = self.redis.pipeline(transaction=False)
