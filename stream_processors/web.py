@@ -10,6 +10,9 @@
                            all-time Loyalty (buyers, repeat buyers, followers, retained followers)
 /api/creators              creators (KOL/KOS): spend, views, attributed checkouts and GMV over a
                            window (`?window=60m&model=last`), all-time followers
+/api/history               per-minute series per campaign over event time (`?minutes=60&model=last`,
+                           1-360 minutes ending at the watermark): spend, GMV, checkouts, ROAS, CPA
+                           of each event-time bucket; what /live draws on first load
 
 Every API figure reads ALL partitions from the store (its read-only protocol,
 `store.base.AsyncFigureSource`), whichever worker answers: any worker's API gives
@@ -22,7 +25,7 @@ a middleware answers 404 for every route not registered here, whatever a Faust v
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -50,6 +53,10 @@ from stream_processors.store.base import AsyncFigureSource, window_bounds, windo
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 WINDOWS = {f"{m}m": m for m in WINDOWS_MINUTES}
+# /api/history's longest span: six hours of per-minute buckets is 360 reads of one bucket each,
+# still a few milliseconds of Redis on the worker's event loop.
+HISTORY_MAX_MINUTES = 360
+HISTORY_FIELDS = ("spend", "gmv", "checkouts", "roas", "cpa")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +69,25 @@ class FigureView:
     partitions: int
     # Campaigns and creators exported by name (top N by all-time spend); the rest are `other`.
     top_n: int = 50
+
+
+def history_series(
+    buckets: Sequence[int], windows: Sequence[Mapping[str, int]], model: str
+) -> dict[str, dict[str, list[float | int | None]]]:
+    """campaign -> field -> one value per bucket (HISTORY_FIELDS; None where a ratio has no
+    denominator), from each bucket's figures. A campaign with no figures in a bucket gets zeros
+    there (and no ratio), so every series has one point per bucket and aligns with `buckets`."""
+    out: dict[str, dict[str, list[float | int | None]]] = {}
+    for i, fields in enumerate(windows[: len(buckets)]):
+        for cid, figs in campaign_figures(fields, (model,)).items():
+            row = figs.total(model).as_dict()
+            series = out.setdefault(cid, {f: [None] * len(buckets) for f in HISTORY_FIELDS})
+            for f in HISTORY_FIELDS:
+                series[f][i] = row[f]
+    for series in out.values():
+        for f in ("spend", "gmv", "checkouts"):
+            series[f] = [0 if v is None else v for v in series[f]]
+    return dict(sorted(out.items()))
 
 
 def live_page() -> str:
@@ -220,6 +246,37 @@ def register_pages(
                     # The L of AIPL: all-time distinct users (a window would count a user in
                     # whichever bucket their second checkout happened to land).
                     "loyalty": loyalty_rates(campaign_loyalty(all_time).get(campaign_id, {})),
+                }
+            )
+
+    @app.page("/api/history")
+    class History(View):
+        async def get(self, request: Request) -> Response:
+            raw = request.query.get("minutes", "60")  # type: ignore[attr-defined]
+            if not raw.isdigit() or not 1 <= int(raw) <= HISTORY_MAX_MINUTES:
+                raise View.ValidationError(f"minutes must be an integer from 1 to {HISTORY_MAX_MINUTES}")
+            minutes = int(raw)
+            model = pick(request, "model", models, models[0])
+            now = await reader.watermark()
+            buckets: list[int] = []
+            campaigns: dict[str, Any] = {}
+            if now is not None:
+                # Event time, not wall time: the buckets up to the latest applied event, so a
+                # reload (or another worker) draws the same history.
+                start, end = window_bounds(now, minutes)
+                buckets = window_buckets(start, end, bucket_s)
+                # One bucket per read, one after another: a burst of concurrent reads would open
+                # as many Redis connections; a bucket read is a sub-millisecond pipeline.
+                windows = [await reader.window(b, b + bucket_s) for b in buckets]
+                campaigns = history_series(buckets, windows, model)
+            return self.json(
+                {
+                    "watermark": now,
+                    "minutes": minutes,
+                    "model": model,
+                    "bucket_s": bucket_s,
+                    "t": buckets,
+                    "campaigns": campaigns,
                 }
             )
 

@@ -287,7 +287,7 @@ def http_get(port: int, path: str) -> tuple[int, str, bytes]:
 
 # What the worker's HTTP serves (README, "HTTP"); everything else Faust would add is refused.
 WORKER_ROUTES = ["/metrics", "/live", "/api/campaigns", "/api/campaigns?window=15m&model=last",
-                 "/api/campaigns/c_tea_kol", "/api/creators"]
+                 "/api/campaigns/c_tea_kol", "/api/creators", "/api/history?minutes=60&model=last"]
 FAUST_PAGES = ["/", "/router/", "/router", "/table/", "/table/anything/", "/graph/", "/stats/",
                "/performance/", "/nope", "/api/nope"]
 
