@@ -77,5 +77,5 @@ def test_bench_harness_runs_on_a_tiny_load_and_writes_the_json_keys(tmp_path: Pa
     assert written["scaleout_factor"] is None  # not run in this plan
     table = format_bench(result)
     assert "baseline_eps" in table and "latency_p99_ms" in table
-    assert "plain confluent-kafka loop" in table and "ev/CPU-s +Redis" in table
+    assert "plain confluent-kafka loop" in table and "drain ev/CPU-s" in table
     assert written["pipeline_gaps"]["plain"]["eps"] > 0
