@@ -113,7 +113,9 @@ def _median(vals: Sequence[Any], higher_is_better: bool, never_is_worst: bool) -
     mid = ranked[(n - 1) // 2], ranked[n // 2]
     if any(v is None for v in mid):
         return None
-    return mid[0] if n % 2 else round((mid[0] + mid[1]) / 2, 4)
+    if n % 2 or mid[0] == mid[1]:
+        return mid[0]  # an odd count, or a tie: the value itself (settle rounds stay whole)
+    return round((mid[0] + mid[1]) / 2, 4)
 
 
 def policy_summary(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
