@@ -231,10 +231,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="throughput, latency, memory and scale-out on embedded services, beside a stock Faust baseline",
         description="Measures baseline_eps (a Faust agent that only counts), pipeline_eps, their ratio, "
         "latency p50/p99 at half the sustainable rate, producer_eps, worker RSS and Redis memory per user, "
-        "and the two-worker scale-out factor, in one run. Prints a table; --json writes the figures.",
+        "and the two-worker scale-out factor, in one run, and beside them the peers a user would pick "
+        "instead (a quixstreams app and a plain confluent-kafka loop doing last-touch attribution), each "
+        "in events/s and events per CPU-second of the consumer with and without its Redis server's CPU. "
+        "Prints a table; --json writes the figures.",
     )
     p.add_argument("--json", type=Path, dest="json_path", help="write the figures as JSON to this file")
     p.add_argument("--quick", action="store_true", help="a smaller run (about a minute)")
+    p.add_argument("--peers", action=argparse.BooleanOptionalAction, default=None,
+                   help="also drain with a quixstreams app (from its own venv, .venv/bench-peers or "
+                   "SEEDLOOP_BENCH_QUIX_PYTHON) and a plain confluent-kafka loop (default: on; off with --quick)")
 
     p = sub.add_parser(
         "soak",
@@ -528,7 +534,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"seedloop bench: {problem}", file=sys.stderr)
             return EXIT_CONFIG
         configure_logging("console", "WARNING")
-        result = run_bench(args.json_path, quick=args.quick, progress=lambda msg: print(msg, file=sys.stderr))
+        result = run_bench(
+            args.json_path, quick=args.quick, peers=args.peers, progress=lambda msg: print(msg, file=sys.stderr)
+        )
         print(format_bench(result))
         return 0
     if args.command == "evaluate":
