@@ -55,6 +55,7 @@ from schemas.events import Channel
 from stream_processors.attribution.journey import EngineConfig, Increments, UserState, apply_events
 from stream_processors.attribution.models import Lookback
 from stream_processors.figures import campaign_figures
+from stream_processors.optimizer import scorecard
 from stream_processors.optimizer.baselines import CONTROLLED, PidGains, make_controller
 from stream_processors.optimizer.controller import (
     ChannelFigures,
@@ -254,6 +255,30 @@ def evidence_by_round(seeds_dir: Path, cfg: EvalConfig, rounds: int = IN_BAND_FR
             "in_band_bound": round(bound, 4),
         }
     return {"rounds": rounds, "volume": cfg.volume, "campaigns": rows, "all_in_band_bound": round(everyone, 4)}
+
+
+@functools.lru_cache(maxsize=8)  # the same for every seed and policy: once per market and horizon
+def mean_in_band_bound(seeds_dir: Path, volume: float, round_s: float, rounds: int) -> float | None:
+    """The mean, over campaigns and rounds IN_BAND_FROM_ROUND .. rounds-1 (the rounds the in-band
+    share counts), of the bound on being within +-10% of the reference given the add-to-carts the
+    campaign's ads cause by that round at the oracle's bids (evidence_by_round, per round)."""
+    econ = Economics.load(seeds_dir, volume)
+    traffic = econ.traffic
+    start = SimConfig().start_ts  # the simulation's clock starts here whatever the seed
+    total = count = 0.0
+    for c in econ.scenario.campaigns:
+        bids = econ.oracle(c)[0]
+        carts = 0.0
+        for r in range(rounds):
+            if r >= IN_BAND_FROM_ROUND:
+                total += in_band_bound(carts)
+                count += 1
+            for ch, b in bids.items():
+                ct = traffic.channel(c.campaign_id, ch)
+                per_view = traffic.expected_checkouts_per_view(c.campaign_id, ch, b, econ.weights[c.campaign_id])
+                views = traffic.views_per_hour(c.campaign_id, ch, b, start + r * round_s) * round_s / 3600.0
+                carts += views * per_view / ct.p_checkout
+    return total / count if count else None  # a run shorter than 20 rounds counts none
 
 
 @functools.lru_cache(maxsize=4)  # the same for every seed: computed once per scenario and volume
@@ -632,9 +657,7 @@ def run_evaluate(
 
 def _score_policies(seeds_dir: Path, cfg: EvalConfig, result: dict[str, Any], rounds: int) -> None:
     """Every policy on every figure, and the share of evidence it uses (scorecard.py)."""
-    from stream_processors.optimizer import scorecard  # it imports this module
-
-    bound = scorecard.mean_in_band_bound(seeds_dir, cfg.volume, cfg.round_s, rounds)
+    bound = mean_in_band_bound(seeds_dir, cfg.volume, cfg.round_s, rounds)
     result["evidence"]["mean_bound_after_20"] = round(bound, 4) if bound is not None else None
     result["policy_rows"] = scorecard.policy_rows(result, bound)
     for p, row in result["policy_rows"].items():
@@ -733,8 +756,6 @@ def summarize(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _policy_summary(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
-    from stream_processors.optimizer import scorecard  # it imports this module
-
     return scorecard.policy_summary(per_seed)
 
 
@@ -887,8 +908,6 @@ def parse_seeds(text: str) -> list[int]:
 
 def format_evaluations(out: Mapping[str, Any]) -> str:
     """Each seed's full report, then the optimizer's headline figures per seed and across seeds."""
-    from stream_processors.optimizer.scorecard import format_policy_table
-
     parts = [format_evaluation(r) for r in out["seeds"].values()]
-    table = format_policy_table(out["summary"].get("field") or {})
+    table = scorecard.format_policy_table(out["summary"].get("field") or {})
     return "\n\n".join([*parts, format_summary(out["summary"]), *([table] if table else [])])

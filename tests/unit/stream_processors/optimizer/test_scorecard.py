@@ -5,10 +5,9 @@ from typing import Any
 
 import pytest
 
-from stream_processors.optimizer.evaluate import EvalConfig, evidence_by_round
+from stream_processors.optimizer.evaluate import EvalConfig, evidence_by_round, mean_in_band_bound
 from stream_processors.optimizer.scorecard import (
     format_policy_table,
-    mean_in_band_bound,
     policy_summary,
     targets,
 )
