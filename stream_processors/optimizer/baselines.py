@@ -47,13 +47,16 @@ from stream_processors.optimizer.pacing import PacingPolicy, PacingState, pace
 @dataclass(frozen=True, slots=True)
 class PidGains:
     """Per-round gains on the log error. The defaults won tune_pid's grid search on seeds 3 and 5
-    (never the evaluation's): kp {0.2, 0.5} x ki {0.03, 0.08, 0.2} x kd {0, 0.2}, then kp {0.1, 0.2}
-    x ki {0.01, 0.03} x kd {0.2} around its best corner, by the lowest mean RMSE-SS of the true
-    log efficiency error after round 20 (0.270; static-like small gains do best: the window's
-    signal is lagged and noisy, and larger gains overshoot by 0.4-2.0 in log)."""
+    (never the evaluation's), by the lowest mean RMSE-SS of the true log efficiency error after
+    round 20: kp {0.2, 0.5} x ki {0.03, 0.08, 0.2} x kd {0, 0.2} (best 0.2/0.03/0.2: 0.337), then
+    twice more past its low corner, kp {0.1, 0.2} x ki {0.01, 0.03} (0.1/0.01: 0.270) and
+    kp {0.05, 0.1} x ki {0.003, 0.01} with kd 0.2 (0.05/0.003: 0.264, overshoot 0.04). The search
+    walks toward zero gains, static bids: on this market the window's signal is lagged and noisy,
+    the reference of 7 of 10 campaigns is budget-limited, not the target the PID aims at, and larger
+    gains overshoot by 0.4-2.0 in log."""
 
-    kp: float = 0.1
-    ki: float = 0.01
+    kp: float = 0.05
+    ki: float = 0.003
     kd: float = 0.2
 
 

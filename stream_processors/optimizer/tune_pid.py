@@ -8,10 +8,10 @@ against the reference the evaluation scores by. The winner is the lowest RMSE-SS
     python -m stream_processors.optimizer.tune_pid --seeds 3,5 --processes 2
     python -m stream_processors.optimizer.tune_pid --seeds 3,5 --kp 0.1,0.2 --ki 0.01,0.03 --kd 0.2
 
-The first grid's best (kp 0.2, ki 0.03, kd 0.2: RMSE-SS 0.337) sat at its low corner, so the second
-searched beyond it; its best, kp 0.1, ki 0.01, kd 0.2 (RMSE-SS 0.270, overshoot 0.11), is
-baselines.PidGains' default. It still sits at the low-ki edge: smaller gains, nearer static bids,
-may score lower yet.
+The first grid's best (kp 0.2, ki 0.03, kd 0.2: RMSE-SS 0.337) sat at its low corner, so two more
+searched beyond it (--kp 0.1,0.2 --ki 0.01,0.03 --kd 0.2: best 0.1/0.01, 0.270; --kp 0.05,0.1
+--ki 0.003,0.01 --kd 0.2: best 0.05/0.003, 0.264), baselines.PidGains' default. The search walks
+toward zero gains (static bids) with ever smaller returns: see PidGains for why.
 """
 
 from __future__ import annotations
