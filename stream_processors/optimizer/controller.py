@@ -290,9 +290,11 @@ def _memory_efficiency(
 
 
 def _log_error(obs: Observation, estimate: float) -> float:
+    # A difference of logs, not the log of a ratio: for a tiny positive estimate (5e-324, found by
+    # hypothesis) the ratio underflows to 0 or overflows to inf, while each log stays finite.
     if obs.target_kind == "cpa":
-        return math.log(obs.target / estimate)
-    return math.log(estimate / obs.target)
+        return math.log(obs.target) - math.log(estimate)
+    return math.log(estimate) - math.log(obs.target)
 
 
 def _clamp(x: float, lo: float, hi: float) -> float:
