@@ -24,10 +24,12 @@ import pytest
 from stream_processors.attribution.markov import MarkovChain
 from stream_processors.attribution.paths import PathRecord, attribute_paths
 
-ca: Any = pytest.importorskip(
-    "ChannelAttribution", reason="pip install channelattribution matplotlib (reference implementation)"
-)
-pd: Any = pytest.importorskip("pandas")
+# The reference implementation is part of the test extras: missing, the tests fail (never skip).
+try:
+    import ChannelAttribution as ca
+    import pandas as pd
+except ImportError as exc:  # pragma: no cover - an incomplete test environment
+    pytest.fail(f"the reference implementation is missing ({exc}): pip install -e '.[test]'", pytrace=False)
 
 CHANNELS = ("kol", "brand", "feed", "search", "email")
 # Ground truth the journeys are drawn from: how much each channel lifts the odds of converting.
@@ -155,10 +157,10 @@ def _data_csv() -> Any:
 
     spec = importlib.util.find_spec("cypack")
     if spec is None or spec.origin is None:
-        pytest.skip("channelattribution's example data (cypack/data/Data.csv) is not installed")
+        pytest.fail("channelattribution's example data (cypack/data/Data.csv) is not installed", pytrace=False)
     path = Path(spec.origin).parent / "data" / "Data.csv"
     if not path.is_file():
-        pytest.skip(f"{path} missing")
+        pytest.fail(f"{path} missing: reinstall channelattribution", pytrace=False)
     return path
 
 
