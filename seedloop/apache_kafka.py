@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from seedloop.embedded import ManagedProcess, free_port
+from seedloop.embedded import ManagedProcess, free_port, stop_processes
 
 log = logging.getLogger("seedloop.apache_kafka")
 
@@ -316,13 +316,7 @@ class ApacheKafka:
     def stop(self) -> None:
         # All nodes at once: stopped one by one, the last ones wait for a controller quorum that
         # has already gone, until their shutdown times out.
-        live = [n.process for n in self.nodes if n.process is not None and n.process.proc is not None]
-        for managed in live:
-            with contextlib.suppress(Exception):
-                managed.proc.terminate()  # type: ignore[union-attr]
-        for managed in live:
-            with contextlib.suppress(Exception):
-                managed.stop(timeout=10)
+        stop_processes([n.process.proc for n in self.nodes if n.process is not None and n.process.proc], 10)
         if self._own_dir:
             shutil.rmtree(self.home, ignore_errors=True)
         atexit.unregister(self.stop)

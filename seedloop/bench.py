@@ -65,7 +65,7 @@ from pydantic import SecretStr
 from seedloop import runtime
 from seedloop.bench_peers import figures as peer_figures
 from seedloop.bench_peers.cpu import CpuWindow
-from seedloop.embedded import EmbeddedStack, free_port
+from seedloop.embedded import EmbeddedStack, free_port, stop_processes
 from seedloop.settings import REPO_SEEDS, Settings
 from seedloop.topics import ACTIONS, ensure_topics
 from stream_processors.faust_transport import FAUST_FETCH_MAX_WAIT_MS, install_transport
@@ -142,13 +142,7 @@ class Child:
             raise RuntimeError(f"{self.log_path.name} exited with {self.proc.returncode}:\n{tail}")
 
     def stop(self) -> None:
-        if self.alive():
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_processes([self.proc])
         self._log.close()
 
 

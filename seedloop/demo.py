@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -29,7 +28,7 @@ from rich.table import Table
 from producers.runner import RunLimits, run_simulation
 from producers.scenario import Scenario
 from seedloop import runtime
-from seedloop.embedded import EmbeddedStack, free_port
+from seedloop.embedded import EmbeddedStack, free_port, stop_processes
 from seedloop.preflight import preflight
 from seedloop.report import build_report, report_markdown
 from seedloop.settings import Settings
@@ -89,16 +88,7 @@ class WorkerPool:
                 self.start(worker_id)
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_processes(self.procs.values())
 
 
 # The live view must fit an 80x24 terminal: one short row per campaign (ids in full, never

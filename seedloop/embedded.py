@@ -20,9 +20,11 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 log = logging.getLogger("seedloop.embedded")
 
@@ -91,6 +93,22 @@ def valkey_binary() -> Path:
     return Path(get_binary_path())
 
 
+def stop_processes(procs: Iterable[subprocess.Popen[Any]], timeout: float = 15.0) -> None:
+    """Stop child processes: SIGTERM to all at once (so their shutdowns overlap), wait for each
+    until one shared deadline, then SIGKILL whatever is still running. The one way every part of
+    seedloop (stacks, demo, bench) and its tests end a child."""
+    live = [p for p in procs if p.poll() is None]
+    for proc in live:
+        proc.terminate()
+    deadline = time.monotonic() + timeout
+    for proc in live:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 def _wait_for_port(host: str, port: int, proc: subprocess.Popen[bytes], name: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -127,12 +145,7 @@ class ManagedProcess:
     def stop(self, timeout: float = 5.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout)
+        stop_processes([self.proc], timeout)
         log.info("stopped %s", self.name, extra={"port": self.port})
 
     def kill(self) -> None:

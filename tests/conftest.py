@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from seedloop.apache_kafka import ApacheKafka
-from seedloop.embedded import free_port
+from seedloop.embedded import free_port, stop_processes
 from seedloop.settings import Settings
 from tests.services import (
     SETTING,
@@ -173,15 +173,7 @@ def worker_starter(settings: Settings, tmp_path: Path) -> Iterator[Callable[...,
     try:
         yield start
     finally:
-        for w in started:
-            if w.proc.poll() is None:
-                w.proc.terminate()
-        for w in started:
-            try:
-                w.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                w.proc.kill()
-                w.proc.wait(5)
+        stop_processes(w.proc for w in started)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.25) -> None:

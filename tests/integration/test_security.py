@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, Producer
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 from seedloop import runtime
-from seedloop.embedded import EmbeddedStack, free_port
+from seedloop.embedded import EmbeddedStack, free_port, stop_processes
 from seedloop.settings import Settings
 from seedloop.topics import caught_up, ensure_topics
 from stream_processors.state import FigureReader, Keys
@@ -76,15 +76,7 @@ class Workers:
         return w
 
     def stop(self) -> None:
-        for w in self.started:
-            if w.proc.poll() is None:
-                w.proc.terminate()
-        for w in self.started:
-            try:
-                w.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                w.proc.kill()
-                w.proc.wait(5)
+        stop_processes(w.proc for w in self.started)
 
 
 @pytest.fixture
