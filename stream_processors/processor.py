@@ -317,6 +317,35 @@ def _topic_offset(d: Decoded) -> tuple[str, int]:
     return (d.message.topic, d.message.offset)
 
 
+class OffsetGap(RuntimeError):
+    """A batch would apply messages past a gap after the stored offset: some messages between were
+    never applied. Applying it would store an offset beyond them, and their redelivery would then be
+    skipped as a replay: lost. Never applied; the worker treats it as fatal (crash-only: the restart
+    reads again from the committed offsets)."""
+
+
+def _check_contiguous(batch: DecodedBatch, meta: PartitionMeta) -> None:
+    """The messages past the stored offset must be exactly stored+1, stored+2, ... per topic.
+
+    Action topics are written by idempotent, non-transactional producers and never compacted, so
+    their offsets have no holes; a hole in a batch can only mean messages this worker never saw
+    (a batch fetched before a rebalance delivered after Faust sought back). Before the first
+    apply (no stored offset) a partition may start anywhere: at the earliest retained offset."""
+    fresh: dict[str, list[int]] = {}
+    for msg in batch.messages:
+        stored = meta.offsets.get(msg.topic, -1)
+        if stored >= 0 and msg.offset > stored:
+            fresh.setdefault(msg.topic, []).append(msg.offset)
+    for topic, offsets in fresh.items():
+        offsets.sort()
+        expected = meta.offsets[topic] + 1
+        if offsets[0] != expected or offsets[-1] - offsets[0] + 1 != len(set(offsets)):
+            raise OffsetGap(
+                f"partition {batch.partition} {topic}: applied up to {expected - 1}, "
+                f"batch holds {offsets[0]}..{offsets[-1]} ({len(set(offsets))} offsets)"
+            )
+
+
 def plan_batch(
     batch: DecodedBatch,
     meta: PartitionMeta,
@@ -358,6 +387,7 @@ def plan_batch(
                 del tp.latest[: len(tp.latest) - WATERMARK_QUORUM]
         if msg.offset > tp.new_offset:
             tp.new_offset = msg.offset
+    _check_contiguous(batch, meta)
 
     # Messages at or below the stored offset were applied before a crash or rebalance: skip them.
     stored_offsets = meta.offsets

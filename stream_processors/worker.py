@@ -165,6 +165,12 @@ class AttributionRuntime:
         # them (a write of ours was fenced): their batches are dropped unacknowledged until the
         # group assigns them to us again. Never claimed back meanwhile: that would fence the owner.
         self.not_ours: set[int] = set()
+        # Per partition, bumped whenever its batches in flight become stale: on a revocation, on an
+        # assignment (Faust then seeks back to the committed offsets and delivers them again) and
+        # when a batch of it is dropped. A batch is applied only under the generation it was
+        # submitted in, so nothing fetched before a drop is applied after it (that would store an
+        # offset past the dropped messages, and their redelivery would be skipped as a replay).
+        self.generations: Counter[int] = Counter()
         self.owned: set[int] = set()
         self.channel_weights: dict[str, float] | None = None
         self.value_weights: dict[str, float] | None = None
@@ -191,6 +197,8 @@ class AttributionRuntime:
             self.epochs.pop(partition, None)
         self.owned = mine
         self.not_ours -= mine
+        for partition in mine:
+            self.generations[partition] += 1
         self.metrics.owned_partitions.set(len(mine))
         log.info("partitions assigned", extra={"partitions": sorted(mine), "worker": self.cfg.worker_id})
 
@@ -205,6 +213,8 @@ class AttributionRuntime:
             self.epochs.pop(partition, None)
         self.owned -= gone
         self.not_ours |= gone
+        for partition in gone:
+            self.generations[partition] += 1
         self.metrics.owned_partitions.set(len(self.owned))
 
     async def submit(self, events: Sequence[EventT], ack: Callable[[EventT], Awaitable[object]]) -> None:
@@ -237,7 +247,8 @@ class AttributionRuntime:
             batch = decode_batch(partition, messages, self.cfg.action_topics, self.cfg.rules, self.cfg.partitions)
             task = asyncio.ensure_future(
                 self._apply_in_order(
-                    self._chains.get(partition), partition, batch, partition_events, ack, started
+                    self._chains.get(partition), partition, batch, partition_events, ack, started,
+                    self.generations[partition],
                 )
             )
             self._chains[partition] = task
@@ -261,10 +272,15 @@ class AttributionRuntime:
         events: Sequence[EventT],
         ack: Callable[[EventT], Awaitable[object]],
         started: float,
+        generation: int,
     ) -> None:
         try:
             if previous is not None:
                 await previous
+            if generation != self.generations[partition]:
+                log.info("stale batch dropped: fetched before a rebalance or a dropped batch",
+                         extra={"partition": partition})
+                return
             # After a fatal error (in any partition) nothing more is applied or acknowledged: a
             # later batch of the partition would skip the failed one, and its acknowledgement
             # would let Faust commit past it.
@@ -294,6 +310,7 @@ class AttributionRuntime:
             try:
                 if partition in self.not_ours:
                     log.warning("batch dropped for a partition revoked mid-batch", extra={"partition": partition})
+                    self.generations[partition] += 1
                     return False
                 epoch = self.epochs.get(partition) or await self._claim_late(partition)
                 meta, states, known_ids = await self.store.read(partition, batch.user_ids, batch.event_ids)
@@ -330,6 +347,7 @@ class AttributionRuntime:
                     self.owned.discard(partition)
                     self.epochs.pop(partition, None)
                     self.not_ours.add(partition)
+                    self.generations[partition] += 1
                 log.warning(
                     "batch dropped: partition %d was claimed by another worker (epoch %s superseded by %s)",
                     partition, epoch, exc.current_epoch,

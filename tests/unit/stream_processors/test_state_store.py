@@ -361,3 +361,25 @@ def test_converted_journeys_record_their_value_for_the_markov_value_weights() ->
     assert learned is not None
     counts, values = learned
     assert set(counts) == set(values) and abs(sum(values.values()) - 1) < 1e-9
+
+
+def test_a_batch_past_a_gap_is_never_planned(with_store: StoreRun) -> None:
+    """Messages after the stored offset must continue it: a batch that skips one (fetched before a
+    rebalance, delivered after Faust sought back) would store an offset past the skipped message,
+    whose redelivery would then be dropped as a replay."""
+    from stream_processors.processor import OffsetGap
+
+    first, second = split(MESSAGES)
+    topic = second[0].topic
+    skipped = min(m.offset for m in second if m.topic == topic)
+    holey = [m for m in second if not (m.topic == topic and m.offset == skipped)]
+
+    async def body(store: PartitionStateStore) -> None:
+        epoch = await store.claim(0)
+        await apply_batch(store, first, epoch)
+        with pytest.raises(OffsetGap, match=f"applied up to {skipped - 1}"):
+            await plan(store, decode(holey))
+        # The whole continuation (with replays of the first batch in front) is fine.
+        await apply_batch(store, first + second, epoch)
+
+    with_store(body)
