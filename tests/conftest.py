@@ -66,6 +66,15 @@ def session_containers() -> Iterator[Callable[[], tuple[str, str]]]:
         yield get
 
 
+@pytest.hookimpl(tryfirst=True)  # before the fixture's own params are applied
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked `one_tier` runs on the first selected tier only: its subject is seedloop's own
+    HTTP, CLI or optimizer, not the broker's semantics, and CI's time is better spent elsewhere."""
+    if "stack" in metafunc.fixturenames and metafunc.definition.get_closest_marker("one_tier"):
+        # As a marker, so pytest's own parametrization sees it instead of the fixture's params.
+        metafunc.definition.add_marker(pytest.mark.parametrize("stack", SERVICE_TIERS[:1], indirect=True))
+
+
 @pytest.fixture(params=SERVICE_TIERS)
 def stack(
     request: pytest.FixtureRequest,

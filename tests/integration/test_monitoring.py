@@ -46,7 +46,8 @@ from tests.conftest import WorkerProcess, wait_for
 from tests.deploy._support import binary
 from tests.integration.test_pipeline import produce_simulated
 
-pytestmark = pytest.mark.integration
+# The optimizer, HTTP and monitoring are the subject here, not the broker: one tier is enough.
+pytestmark = [pytest.mark.integration, pytest.mark.one_tier]
 
 HOST = "127.0.0.1"
 TOP_N = 6  # of the 10 seeded campaigns: 4 are exported as `other`

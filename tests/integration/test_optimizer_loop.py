@@ -26,7 +26,8 @@ from stream_processors.state import FigureReader, Keys
 from tests.conftest import WorkerProcess, wait_for
 from tests.integration.test_pipeline import produce_simulated
 
-pytestmark = pytest.mark.integration
+# The optimizer, HTTP and monitoring are the subject here, not the broker: one tier is enough.
+pytestmark = [pytest.mark.integration, pytest.mark.one_tier]
 TOKEN = "test-token-" + "x" * 16
 
 

@@ -29,7 +29,8 @@ from stream_processors.state import FigureReader, Keys
 from tests.conftest import REPO, WorkerProcess, settings_env, wait_for
 from tests.integration.test_pipeline import produce_simulated
 
-pytestmark = pytest.mark.integration
+# The optimizer, HTTP and monitoring are the subject here, not the broker: one tier is enough.
+pytestmark = [pytest.mark.integration, pytest.mark.one_tier]
 
 PASSWORD = "s3cr3t-Redis-pw-5d1e"
 WRONG = "not-the-pw-9c2b"
