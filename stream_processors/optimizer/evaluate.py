@@ -728,13 +728,7 @@ def summarize(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     rows = {seed: seed_row(r) for seed, r in per_seed.items()}
 
     def stats(key: str, higher_is_better: bool, never_is_worst: bool = False) -> dict[str, Any]:
-        vals = [r[key] for r in rows.values()]
-        if never_is_worst:
-            ranked = sorted(vals, key=lambda v: math.inf if v is None else v)
-        else:
-            ranked = sorted(v for v in vals if v is not None)
-            if higher_is_better:
-                ranked.reverse()
+        ranked = scorecard.rank_best_first([r[key] for r in rows.values()], higher_is_better, never_is_worst)
         if not ranked:
             return {"median": None, "worst": None}
         return {"median": _median(ranked), "worst": ranked[-1]}

@@ -67,13 +67,20 @@ FIGURES: tuple[tuple[str, bool, bool], ...] = (
 )
 
 
-def _median(vals: Sequence[Any], higher_is_better: bool, never_is_worst: bool) -> Any:
+def rank_best_first(vals: Sequence[Any], higher_is_better: bool, never_is_worst: bool) -> list[Any]:
+    """Values ordered best first, worst last. With `never_is_worst` a None (never settled) ranks
+    after every number (lower is better there); otherwise Nones (no figure) are left out. Shared
+    with evaluate.summarize, so a policy's median and the optimizer's summary rank alike."""
     if never_is_worst:
-        ranked = sorted(vals, key=lambda v: math.inf if v is None else v)
-    else:
-        ranked = sorted(v for v in vals if v is not None)
-        if higher_is_better:
-            ranked.reverse()
+        return sorted(vals, key=lambda v: math.inf if v is None else v)
+    ranked = sorted(v for v in vals if v is not None)
+    if higher_is_better:
+        ranked.reverse()
+    return ranked
+
+
+def _median(vals: Sequence[Any], higher_is_better: bool, never_is_worst: bool) -> Any:
+    ranked = rank_best_first(vals, higher_is_better, never_is_worst)
     if not ranked:
         return None
     n = len(ranked)
