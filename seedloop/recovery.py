@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient
 from seedloop.settings import Settings
 from seedloop.topics import ACTIONS
 from stream_processors.redis_connect import sync_client
-from stream_processors.state import FigureReader, Keys
+from stream_processors.store.redis_lua import FigureReader, Keys
 
 log = logging.getLogger("seedloop.recovery")
 
@@ -43,7 +43,9 @@ def find_state_loss(settings: Settings, group_id: str) -> list[Behind]:
     try:
         tps = [TopicPartition(settings.topic(a), p) for a in ACTIONS for p in range(settings.partitions)]
         committed = _committed(consumer, tps, timeout=30)
-        metas = FigureReader(client, Keys(settings.topic_prefix), settings.partitions, settings.bucket_s).metas()
+        metas = FigureReader(
+            client, Keys(settings.topic_prefix), settings.partitions, settings.bucket_s
+        ).metas()
         behind = []
         for tp in committed:
             # Kafka's committed offset is the next offset to read; Redis stores the last one applied.
@@ -77,11 +79,13 @@ def _committed(consumer: Consumer, tps: list[TopicPartition], timeout: float) ->
 
 
 # Errors librdkafka does not flag as retriable but that only mean "ask again shortly".
-_COORDINATOR_MOVING = frozenset({
-    KafkaError.NOT_COORDINATOR,
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    KafkaError.COORDINATOR_NOT_AVAILABLE,
-})
+_COORDINATOR_MOVING = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+    }
+)
 
 
 def rewind_group(settings: Settings, group_id: str, wait_s: float = 45.0) -> None:
@@ -103,8 +107,10 @@ def rewind_group(settings: Settings, group_id: str, wait_s: float = 45.0) -> Non
             if err is not None and err.code() == KafkaError.GROUP_ID_NOT_FOUND:
                 return  # nothing committed: nothing to forget
             if err is not None and err.code() == KafkaError.NON_EMPTY_GROUP and time.monotonic() < deadline:
-                log.info("consumer group still has members; waiting for crashed ones to expire",
-                         extra={"group": group_id})
+                log.info(
+                    "consumer group still has members; waiting for crashed ones to expire",
+                    extra={"group": group_id},
+                )
                 time.sleep(1.0)
                 continue
             raise StateLossError(
@@ -117,13 +123,17 @@ def check_state(settings: Settings, group_id: str) -> None:
     behind = find_state_loss(settings, group_id)
     if not behind:
         return
-    sample = ", ".join(f"{b.topic}[{b.partition}] committed {b.committed} > applied {b.applied}" for b in behind[:4])
+    sample = ", ".join(
+        f"{b.topic}[{b.partition}] committed {b.committed} > applied {b.applied}" for b in behind[:4]
+    )
     if settings.on_state_loss == "stop":
         raise StateLossError(
             f"Redis is behind the offsets Kafka committed for {len(behind)} partition(s) ({sample}): "
             "Redis lost data. Refusing to continue with silently lower figures. Restore Redis, or restart "
             "the workers with SEEDLOOP_ON_STATE_LOSS=rebuild to rebuild it from Kafka."
         )
-    log.warning("Redis lost data; rebuilding from the start of the topics",
-                extra={"partitions_behind": len(behind), "example": sample})
+    log.warning(
+        "Redis lost data; rebuilding from the start of the topics",
+        extra={"partitions_behind": len(behind), "example": sample},
+    )
     rewind_group(settings, group_id)

@@ -26,7 +26,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from schemas.events import ACTIONS
 from seedloop.preflight import EXIT_CONFIG, Problem, ServiceError
 from seedloop.settings import Settings
-from stream_processors.state import FigureReader
+from stream_processors.store.redis_lua import FigureReader
 
 log = logging.getLogger("seedloop.topics")
 
@@ -140,8 +140,12 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
                 # Another service created it between our listing and our request.
                 if err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                     continue
-                if err.code() in (KafkaError.INVALID_REPLICATION_FACTOR, KafkaError.INVALID_CONFIG,
-                                  KafkaError.POLICY_VIOLATION, KafkaError.INVALID_PARTITIONS):
+                if err.code() in (
+                    KafkaError.INVALID_REPLICATION_FACTOR,
+                    KafkaError.INVALID_CONFIG,
+                    KafkaError.POLICY_VIOLATION,
+                    KafkaError.INVALID_PARTITIONS,
+                ):
                     raise _config_error(
                         f"Kafka refused to create topic {topic}: {err.str()} (check SEEDLOOP_PARTITIONS "
                         f"= {settings.partitions} and SEEDLOOP_REPLICATION_FACTOR = {settings.replication_factor} "
@@ -181,8 +185,10 @@ def _await_metadata(admin: AdminClient, topics: Sequence[str], timeout: float) -
         if not absent:
             return dict(meta)
         if time.monotonic() >= deadline:
-            raise _config_error(f"topics {', '.join(absent[:3])} are missing {timeout:.0f}s after creating them "
-                                "(check the broker's logs and that clients may create topics)")
+            raise _config_error(
+                f"topics {', '.join(absent[:3])} are missing {timeout:.0f}s after creating them "
+                "(check the broker's logs and that clients may create topics)"
+            )
         time.sleep(0.2)
 
 
@@ -194,8 +200,10 @@ def _check_broker_min_insync(admin: AdminClient, replication_factor: int, timeou
         return
     resource = ConfigResource(ConfigResource.Type.BROKER, str(min(brokers)))
     try:
-        entry = admin.describe_configs([resource], request_timeout=timeout)[resource].result().get(
-            "min.insync.replicas"
+        entry = (
+            admin.describe_configs([resource], request_timeout=timeout)[resource]
+            .result()
+            .get("min.insync.replicas")
         )
     except KafkaException:
         return  # a broker that does not describe its configs (the embedded one): checked per topic below
@@ -207,7 +215,9 @@ def _check_broker_min_insync(admin: AdminClient, replication_factor: int, timeou
         )
 
 
-def _check_min_insync(admin: AdminClient, meta: Mapping[str, Any], topics: Sequence[str], timeout: float) -> None:
+def _check_min_insync(
+    admin: AdminClient, meta: Mapping[str, Any], topics: Sequence[str], timeout: float
+) -> None:
     """Refuse a topic whose `min.insync.replicas` exceeds its replicas: seedloop's producers
     write with acks=all, which such a topic rejects (NOT_ENOUGH_REPLICAS) until the delivery
     timeout, so without this check the simulator and the workers' dead letters would hang."""

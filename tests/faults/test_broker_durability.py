@@ -22,7 +22,7 @@ from seedloop.embedded import ManagedProcess, redis_process
 from seedloop.logs import kafka_client_log
 from seedloop.settings import Settings
 from seedloop.topics import caught_up, ensure_topics
-from stream_processors.state import FigureReader, Keys
+from stream_processors.store.redis_lua import FigureReader, Keys
 from tests.conftest import REPO, WorkerProcess, wait_for, worker_starter
 from tests.faults.test_rebalance import owned_partitions
 from tests.faults.test_worker_crashes import BackgroundProducer, assert_redis_equals_recount, scrape_counter
@@ -62,8 +62,11 @@ def run_through_fault(
     reader = FigureReader(client, Keys(settings.topic_prefix), settings.partitions, settings.bucket_s)
     with worker_starter(settings, tmp_path) as start_worker:
         workers = [start_worker("worker-1"), start_worker("worker-2")]
-        wait_for(lambda: sum(owned_partitions(w) or 0 for w in workers) == settings.partitions, 90,
-                 "the two workers to split the partitions")
+        wait_for(
+            lambda: sum(owned_partitions(w) or 0 for w in workers) == settings.partitions,
+            90,
+            "the two workers to split the partitions",
+        )
         pids = [w.proc.pid for w in workers]
         producer = BackgroundProducer(settings, sim_seconds=5 * 3600, rate=2000).start()
         before = reader.totals().get("t|views", 0)
@@ -76,8 +79,10 @@ def run_through_fault(
         producer.join()  # every event acknowledged (acks=all, idempotent), none failed
         started = time.monotonic()
         assert_redis_equals_recount(settings, client, producer.events)
-        print(f"caught up {time.monotonic() - started:.1f}s after the producer finished; "
-              f"{len(producer.events)} events, figures equal the recount")
+        print(
+            f"caught up {time.monotonic() - started:.1f}s after the producer finished; "
+            f"{len(producer.events)} events, figures equal the recount"
+        )
         for w, pid in zip(workers, pids, strict=True):
             assert w.proc.pid == pid and w.proc.poll() is None, w.log_text()[-3000:]
         replayed = sum(scrape_counter(w.port, "seedloop_replayed_events_total") for w in workers)
@@ -97,8 +102,9 @@ def test_broker_sigkilled_and_restarted_on_its_data_loses_and_doubles_nothing(
         time.sleep(5)  # the producer buffers, the workers' fetches fail and retry
         kafka.start_node(0)
 
-    run_through_fault(settings, tmp_path, lambda: kafka.kill_node(0), restart,
-                      "broker SIGKILLed, restarted on its data dir")
+    run_through_fault(
+        settings, tmp_path, lambda: kafka.kill_node(0), restart, "broker SIGKILLed, restarted on its data dir"
+    )
 
 
 def admin_of(kafka: ApacheKafka) -> AdminClient:
@@ -127,8 +133,11 @@ def test_leader_of_a_busy_partition_lost_in_a_three_broker_cluster(
     def bring_it_back() -> None:
         leader = killed[0]
         # A new leader is elected from the in-sync replicas; two remain, so acks=all still holds.
-        wait_for(lambda: partition_leader(admin, settings.topic("view"), 0) not in (leader, -1), 30,
-                 "a new leader for the busy partition")
+        wait_for(
+            lambda: partition_leader(admin, settings.topic("view"), 0) not in (leader, -1),
+            30,
+            "a new leader for the busy partition",
+        )
         time.sleep(8)
         kafka.start_node(leader - 1)
         kafka.wait_for_brokers(3, 60)
@@ -137,7 +146,15 @@ def test_leader_of_a_busy_partition_lost_in_a_three_broker_cluster(
     assert killed
     # The returned broker caught up: every partition of the action topics is fully replicated again.
     meta = admin.list_topics(timeout=10).topics
-    wait_for(lambda: all(len(p.isrs) == 3 for a in ("view", "checkout")
-                         for p in admin.list_topics(settings.topic(a), timeout=10).topics[settings.topic(a)].partitions.values()),
-             60, "the returned broker to rejoin every in-sync replica set")
+    wait_for(
+        lambda: all(
+            len(p.isrs) == 3
+            for a in ("view", "checkout")
+            for p in admin.list_topics(settings.topic(a), timeout=10)
+            .topics[settings.topic(a)]
+            .partitions.values()
+        ),
+        60,
+        "the returned broker to rejoin every in-sync replica set",
+    )
     assert settings.topic("view") in meta

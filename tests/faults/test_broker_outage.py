@@ -20,7 +20,7 @@ import redis
 from seedloop.embedded import EmbeddedStack
 from seedloop.settings import Settings
 from seedloop.topics import caught_up, ensure_topics
-from stream_processors.state import FigureReader, Keys
+from stream_processors.store.redis_lua import FigureReader, Keys
 from tests.conftest import WorkerProcess, wait_for
 from tests.faults.test_rebalance import owned_partitions
 from tests.faults.test_worker_crashes import BackgroundProducer, assert_redis_equals_recount, scrape_counter
@@ -39,8 +39,11 @@ def test_broker_unreachable_mid_stream_then_everything_recovers_without_restarts
     ensure_topics(settings)
     reader = FigureReader(redis_client, Keys(settings.topic_prefix), settings.partitions, settings.bucket_s)
     workers = [start_worker("worker-1"), start_worker("worker-2")]
-    wait_for(lambda: sum(owned_partitions(w) or 0 for w in workers) == settings.partitions, 60,
-             "the two workers to split the partitions")
+    wait_for(
+        lambda: sum(owned_partitions(w) or 0 for w in workers) == settings.partitions,
+        60,
+        "the two workers to split the partitions",
+    )
     pids = [w.proc.pid for w in workers]
     producer = BackgroundProducer(settings, sim_seconds=5 * 3600, rate=2000).start()
     before = reader.totals().get("t|views", 0)
@@ -71,5 +74,8 @@ def test_broker_unreachable_mid_stream_then_everything_recovers_without_restarts
         assert w.proc.pid == pid and w.proc.poll() is None, w.log_text()[-3000:]
     assert sum(owned_partitions(w) or 0 for w in workers) == settings.partitions
     # Lag reported by the workers returns to zero once the caught-up offsets are in their metrics.
-    wait_for(lambda: sum(scrape_counter(w.port, "seedloop_consumer_lag") for w in workers) == 0, 30,
-             "the workers' reported consumer lag to return to zero")
+    wait_for(
+        lambda: sum(scrape_counter(w.port, "seedloop_consumer_lag") for w in workers) == 0,
+        30,
+        "the workers' reported consumer lag to return to zero",
+    )

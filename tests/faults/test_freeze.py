@@ -13,7 +13,7 @@ import redis
 
 from seedloop.settings import Settings
 from seedloop.topics import ensure_topics
-from stream_processors.state import FigureReader, Keys
+from stream_processors.store.redis_lua import FigureReader, Keys
 from stream_processors.worker import EXIT_APPLY_FAILED
 from tests.conftest import WorkerProcess, wait_for
 from tests.faults.test_rebalance import owned_partitions
@@ -37,9 +37,15 @@ def test_frozen_worker_is_fenced_when_it_wakes_and_nothing_counts_twice(
     reader = FigureReader(redis_client, Keys(settings.topic_prefix), settings.partitions, settings.bucket_s)
     w1 = start_worker("worker-1")
     w2 = start_worker("worker-2")
-    wait_for(lambda: (owned_partitions(w1) or 0) > 0 and (owned_partitions(w2) or 0) > 0
-             and owned_partitions(w1) + owned_partitions(w2) == settings.partitions,  # type: ignore[operator]
-             60, "the two workers to split the partitions")
+    wait_for(
+        lambda: (
+            (owned_partitions(w1) or 0) > 0
+            and (owned_partitions(w2) or 0) > 0
+            and owned_partitions(w1) + owned_partitions(w2) == settings.partitions
+        ),  # type: ignore[operator]
+        60,
+        "the two workers to split the partitions",
+    )
     producer = BackgroundProducer(settings, sim_seconds=6 * 3600, rate=2000).start()
     # Freeze worker-2 while it is busy, so it holds fetched but unapplied messages.
     before = reader.totals().get("t|views", 0)
@@ -49,7 +55,11 @@ def test_frozen_worker_is_fenced_when_it_wakes_and_nothing_counts_twice(
     frozen_at = time.monotonic()
     try:
         # worker-1 notices the eviction, takes every partition and claims new epochs for them.
-        wait_for(lambda: owned_partitions(w1) == settings.partitions, 45, "worker-1 to take the frozen worker's partitions")
+        wait_for(
+            lambda: owned_partitions(w1) == settings.partitions,
+            45,
+            "worker-1 to take the frozen worker's partitions",
+        )
         taken_over = epochs(reader)
         assert any(taken_over[p] > frozen_epochs[p] for p in taken_over), (frozen_epochs, taken_over)
         time.sleep(max(0.0, FREEZE_S - (time.monotonic() - frozen_at)))
@@ -64,14 +74,19 @@ def test_frozen_worker_is_fenced_when_it_wakes_and_nothing_counts_twice(
     # if it had nothing in flight, it simply rejoins the group and is assigned partitions anew.
     def woke_safely() -> bool:
         text = w2.log_text()
-        return ("superseded" in text or "revoked mid-batch" in text
-                or text.count("partitions assigned") > assignments_before_waking)
+        return (
+            "superseded" in text
+            or "revoked mid-batch" in text
+            or text.count("partitions assigned") > assignments_before_waking
+        )
 
     wait_for(woke_safely, 30, "the frozen worker to be fenced or to rejoin", interval=0.5)
     log_text = w2.log_text()
-    print(f"worker-2 after waking: superseded in log: {'superseded' in log_text}, "
-          f"dropped a revoked batch: {'revoked mid-batch' in log_text}, "
-          f"assigned again: {log_text.count('partitions assigned') > assignments_before_waking}")
+    print(
+        f"worker-2 after waking: superseded in log: {'superseded' in log_text}, "
+        f"dropped a revoked batch: {'revoked mid-batch' in log_text}, "
+        f"assigned again: {log_text.count('partitions assigned') > assignments_before_waking}"
+    )
     assert w2.proc.poll() is None, log_text[-3000:]
 
     producer.join()

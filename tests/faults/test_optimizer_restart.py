@@ -19,7 +19,7 @@ from schemas.decisions import BidAdjustment
 from seedloop import runtime
 from seedloop.settings import Settings
 from seedloop.topics import caught_up, ensure_topics
-from stream_processors.state import FigureReader, Keys
+from stream_processors.store.redis_lua import FigureReader, Keys
 from tests.conftest import WorkerProcess, wait_for
 from tests.faults.test_worker_crashes import assert_redis_equals_recount
 from tests.integration.test_pipeline import produce_simulated
@@ -29,10 +29,18 @@ pytestmark = pytest.mark.integration
 ROUNDS = 3
 
 
-def read_bid_adjustments(settings: Settings, expected: int, timeout: float = 30) -> list[tuple[int, int, BidAdjustment]]:
+def read_bid_adjustments(
+    settings: Settings, expected: int, timeout: float = 30
+) -> list[tuple[int, int, BidAdjustment]]:
     """Every message of the topic as (partition, offset, decision), read without a consumer group."""
-    consumer = Consumer({**settings.confluent_config(), "group.id": f"audit-{settings.topic_prefix}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            **settings.confluent_config(),
+            "group.id": f"audit-{settings.topic_prefix}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     assign_all(consumer, settings.topic("bid_adjustments"))
     out: list[tuple[int, int, BidAdjustment]] = []
 
@@ -95,7 +103,13 @@ def test_restarted_optimizer_continues_rounds_without_duplicate_or_conflicting_d
         assert len(seq) == 2 * ROUNDS, (key, [d.round for d in seq])
         for prev, nxt in itertools.pairwise(seq):
             assert nxt.round > prev.round, (key, prev.round, nxt.round)
-            assert nxt.old_bid == prev.new_bid, (key, prev.decision_id, prev.new_bid, nxt.decision_id, nxt.old_bid)
+            assert nxt.old_bid == prev.new_bid, (
+                key,
+                prev.decision_id,
+                prev.new_bid,
+                nxt.decision_id,
+                nxt.old_bid,
+            )
         last_before = [d for d in seq if d.round <= max(x.round for x in before)][-1]
         first_after = next(d for d in seq if d.round > max(x.round for x in before))
         assert first_after.old_bid == last_before.new_bid, key

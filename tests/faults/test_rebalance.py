@@ -11,7 +11,7 @@ import redis
 
 from seedloop.settings import Settings
 from seedloop.topics import caught_up, ensure_topics
-from stream_processors.state import FigureReader, Keys
+from stream_processors.store.redis_lua import FigureReader, Keys
 from tests.conftest import WorkerProcess, wait_for
 from tests.faults.test_worker_crashes import BackgroundProducer, assert_redis_equals_recount, scrape_counter
 
@@ -56,8 +56,11 @@ def test_workers_join_and_leave_mid_stream_without_stalls_or_double_counts(
     # Scale out: worker-2 joins while events flow and takes some partitions.
     w2 = start_worker("worker-2")
     wait_for(lambda: (owned_partitions(w2) or 0) > 0, 45, "worker-2 to be assigned partitions")
-    wait_for(lambda: (owned_partitions(w1) or 0) + (owned_partitions(w2) or 0) == settings.partitions,
-             30, "the two workers to split the partitions")
+    wait_for(
+        lambda: (owned_partitions(w1) or 0) + (owned_partitions(w2) or 0) == settings.partitions,
+        30,
+        "the two workers to split the partitions",
+    )
     wait_all_partitions_move(reader, settings.partitions, 30, "every partition to move with two workers")
 
     # Scale in gracefully: SIGTERM; worker-1 takes every partition back and they all move again.

@@ -11,7 +11,7 @@ import redis
 from seedloop.embedded import EmbeddedStack
 from seedloop.settings import Settings
 from seedloop.topics import caught_up, ensure_topics
-from stream_processors.state import FigureReader, Keys
+from stream_processors.store.redis_lua import FigureReader, Keys
 from tests.conftest import WorkerProcess, wait_for
 from tests.faults.test_worker_crashes import assert_redis_equals_recount
 from tests.integration.test_pipeline import produce_simulated

@@ -15,7 +15,7 @@ from schemas.events import UserAction
 from seedloop import runtime
 from seedloop.settings import Settings
 from seedloop.topics import caught_up, ensure_topics
-from stream_processors.state import FigureReader, Keys
+from stream_processors.store.redis_lua import FigureReader, Keys
 from tests.conftest import WorkerProcess, wait_for
 from tests.recount import recount_for
 
@@ -71,7 +71,11 @@ def assert_redis_equals_recount(settings: Settings, client: redis.Redis, events:
     wait_for(lambda: caught_up(settings, reader), 120, "the workers to apply every message")
     expected = recount_for(settings, events)
     stored = {k: v for k, v in reader.totals().items() if v and not k.startswith("k|")}
-    missing = {k: (expected.get(k), stored.get(k)) for k in set(expected) | set(stored) if expected.get(k) != stored.get(k)}
+    missing = {
+        k: (expected.get(k), stored.get(k))
+        for k in set(expected) | set(stored)
+        if expected.get(k) != stored.get(k)
+    }
     assert not missing, f"{len(missing)} figures differ, e.g. {sorted(missing.items())[:5]}"
     assert expected["t|views"] > 1000
 

@@ -19,7 +19,7 @@ from seedloop import runtime
 from seedloop.settings import Settings
 from seedloop.topics import caught_up, ensure_topics
 from stream_processors.processor import WATERMARK_QUORUM
-from stream_processors.state import FigureReader, Keys
+from stream_processors.store.redis_lua import FigureReader, Keys
 from tests.conftest import REPO, WorkerProcess, settings_env, wait_for
 from tests.recount import recount_for
 
@@ -151,7 +151,9 @@ def test_bad_input_is_dead_lettered_with_reason_and_processing_continues(
     # (other bytes, same event_id), the same event_id under another user of the same partition,
     # and one two hours older than the watermark (the allowed lateness is one hour).
     goods = [good.replace("ok-1", f"ok-{i}").encode() for i in range(1, WATERMARK_QUORUM + 1)]
-    neighbour = next(u for u in (f"n{i}" for i in range(100)) if murmur2(u.encode(), settings.partitions) == home)
+    neighbour = next(
+        u for u in (f"n{i}" for i in range(100)) if murmur2(u.encode(), settings.partitions) == home
+    )
     after_good = {
         good.replace(",", ", ").encode(): "duplicate",
         good.replace('"u1"', f'"{neighbour}"').encode(): "duplicate",
@@ -168,7 +170,10 @@ def test_bad_input_is_dead_lettered_with_reason_and_processing_continues(
     }
     producer.produce(settings.topic("view"), good.replace("ok-1", "km-1").encode(), neighbour.encode() + b"x")
     producer.produce(
-        settings.topic("view"), good.replace("ok-1", "wp-1").encode(), b"u1", partition=(home + 1) % settings.partitions
+        settings.topic("view"),
+        good.replace("ok-1", "wp-1").encode(),
+        b"u1",
+        partition=(home + 1) % settings.partitions,
     )
     for payload in goods:
         producer.produce(settings.topic("view"), payload, b"u1")
@@ -208,8 +213,16 @@ def test_a_few_forged_day_ahead_views_do_not_make_later_ordinary_events_late(
 
     def view(event_id: str, at: datetime) -> bytes:
         return json.dumps(
-            {"action": "view", "event_id": event_id, "user_id": "u1", "event_time": at.isoformat(),
-             "campaign_id": "c_pmpm_launch", "channel": "kol", "creative_id": "cr1", "cost_minor": 30}
+            {
+                "action": "view",
+                "event_id": event_id,
+                "user_id": "u1",
+                "event_time": at.isoformat(),
+                "campaign_id": "c_pmpm_launch",
+                "channel": "kol",
+                "creative_id": "cr1",
+                "cost_minor": 30,
+            }
         ).encode()
 
     t0 = datetime(2026, 11, 11, 8, tzinfo=UTC)
@@ -223,7 +236,11 @@ def test_a_few_forged_day_ahead_views_do_not_make_later_ordinary_events_late(
 
     reader = FigureReader(redis_client, Keys(settings.topic_prefix), settings.partitions, settings.bucket_s)
     total = len(honest) + len(forged) + len(ordinary)
-    wait_for(lambda: reader.totals().get("t|views") == total, 30, "every view, the ordinary ones after the forged too")
+    wait_for(
+        lambda: reader.totals().get("t|views") == total,
+        30,
+        "every view, the ordinary ones after the forged too",
+    )
     assert worker.proc.poll() is None, worker.log_text()[-3000:]
     meta = reader.metas()[murmur2(b"u1", settings.partitions)]
     assert meta.watermarks[settings.topic("view")] < (t0 + timedelta(minutes=10)).timestamp()

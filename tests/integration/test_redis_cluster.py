@@ -20,7 +20,7 @@ from seedloop.embedded import ManagedProcess, broker_process
 from seedloop.settings import Settings
 from seedloop.topics import ensure_topics
 from stream_processors.redis_connect import is_cluster, sync_client
-from stream_processors.state import FigureReader, Keys
+from stream_processors.store.redis_lua import FigureReader, Keys
 from tests.conftest import REPO, settings_env, worker_starter
 from tests.faults.test_worker_crashes import BackgroundProducer, assert_redis_equals_recount
 from tests.services import RedisCluster
@@ -73,10 +73,17 @@ def test_worker_report_optimizer_and_http_on_a_three_master_cluster(
                 return json.load(r)
 
         env = settings_env(settings)
-        report = json.loads(subprocess.run(
-            [sys.executable, "-m", "seedloop", "report", "--json"], env=env, cwd=REPO,
-            capture_output=True, text=True, timeout=120, check=True,
-        ).stdout)
+        report = json.loads(
+            subprocess.run(
+                [sys.executable, "-m", "seedloop", "report", "--json"],
+                env=env,
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=True,
+            ).stdout
+        )
         by_campaign = {c["campaign_id"]: c["models"]["last"] for c in api()["campaigns"]}
         compared = 0
         for row in report["campaigns"]:
@@ -90,8 +97,13 @@ def test_worker_report_optimizer_and_http_on_a_three_master_cluster(
 
         # One optimizer round reads the cluster's windows and publishes its decisions.
         optimize = subprocess.run(
-            [sys.executable, "-m", "seedloop", "optimize", "--once"], env=env, cwd=REPO,
-            capture_output=True, text=True, timeout=120, check=False,
+            [sys.executable, "-m", "seedloop", "optimize", "--once"],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         assert optimize.returncode == 0, optimize.stdout[-2000:] + optimize.stderr[-2000:]
         assert int(client.hget(keys.optimizer(), "round") or 0) >= 1
