@@ -1,5 +1,5 @@
 """The peers' JSON keys, the worker's gaps to them, and their table in `seedloop bench`'s output.
-(No import of seedloop.bench here: bench.py imports this at module level.)"""
+(No import of seedloop.bench here: bench.py and bench_report.py import this at module level.)"""
 
 from __future__ import annotations
 

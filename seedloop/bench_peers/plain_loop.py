@@ -11,6 +11,7 @@ Standalone on purpose (confluent_kafka, orjson, redis only): run as a script by 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from collections.abc import Sequence
@@ -24,24 +25,12 @@ ACTIONS = ("view", "follow", "add_to_cart", "checkout")
 BATCH = 1000
 
 
-def group_timeouts(rebalance_timeout_s: float) -> dict[str, int]:
-    """The group settings the Faust apps get (stream_processors.worker.consumer_app_options):
-    10 s session, 1 s heartbeat. librdkafka sends max.poll.interval.ms as the JoinGroup rebalance
-    timeout and wants it >= the session timeout; with its 300 s default the broker may hold a new
-    group's first join for a long time (outside the measured window, but it slows every run)."""
-    session_ms = int(max(10.0, rebalance_timeout_s) * 1000)
-    return {
-        "session.timeout.ms": session_ms,
-        "heartbeat.interval.ms": 1000,
-        "max.poll.interval.ms": session_ms,
-    }
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="plain_loop")
     for name in ("--bootstrap", "--redis", "--prefix", "--group", "--counter-key", "--sums-key"):
         ap.add_argument(name, required=True)
-    ap.add_argument("--rebalance-timeout", type=float, default=3.0)
+    # librdkafka properties for the consumer group (bench_peers.runner.group_timeouts), as JSON
+    ap.add_argument("--group-config", type=json.loads, required=True)
     args = ap.parse_args(argv)
 
     consumer = Consumer(
@@ -50,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "group.id": args.group,
             "auto.offset.reset": "earliest",
             "enable.auto.commit": True,
-            **group_timeouts(args.rebalance_timeout),
+            **args.group_config,
         }
     )
     consumer.subscribe([f"{args.prefix}.{a}" for a in ACTIONS])

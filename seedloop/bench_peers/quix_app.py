@@ -17,6 +17,7 @@ so this runs from its own virtual environment, as a script.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import threading
 import time
@@ -62,19 +63,6 @@ def reporter(totals: Totals, client: redis.Redis, counter_key: str, sums_key: st
             pipe.execute()
 
 
-def group_timeouts(rebalance_timeout_s: float) -> dict[str, int]:
-    """The group settings the Faust apps get (stream_processors.worker.consumer_app_options):
-    10 s session, 1 s heartbeat. librdkafka sends max.poll.interval.ms as the JoinGroup rebalance
-    timeout and wants it >= the session timeout; with its 300 s default the broker may hold a new
-    group's first join for a long time (outside the measured window, but it slows every run)."""
-    session_ms = int(max(10.0, rebalance_timeout_s) * 1000)
-    return {
-        "session.timeout.ms": session_ms,
-        "heartbeat.interval.ms": 1000,
-        "max.poll.interval.ms": session_ms,
-    }
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="quix_app")
     for name in (
@@ -87,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--state-dir",
     ):
         ap.add_argument(name, required=True)
-    ap.add_argument("--rebalance-timeout", type=float, default=3.0)
+    # librdkafka properties for the consumer group (bench_peers.runner.group_timeouts), as JSON
+    ap.add_argument("--group-config", type=json.loads, required=True)
     args = ap.parse_args(argv)
 
     app = Application(
@@ -96,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         auto_offset_reset="earliest",
         state_dir=args.state_dir,
         loglevel="WARNING",
-        consumer_extra_config=group_timeouts(args.rebalance_timeout),
+        consumer_extra_config=args.group_config,
     )
     totals = Totals()
 

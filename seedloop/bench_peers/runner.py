@@ -1,9 +1,10 @@
 """Drains the bench's events with a peer (quixstreams or the plain loop), as a child process
-supervised like the baseline agent (bench.Child), measured like it (bench.drain_rate)."""
+supervised like the baseline agent (bench_children.Child), measured like it (bench_drain.drain_measured)."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -14,8 +15,8 @@ from typing import Any
 
 import redis
 
-from seedloop.bench import Child, _child_env, drain_rate
-from seedloop.bench_peers.cpu import CpuWindow
+from seedloop.bench_children import Child, child_env, service_args
+from seedloop.bench_drain import counter_key_reader, drain_measured
 from seedloop.settings import Settings
 
 HERE = Path(__file__).resolve().parent
@@ -29,6 +30,19 @@ QUIX_INSTALL_HINT = (
     f"{QUIX_VENV.relative_to(REPO)}/bin/pip install 'quixstreams>=3,<4' 'redis[hiredis]>=5,<9' "
     f"(or set {QUIX_PYTHON_ENV} to a python that has them)"
 )
+
+
+def group_timeouts(rebalance_timeout_s: float) -> dict[str, int]:
+    """The group settings the Faust apps get (stream_processors.worker.consumer_app_options):
+    10 s session, 1 s heartbeat. librdkafka sends max.poll.interval.ms as the JoinGroup rebalance
+    timeout and wants it >= the session timeout; with its 300 s default the broker may hold a new
+    group's first join for a long time (outside the measured window, but it slows every run)."""
+    session_ms = int(max(10.0, rebalance_timeout_s) * 1000)
+    return {
+        "session.timeout.ms": session_ms,
+        "heartbeat.interval.ms": 1000,
+        "max.poll.interval.ms": session_ms,
+    }
 
 
 def quix_python() -> tuple[str | None, str]:
@@ -61,24 +75,15 @@ def start_peer(
     argv = [
         python,
         str(script),
-        "--bootstrap",
-        settings.bootstrap,
-        "--redis",
-        settings.redis_url_value,
-        "--prefix",
-        settings.topic_prefix,
-        "--group",
-        group,
-        "--counter-key",
-        counter_key,
+        *service_args(settings, group, counter_key),
         "--sums-key",
         f"bench:{kind}:sums:{group}",
-        "--rebalance-timeout",
-        str(settings.rebalance_timeout_s),
+        "--group-config",
+        json.dumps(group_timeouts(settings.rebalance_timeout_s)),
     ]
     if kind == "quix":
         argv += ["--state-dir", str(state_dir)]
-    return Child(argv, _child_env(settings), log_dir / f"{group}.log")
+    return Child(argv, child_env(settings), log_dir / f"{group}.log")
 
 
 def run_peer(
@@ -92,16 +97,14 @@ def run_peer(
     python: str = sys.executable,
 ) -> dict[str, Any]:
     """One drain of the bench's `n` events by `kind`, a fresh consumer group on a flushed Redis:
-    events/s (bench.drain_rate) and events per CPU-second over the same window."""
+    events/s (bench_drain.drain_rate) and events per CPU-second over the same window."""
     client.flushdb()
     group = f"bench-{kind}-{tag}"
     key = f"bench:{kind}:{tag}"
     with tempfile.TemporaryDirectory(prefix=f"seedloop-{kind}-") as state_dir:
         child = start_peer(kind, settings, group, key, log_dir, python, Path(state_dir))
         try:
-            cpu = CpuWindow(n, [child.proc.pid], client)
-            out = drain_rate(cpu.wrap(lambda: int(client.get(key) or 0)), n, [child], timeout)
-            out.update(cpu.figures())
+            out = drain_measured(counter_key_reader(client, key), n, [child], client, timeout)
             # Not a speed figure: what the job produced (the quix app flushes once a second), so a
             # reader sees when a peer's answer differs (the plain loop reads the four topics in
             # whatever order librdkafka fetches them; quixstreams aligns them by timestamp).
