@@ -159,8 +159,9 @@ class JsonErrorProtocol(web.RequestHandler):
         else:
             # Only the first line: the rest quotes the offending bytes, which may hold a token.
             reason = (message or "malformed HTTP request").splitlines()[0].rstrip(": ")[:200]
-            log.info("malformed HTTP request rejected", extra={"status": status,
-                                                               "error_class": type(exc).__name__})
+            log.info(
+                "malformed HTTP request rejected", extra={"status": status, "error_class": type(exc).__name__}
+            )
         resp = error_response(status, reason)
         resp.force_close()
         return resp
@@ -193,13 +194,19 @@ async def parse_body(request: web.Request, model: type[M], timeout_s: float) -> 
 
 
 def overrides_body(service: OptimizerService) -> dict[str, Any]:
-    return {"overrides": [{"campaign_id": c, "channel": ch, "bid": b}
-                          for (c, ch), b in sorted(service.overrides().items())]}
+    return {
+        "overrides": [
+            {"campaign_id": c, "channel": ch, "bid": b} for (c, ch), b in sorted(service.overrides().items())
+        ]
+    }
 
 
 def bids_body(service: OptimizerService) -> dict[str, Any]:
     return {
-        "bids": [{"campaign_id": c, "channel": ch, "bid": b} for (c, ch), b in sorted(service.current_bids().items())],
+        "bids": [
+            {"campaign_id": c, "channel": ch, "bid": b}
+            for (c, ch), b in sorted(service.current_bids().items())
+        ],
         "paused": sorted(service.paused()),
         **overrides_body(service),
     }
@@ -238,18 +245,24 @@ class Api:
 
     async def decisions(self, request: web.Request) -> web.Response:
         q = parse_query(request, DecisionsQuery)
-        return web.json_response({"decisions": await asyncio.to_thread(self.service.recent_decisions, q.limit)})
+        return web.json_response(
+            {"decisions": await asyncio.to_thread(self.service.recent_decisions, q.limit)}
+        )
 
     async def audiences(self, request: web.Request) -> web.Response:
         s = self.service
-        return web.json_response(await asyncio.to_thread(audience_sizes, s.redis, s.keys, s.reader.partitions))
+        return web.json_response(
+            await asyncio.to_thread(audience_sizes, s.redis, s.keys, s.reader.partitions)
+        )
 
     async def audience(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         q = parse_query(request, AudienceQuery)
         s = self.service
         try:
-            members = await asyncio.to_thread(read_audience, s.redis, s.keys, s.reader.partitions, name, q.limit)
+            members = await asyncio.to_thread(
+                read_audience, s.redis, s.keys, s.reader.partitions, name, q.limit
+            )
         except KeyError as exc:
             raise ApiError(404, f"unknown audience {name!r}") from exc
         return web.json_response({"audience": name, "members": [{"user_id": u, "at": t} for u, t in members]})
@@ -257,14 +270,19 @@ class Api:
     # --- control ---
     def authorise(self, request: web.Request) -> None:
         if self._token_digest is None:
-            raise ApiError(503, "control disabled: set SEEDLOOP_CONTROL_TOKEN to enable the control endpoints")
+            raise ApiError(
+                503, "control disabled: set SEEDLOOP_CONTROL_TOKEN to enable the control endpoints"
+            )
         given = request.headers.get("Authorization")
         if given is None:
             raise ApiError(401, "missing bearer token", {"WWW-Authenticate": 'Bearer realm="seedloop"'})
         digest = hashlib.sha256(given.encode("utf-8", "surrogateescape")).digest()
         if not hmac.compare_digest(digest, self._token_digest):
-            raise ApiError(401, "wrong bearer token",
-                           {"WWW-Authenticate": 'Bearer realm="seedloop", error="invalid_token"'})
+            raise ApiError(
+                401,
+                "wrong bearer token",
+                {"WWW-Authenticate": 'Bearer realm="seedloop", error="invalid_token"'},
+            )
 
     def target(self, request: web.Request, with_channel: bool) -> tuple[str, str]:
         """The campaign (and channel) of the path, 404 unless the scenario has it."""
@@ -288,7 +306,9 @@ class Api:
         self.authorise(request)
         campaign_id, _ = self.target(request, with_channel=False)
         await asyncio.to_thread(self.service.pause if paused else self.service.resume, campaign_id)
-        log.info("campaign %s by operator", "paused" if paused else "resumed", extra={"campaign": campaign_id})
+        log.info(
+            "campaign %s by operator", "paused" if paused else "resumed", extra={"campaign": campaign_id}
+        )
         now_paused = campaign_id in await asyncio.to_thread(self.service.paused)
         return web.json_response({"campaign_id": campaign_id, "paused": now_paused})
 
@@ -299,10 +319,15 @@ class Api:
         campaign = self.service.scenario.campaign(campaign_id)
         # The controller would clamp an override to [floor, cap] anyway; refusing says so now.
         if not campaign.bid_floor <= bid <= campaign.bid_cap:
-            raise ApiError(400, f"invalid body: bid: must be within the campaign's floor {campaign.bid_floor:g} "
-                                f"and cap {campaign.bid_cap:g}")
+            raise ApiError(
+                400,
+                f"invalid body: bid: must be within the campaign's floor {campaign.bid_floor:g} "
+                f"and cap {campaign.bid_cap:g}",
+            )
         await asyncio.to_thread(self.service.override, campaign_id, channel, bid)
-        log.info("bid overridden by operator", extra={"campaign": campaign_id, "channel": channel, "bid": bid})
+        log.info(
+            "bid overridden by operator", extra={"campaign": campaign_id, "channel": channel, "bid": bid}
+        )
         return web.json_response(await asyncio.to_thread(overrides_body, self.service))
 
     async def delete_bid(self, request: web.Request) -> web.Response:
@@ -313,7 +338,9 @@ class Api:
         return web.json_response(await asyncio.to_thread(overrides_body, self.service))
 
 
-def build_app(service: OptimizerService, token: str | None, body_timeout_s: float = BODY_TIMEOUT_S) -> web.Application:
+def build_app(
+    service: OptimizerService, token: str | None, body_timeout_s: float = BODY_TIMEOUT_S
+) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors])
     app.add_routes(Api(service, token, body_timeout_s).routes())
     return app
@@ -392,15 +419,20 @@ class ControlServer:
 
         def protocol() -> JsonErrorProtocol:
             # access_log=None: no line per request (aiohttp's typing does not say None is allowed).
-            return JsonErrorProtocol(manager, loop=loop, access_log=None,  # type: ignore[arg-type]
-                                     keepalive_timeout=self._idle_timeout_s)
+            return JsonErrorProtocol(
+                manager,
+                loop=loop,
+                access_log=None,  # type: ignore[arg-type]
+                keepalive_timeout=self._idle_timeout_s,
+            )
 
         # Our own listener rather than web.TCPSite, for the protocol class that answers unparseable
         # requests in JSON; AppRunner.cleanup() still closes its connections (they register with
         # the runner's server).
         try:
-            self._listener = await loop.create_server(protocol, self.host, self._requested_port,
-                                                      reuse_address=True)
+            self._listener = await loop.create_server(
+                protocol, self.host, self._requested_port, reuse_address=True
+            )
         except BaseException:
             await runner.cleanup()
             self._runner = None

@@ -73,7 +73,9 @@ def best_gmv(
     return _climb(best, gmv, feasible)
 
 
-def _climb(pick: np.ndarray, gmv: np.ndarray, feasible: Callable[[np.ndarray], bool]) -> tuple[float, np.ndarray]:
+def _climb(
+    pick: np.ndarray, gmv: np.ndarray, feasible: Callable[[np.ndarray], bool]
+) -> tuple[float, np.ndarray]:
     """Coordinate ascent from a feasible choice: move one part's bid a grid step while that stays
     feasible and adds GMV (the multiplier search alone can stop short of the optimum)."""
     pick = pick.copy()
@@ -112,7 +114,11 @@ def lever_headroom(
         per = [curves(ch, part, grid) for part in parts]
         split.extend(per)
         uniform.append(
-            (np.sum([p[0] for p in per], axis=0), np.sum([p[1] for p in per], axis=0), np.sum([p[2] for p in per], axis=0))
+            (
+                np.sum([p[0] for p in per], axis=0),
+                np.sum([p[1] for p in per], axis=0),
+                np.sum([p[2] for p in per], axis=0),
+            )
         )
     u, upick = best_gmv(uniform, budget=budget, target_kind=target_kind, target=target)
     s, _ = best_gmv(

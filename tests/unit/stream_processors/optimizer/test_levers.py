@@ -36,7 +36,9 @@ def brute_force(parts: list[PartCurves], budget: float, kind: str, target: float
     ("budget", "kind", "target"),
     [(600.0, "cpa", 60.0), (10_000.0, "cpa", 40.0), (400.0, "roas", 1.5), (10_000.0, "roas", 2.5)],
 )
-def test_best_gmv_finds_the_brute_force_optimum_within_the_constraints(budget: float, kind: str, target: float) -> None:
+def test_best_gmv_finds_the_brute_force_optimum_within_the_constraints(
+    budget: float, kind: str, target: float
+) -> None:
     parts = [curve(1.2), curve(1.0, size=0.6), curve(0.6, size=0.8)]
     gmv, pick = best_gmv(parts, budget=budget, target_kind=kind, target=target)
     rows = np.arange(len(parts))
