@@ -10,6 +10,11 @@ MICRO = 1_000_000
 MINOR = 100
 
 
+def _ratio(numerator: float, denominator: float) -> float | None:
+    """None where there is nothing to divide by (no views, no checkouts): not 0, not infinity."""
+    return numerator / denominator if denominator > 0 else None
+
+
 @dataclass(slots=True)
 class Efficiency:
     spend: float = 0.0
@@ -21,23 +26,23 @@ class Efficiency:
 
     @property
     def cpa(self) -> float | None:
-        return self.spend / self.checkouts if self.checkouts > 0 else None
+        return _ratio(self.spend, self.checkouts)
 
     @property
     def roas(self) -> float | None:
-        return self.gmv / self.spend if self.spend > 0 else None
+        return _ratio(self.gmv, self.spend)
 
     @property
     def cost_per_follow(self) -> float | None:
-        return self.spend / self.follows if self.follows > 0 else None
+        return _ratio(self.spend, self.follows)
 
     @property
     def cost_per_add_to_cart(self) -> float | None:
-        return self.spend / self.add_to_carts if self.add_to_carts > 0 else None
+        return _ratio(self.spend, self.add_to_carts)
 
     @property
     def ecpm(self) -> float | None:
-        return 1000 * self.spend / self.views if self.views else None
+        return _ratio(1000 * self.spend, self.views)
 
     def as_dict(self) -> dict[str, float | int | None]:
         out: dict[str, float | int | None] = dict(asdict(self))
@@ -186,9 +191,7 @@ def fold_campaigns(
     return out
 
 
-def fold_creators(
-    figs: Mapping[str, Efficiency], keep: frozenset[str] | set[str]
-) -> dict[str, Efficiency]:
+def fold_creators(figs: Mapping[str, Efficiency], keep: frozenset[str] | set[str]) -> dict[str, Efficiency]:
     out: dict[str, Efficiency] = {}
     for creator, eff in figs.items():
         out.setdefault(label_of(creator, keep), Efficiency()).add(eff)
