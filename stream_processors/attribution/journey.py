@@ -15,222 +15,36 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
-import orjson
-
 from schemas.events import AddToCart, Checkout, Follow, UserAction, View
-from stream_processors.attribution.models import (
-    MODEL_NAMES,
-    Lookback,
-    ModelName,
-    Touch,
-    allocate,
+from stream_processors.attribution.increments import Increments
+from stream_processors.attribution.loyalty import count_loyalty, emit_loyalty, loyalty_flags
+from stream_processors.attribution.models import Lookback, ModelName, Touch, allocate
+from stream_processors.attribution.user_state import (
+    KIND_FIELD,
+    MICRO,
+    ConversionRecord,
+    Credit,
+    EngineConfig,
+    JourneyObservation,
+    TouchRecord,
+    UserResult,
+    UserState,
+    bucket_of,
 )
 
-MICRO = 1_000_000
-KIND_FIELD = {"follow": "follows", "add_to_cart": "add_to_carts", "checkout": "checkouts"}
-
-
-@dataclass(frozen=True, slots=True)
-class EngineConfig:
-    lookback: Lookback
-    half_life_s: float
-    # Conversions stay re-attributable for this long behind the partition's slowest topic
-    # watermark; older arrivals are dead-lettered as late upstream (processor.py).
-    lateness_s: float
-    bucket_s: int = 60
-    max_touches: int = 200
-    # Per-campaign lookbacks (the advertiser's own "7-day click / 1-day view"), else `lookback`.
-    campaign_lookbacks: Mapping[str, Lookback] = field(default_factory=dict)
-    # A campaign's follower counts as retained when the user is active again this long after
-    # their first follow credited to the campaign (day-1 retention by default).
-    retention_s: float = 86_400.0
-    # campaign -> the SPUs it promotes. An add-to-cart or checkout of an SPU can only credit touches
-    # of campaigns promoting that SPU (a lipstick ad did not sell the serum the user bought next),
-    # as an advertiser's conversion tracking only counts its own products. Empty: any touch may be
-    # credited; a campaign missing from a non-empty map may be credited with any product.
-    campaign_products: Mapping[str, frozenset[str]] = field(default_factory=dict)
-
-    models: tuple[ModelName, ...] = MODEL_NAMES
-    # Derived once (read for every user of every batch): the longest engaged lookback of any campaign.
-    longest_lookback_s: float = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        longest = max([self.lookback.engaged_s, *(lb.engaged_s for lb in self.campaign_lookbacks.values())])
-        object.__setattr__(self, "longest_lookback_s", longest)
-
-    def lookback_of(self, campaign_id: str) -> Lookback:
-        return self.campaign_lookbacks.get(campaign_id, self.lookback)
-
-
-# One row of a conversion's allocation: (campaign, channel, creator or "", creative,
-# credited micro-conversions, credited value in minor units).
-Credit = tuple[str, str, str, str, int, int]
-
-
-@dataclass(slots=True)
-class TouchRecord:
-    at: float
-    event_id: str
-    campaign_id: str
-    channel: str
-    creative_id: str
-    creator_id: str | None
-    # Event time from which the touch counts as engaged (clicked/opened, or its creator followed).
-    engaged_at: float | None
-
-
-@dataclass(slots=True)
-class ConversionRecord:
-    at: float
-    event_id: str
-    kind: str
-    value_minor: int
-    # model -> [(campaign, channel, creator, credit_micro, credit_value)]
-    alloc: dict[str, list[Credit]]
-    spu_id: str | None = None  # the product added or bought (None for a follow)
-
-
-@dataclass(slots=True)
-class UserState:
-    touches: list[TouchRecord] = field(default_factory=list)
-    conversions: list[ConversionRecord] = field(default_factory=list)
-    # creator -> times the user followed them: a follow engages that creator's earlier touches.
-    follows: dict[str, list[float]] = field(default_factory=dict)
-    checkouts: int = 0
-    # Loyalty per campaign from conversions already pruned (final: their credit can no longer
-    # move): checkouts credited to the campaign (capped at 2, all that the flags need) and the
-    # earliest follow credited to it. Live conversions add to these when the flags are computed.
-    loyal_checkouts: dict[str, int] = field(default_factory=dict)
-    loyal_follow_at: dict[str, float] = field(default_factory=dict)
-    last_at: float | None = None  # the user's latest event time (a max: order-independent)
-
-    def to_json(self) -> bytes:
-        # orjson: the same JSON document as json.dumps (floats round-trip exactly), several times faster.
-        doc: dict[str, object] = {
-            "t": [
-                [t.at, t.event_id, t.campaign_id, t.channel, t.creative_id, t.creator_id, t.engaged_at]
-                for t in self.touches
-            ],
-            "c": [
-                [c.at, c.event_id, c.kind, c.value_minor, c.alloc]
-                if c.spu_id is None
-                else [c.at, c.event_id, c.kind, c.value_minor, c.alloc, c.spu_id]
-                for c in self.conversions
-            ],
-            "f": self.follows,
-            "b": self.checkouts,
-            "l": self.last_at,
-        }
-        # Most users never convert: leave the loyalty maps out rather than store empty ones.
-        if self.loyal_checkouts:
-            doc["lc"] = self.loyal_checkouts
-        if self.loyal_follow_at:
-            doc["lf"] = self.loyal_follow_at
-        return orjson.dumps(doc)
-
-    @classmethod
-    def from_json(cls, raw: str | bytes | None) -> UserState:
-        if not raw:
-            return cls()
-        data = orjson.loads(raw)
-        return cls(
-            touches=[TouchRecord(*row) for row in data["t"]],
-            conversions=[
-                ConversionRecord(
-                    c[0], c[1], c[2], c[3], {m: [tuple(x) for x in v] for m, v in c[4].items()}, *c[5:6]
-                )
-                for c in data["c"]
-            ],
-            follows=data.get("f", {}),
-            checkouts=int(data.get("b", 0)),
-            loyal_checkouts=data.get("lc", {}),
-            loyal_follow_at=data.get("lf", {}),
-            last_at=data.get("l"),
-        )
-
-
-class Increments:
-    """Integer increments keyed by (bucket start or None for all-time totals, field).
-
-    Views, by far the most common event, are first tallied per (bucket, campaign, channel,
-    creator) and expanded into their field names once, when `by_key` is read: the same
-    figures at a fraction of the per-event dictionary work."""
-
-    __slots__ = ("_by_key", "_views")
-
-    def __init__(self) -> None:
-        self._by_key: dict[tuple[int | None, str], int] = {}
-        # (bucket, campaign, channel, creator or None) -> [views, cost in minor units]
-        self._views: dict[tuple[int, str, str, str | None], list[int]] = {}
-
-    @property
-    def by_key(self) -> dict[tuple[int | None, str], int]:
-        if self._views:
-            self._expand_views()
-        return self._by_key
-
-    def add(self, bucket: int | None, name: str, amount: int) -> None:
-        if amount:
-            key = (bucket, name)
-            self._by_key[key] = self._by_key.get(key, 0) + amount
-
-    def add_windowed(self, bucket: int, name: str, amount: int) -> None:
-        if amount:
-            by_key = self._by_key
-            key: tuple[int | None, str] = (bucket, name)
-            by_key[key] = by_key.get(key, 0) + amount
-            key = (None, name)
-            by_key[key] = by_key.get(key, 0) + amount
-
-    def add_view(self, bucket: int, campaign: str, channel: str, creator: str | None, cost: int) -> None:
-        key = (bucket, campaign, channel, creator)
-        tally = self._views.get(key)
-        if tally is None:
-            self._views[key] = [1, cost]
-        else:
-            tally[0] += 1
-            tally[1] += cost
-
-    def _expand_views(self) -> None:
-        views, self._views = self._views, {}
-        add = self.add_windowed
-        for (bucket, campaign, channel, creator), (n, cost) in views.items():
-            base = f"c|{campaign}|{channel}"
-            add(bucket, "t|views", n)
-            add(bucket, base + "|views", n)
-            add(bucket, "t|spend", cost)
-            add(bucket, base + "|spend", cost)
-            if creator:
-                add(bucket, f"k|{creator}|views", n)
-                add(bucket, f"k|{creator}|spend", cost)
-
-    def merge(self, other: Increments) -> None:
-        by_key = self.by_key
-        for key, amount in other.by_key.items():
-            by_key[key] = by_key.get(key, 0) + amount
-
-
-@dataclass(slots=True)
-class JourneyObservation:
-    """A finished path for the data-driven model: channels in order, converted or not, and the value
-    of the conversion (base-currency minor units; 0 when not converted) for the value weights."""
-
-    channels: tuple[str, ...]
-    converted: bool
-    value_minor: int = 0
-
-
-@dataclass(slots=True)
-class UserResult:
-    state: UserState
-    journeys: list[JourneyObservation]
-
-
-def bucket_of(at: float, bucket_s: int) -> int:
-    return int(at // bucket_s) * bucket_s
+# The engine's public names, importable from here as before the state and loyalty modules were split off.
+__all__ = [
+    "MICRO",
+    "EngineConfig",
+    "Increments",
+    "JourneyObservation",
+    "UserResult",
+    "UserState",
+    "apply_events",
+    "loyalty_flags",
+]
 
 
 class _MarkovWeights(NamedTuple):
@@ -280,100 +94,71 @@ def apply_events(
             if state.conversions:
                 _reattribute(state, since=at, cfg=cfg, out=out, weights=weights)
         elif isinstance(event, Follow):
-            out.add_windowed(bucket, "t|follows", 1)
-            if event.creator_id not in state.follows:
-                out.add(None, f"k|{event.creator_id}|followers", 1)
-            state.follows.setdefault(event.creator_id, []).append(at)
-            engaged_any = False
-            for touch in state.touches:
-                if (
-                    touch.creator_id == event.creator_id
-                    and touch.at <= at
-                    and (touch.engaged_at is None or touch.engaged_at > at)
-                ):
-                    touch.engaged_at = at
-                    engaged_any = True
-            if engaged_any:
-                _reattribute(state, since=at, cfg=cfg, out=out, weights=weights)
-            _add_conversion(state, event.event_id, at, "follow", 0, None, cfg, out, weights)
+            _apply_follow(state, event, at, bucket, cfg, out, weights)
         elif isinstance(event, AddToCart | Checkout):
-            kind = event.action
-            out.add_windowed(bucket, f"t|{KIND_FIELD[kind]}", 1)
-            if isinstance(event, Checkout):
-                out.add_windowed(bucket, "t|gmv", event.value_minor)
-                # Loyalty: distinct buyers and repeat buyers, all-time. Each user crosses 1 and 2
-                # checkouts exactly once whatever the arrival order (which checkout crosses it, and
-                # so its time bucket, would depend on order: hence no windowed figure).
-                state.checkouts += 1
-                if state.checkouts == 1:
-                    out.add(None, "t|buyers", 1)
-                elif state.checkouts == 2:
-                    out.add(None, "t|repeat_buyers", 1)
-            _add_conversion(
-                state, event.event_id, at, kind, event.value_minor, event.spu_id, cfg, out, weights
-            )
-            if kind == "checkout":
-                path = _channel_path(_eligible(state, at, cfg, event.spu_id))
-                journeys.append(JourneyObservation(path, True, event.value_minor))
+            journey = _apply_purchase(state, event, at, bucket, cfg, out, weights)
+            if journey is not None:
+                journeys.append(journey)
     journeys.extend(_prune(state, horizon, cfg))
-    _emit_loyalty(loyal_before, loyalty_flags(state, cfg.retention_s), out)
+    emit_loyalty(loyal_before, loyalty_flags(state, cfg.retention_s), out)
     return UserResult(state, journeys)
 
 
-# Loyalty flags of one user toward one campaign (the L of AIPL), as bits.
-BUYER, REPEAT_BUYER, FOLLOWER, RETAINED_FOLLOWER = 1, 2, 4, 8
-LOYALTY_FIELDS = ((BUYER, "buyers"), (REPEAT_BUYER, "repeat_buyers"), (FOLLOWER, "followers"),
-                  (RETAINED_FOLLOWER, "retained_followers"))
+def _apply_follow(
+    state: UserState,
+    event: Follow,
+    at: float,
+    bucket: int,
+    cfg: EngineConfig,
+    out: Increments,
+    weights: _MarkovWeights,
+) -> None:
+    """A follow is a conversion, and it engages the user's earlier touches of that creator."""
+    out.add_windowed(bucket, "t|follows", 1)
+    if event.creator_id not in state.follows:
+        out.add(None, f"k|{event.creator_id}|followers", 1)
+    state.follows.setdefault(event.creator_id, []).append(at)
+    engaged_any = False
+    for touch in state.touches:
+        if (
+            touch.creator_id == event.creator_id
+            and touch.at <= at
+            and (touch.engaged_at is None or touch.engaged_at > at)
+        ):
+            touch.engaged_at = at
+            engaged_any = True
+    if engaged_any:
+        _reattribute(state, since=at, cfg=cfg, out=out, weights=weights)
+    _add_conversion(state, event.event_id, at, "follow", 0, None, cfg, out, weights)
 
 
-def _credited_campaigns(alloc: Mapping[str, Sequence[Credit]]) -> set[str]:
-    return {row[0] for rows in alloc.values() for row in rows}
-
-
-def loyalty_flags(state: UserState, retention_s: float) -> dict[str, int]:
-    """Per campaign: is this user its buyer (a checkout credited to it), repeat buyer (two),
-    follower (a follow credited to it) and retained follower (active again `retention_s` after
-    the first such follow)?
-
-    Every input is order-independent (credited conversions are re-attributed when late touches
-    arrive; counts, earliest and latest times do not depend on arrival order), so the flags after
-    the last event are too; `apply_events` emits each batch's change in the flags, and the stored
-    sums are exact distinct-user counts. Credited = in the credit of any model, i.e. the campaign
-    had an eligible touch."""
-    if not (state.conversions or state.loyal_checkouts or state.loyal_follow_at):
-        return {}
-    checkouts = dict(state.loyal_checkouts)
-    follow_at = dict(state.loyal_follow_at)
-    for conv in state.conversions:
-        _count_loyalty(conv, checkouts, follow_at)
-    flags = {c: BUYER | (REPEAT_BUYER if n >= 2 else 0) for c, n in checkouts.items() if n}
-    last = state.last_at if state.last_at is not None else float("-inf")
-    for campaign, at in follow_at.items():
-        flags[campaign] = flags.get(campaign, 0) | FOLLOWER | (RETAINED_FOLLOWER if last >= at + retention_s else 0)
-    return flags
-
-
-def _emit_loyalty(before: Mapping[str, int], after: Mapping[str, int], out: Increments) -> None:
-    if before == after:
-        return
-    for campaign in before.keys() | after.keys():
-        old, new = before.get(campaign, 0), after.get(campaign, 0)
-        if old == new:
-            continue
-        for bit, name in LOYALTY_FIELDS:
-            out.add(None, f"l|{campaign}|{name}", bool(new & bit) - bool(old & bit))
-
-
-def _count_loyalty(conv: ConversionRecord, checkouts: dict[str, int], follow_at: dict[str, float]) -> None:
-    """Add one conversion to per-campaign checkout counts (capped at 2, all the flags need) and
-    earliest credited follows. Used for live conversions and to fold pruned ones into the state."""
-    if conv.kind == "add_to_cart" or not conv.alloc:
-        return
-    for campaign in _credited_campaigns(conv.alloc):
-        if conv.kind == "checkout":
-            checkouts[campaign] = min(2, checkouts.get(campaign, 0) + 1)
-        elif conv.at < follow_at.get(campaign, float("inf")):
-            follow_at[campaign] = conv.at
+def _apply_purchase(
+    state: UserState,
+    event: AddToCart | Checkout,
+    at: float,
+    bucket: int,
+    cfg: EngineConfig,
+    out: Increments,
+    weights: _MarkovWeights,
+) -> JourneyObservation | None:
+    """An add-to-cart or checkout conversion; a checkout also ends a converted journey (returned)."""
+    kind = event.action
+    out.add_windowed(bucket, f"t|{KIND_FIELD[kind]}", 1)
+    if isinstance(event, Checkout):
+        out.add_windowed(bucket, "t|gmv", event.value_minor)
+        # Loyalty: distinct buyers and repeat buyers, all-time. Each user crosses 1 and 2
+        # checkouts exactly once whatever the arrival order (which checkout crosses it, and
+        # so its time bucket, would depend on order: hence no windowed figure).
+        state.checkouts += 1
+        if state.checkouts == 1:
+            out.add(None, "t|buyers", 1)
+        elif state.checkouts == 2:
+            out.add(None, "t|repeat_buyers", 1)
+    _add_conversion(state, event.event_id, at, kind, event.value_minor, event.spu_id, cfg, out, weights)
+    if kind != "checkout":
+        return None
+    path = _channel_path(_eligible(state, at, cfg, event.spu_id))
+    return JourneyObservation(path, True, event.value_minor)
 
 
 def _touch_order(t: TouchRecord) -> tuple[float, str]:
@@ -427,6 +212,29 @@ def _channel_path(touches: Iterable[Touch]) -> tuple[str, ...]:
     return tuple(t.channel for t in touches)
 
 
+# The touches are already eligible: an infinite lookback keeps allocate() from filtering again.
+_UNLIMITED = Lookback(view_s=float("inf"), engaged_s=float("inf"))
+
+
+def _split(
+    model: ModelName,
+    touches: Sequence[Touch],
+    at: float,
+    amount: int,
+    cfg: EngineConfig,
+    channel_weights: Mapping[str, float] | None,
+) -> list[tuple[Touch, int]]:
+    return allocate(
+        model,
+        touches,
+        at,
+        amount,
+        lookback=_UNLIMITED,
+        half_life_s=cfg.half_life_s,
+        channel_weights=channel_weights,
+    )
+
+
 def _allocations(
     touches: Sequence[Touch],
     at: float,
@@ -438,28 +246,10 @@ def _allocations(
     result: dict[str, list[Credit]] = {}
     if not touches:
         return result
-    # The touches are already eligible: an infinite lookback keeps allocate() from filtering again.
-    unlimited = Lookback(view_s=float("inf"), engaged_s=float("inf"))
     for model in cfg.models:
-        counts = allocate(
-            model,
-            touches,
-            at,
-            MICRO,
-            lookback=unlimited,
-            half_life_s=cfg.half_life_s,
-            channel_weights=weights.conversions,
-        )
+        counts = _split(model, touches, at, MICRO, cfg, weights.conversions)
         values = (
-            allocate(
-                model,
-                touches,
-                at,
-                value_minor,
-                lookback=unlimited,
-                half_life_s=cfg.half_life_s,
-                channel_weights=weights.value,
-            )
+            _split(model, touches, at, value_minor, cfg, weights.value)
             if value_minor
             else [(t, 0) for t, _ in counts]
         )
@@ -496,6 +286,17 @@ def _emit(
                     out.add_windowed(bucket, f"k|{creator}|{model}|gmv", sign * value)
 
 
+def _emit_credit(
+    alloc: Mapping[str, Sequence[Credit]], kind: str, bucket: int, sign: int, out: Increments
+) -> None:
+    """Add (sign +1) or take back (-1) a conversion's credit, or its count as unattributed when
+    no touch was credited."""
+    if alloc:
+        _emit(alloc, kind, bucket, sign, out)
+    else:
+        out.add_windowed(bucket, f"u|{KIND_FIELD[kind]}", sign)
+
+
 def _add_conversion(
     state: UserState,
     event_id: str,
@@ -508,11 +309,7 @@ def _add_conversion(
     weights: _MarkovWeights,
 ) -> None:
     alloc = _allocations(_eligible(state, at, cfg, spu_id), at, kind, value_minor, cfg, weights)
-    bucket = bucket_of(at, cfg.bucket_s)
-    if alloc:
-        _emit(alloc, kind, bucket, +1, out)
-    else:
-        out.add_windowed(bucket, f"u|{KIND_FIELD[kind]}", 1)
+    _emit_credit(alloc, kind, bucket_of(at, cfg.bucket_s), +1, out)
     state.conversions.append(ConversionRecord(at, event_id, kind, value_minor, alloc, spu_id))
 
 
@@ -533,14 +330,8 @@ def _reattribute(
         if new == conv.alloc:
             continue
         bucket = bucket_of(conv.at, cfg.bucket_s)
-        if conv.alloc:
-            _emit(conv.alloc, conv.kind, bucket, -1, out)
-        else:
-            out.add_windowed(bucket, f"u|{KIND_FIELD[conv.kind]}", -1)
-        if new:
-            _emit(new, conv.kind, bucket, +1, out)
-        else:
-            out.add_windowed(bucket, f"u|{KIND_FIELD[conv.kind]}", 1)
+        _emit_credit(conv.alloc, conv.kind, bucket, -1, out)
+        _emit_credit(new, conv.kind, bucket, +1, out)
         conv.alloc = new
 
 
@@ -549,7 +340,7 @@ def _prune(state: UserState, horizon: float, cfg: EngineConfig) -> list[JourneyO
     if state.conversions and any(c.at < horizon for c in state.conversions):
         for conv in state.conversions:
             if conv.at < horizon:  # final: keep what the loyalty flags need of it
-                _count_loyalty(conv, state.loyal_checkouts, state.loyal_follow_at)
+                count_loyalty(conv, state.loyal_checkouts, state.loyal_follow_at)
         state.conversions = [c for c in state.conversions if c.at >= horizon]
     keep_from = horizon - cfg.longest_lookback_s
     # Touches are sorted by time: the expired ones are a prefix.

@@ -160,25 +160,23 @@ class MarkovChain:
     @classmethod
     def from_paths(cls, paths: Iterable[tuple[Sequence[str], float, float]]) -> MarkovChain:
         """paths: (channels in time order, conversions, nulls). No values: see from_valued_paths."""
-        counts: dict[str, dict[str, float]] = {}
-        order: dict[str, None] = {}
-        for channels, conversions, nulls in paths:
-            _add_path(
-                counts,
-                _collapse(channels),
-                order,
-                _check_amount("conversions", conversions),
-                _check_amount("nulls", nulls),
-            )
-        return cls(counts, tuple(order))
+        return cls._from_rows(
+            ((channels, conversions, 0.0, nulls) for channels, conversions, nulls in paths), None
+        )
 
     @classmethod
     def from_valued_paths(cls, paths: Iterable[tuple[Sequence[str], float, float, float]]) -> MarkovChain:
         """paths: (channels in time order, conversions, total conversion value, nulls), the columns of a
         paths file."""
+        return cls._from_rows(paths, {})
+
+    @classmethod
+    def _from_rows(
+        cls, paths: Iterable[tuple[Sequence[str], float, float, float]], values: dict[str, float] | None
+    ) -> MarkovChain:
+        """values: {} to count conversion values, None for a chain without them."""
         counts: dict[str, dict[str, float]] = {}
         order: dict[str, None] = {}
-        values: dict[str, float] = {}
         for channels, conversions, value, nulls in paths:
             _add_path(
                 counts,
@@ -335,7 +333,9 @@ class JourneyLearner:
         # count weights rather than mixing valued and unvalued conversions.
         self._values: dict[str, float] | None = {}
 
-    def observe(self, channels: Sequence[str], converted: bool, weight: float = 1.0, value: float = 0.0) -> None:
+    def observe(
+        self, channels: Sequence[str], converted: bool, weight: float = 1.0, value: float = 0.0
+    ) -> None:
         """Count one finished journey (its touch channels in time order) that did or did not convert;
         value: the total value of its conversions (`weight` of them)."""
         w = _check_amount("weight", weight)
