@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from datetime import UTC, datetime
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,6 +26,11 @@ def ts(offset_s: float) -> datetime:
     return datetime.fromtimestamp(T0 + offset_s, UTC)
 
 
+def head(prefix: str, i: int, at: float) -> dict[str, Any]:
+    """The fields every event of the test user starts with."""
+    return {"event_id": f"{prefix}{i}", "user_id": "u1", "event_time": ts(at)}
+
+
 def view(
     i: int,
     at: float,
@@ -34,9 +40,7 @@ def view(
     engaged: bool = False,
 ) -> View:
     return View(
-        event_id=f"v{i}",
-        user_id="u1",
-        event_time=ts(at),
+        **head("v", i, at),
         campaign_id=campaign,
         channel=channel,
         creative_id="cr",
@@ -46,16 +50,16 @@ def view(
     )
 
 
+def cart(i: int, at: float, spu: str, value: int = 500) -> AddToCart:
+    return AddToCart(**head("a", i, at), spu_id=spu, value_minor=value, currency="CNY")
+
+
 def checkout(i: int, at: float, value: int = 10_000, spu: str = "s") -> Checkout:
-    return Checkout(
-        event_id=f"o{i}",
-        user_id="u1",
-        event_time=ts(at),
-        spu_id=spu,
-        value_minor=value,
-        currency="CNY",
-        order_id=f"ord{i}",
-    )
+    return Checkout(**head("o", i, at), spu_id=spu, value_minor=value, currency="CNY", order_id=f"ord{i}")
+
+
+def follow(i: int, at: float, creator: str = "k1") -> Follow:
+    return Follow(**head("f", i, at), creator_id=creator)
 
 
 def run(batches: list[list[UserAction]], cfg: EngineConfig = CFG) -> dict[tuple[int | None, str], int]:
@@ -83,8 +87,7 @@ def test_a_view_outside_the_lookback_gets_nothing_unless_engaged() -> None:
 
 
 def test_following_the_creator_engages_earlier_views() -> None:
-    follow = Follow(event_id="f1", user_id="u1", event_time=ts(3600), creator_id="k1")
-    figures = run([[view(1, 0), follow, checkout(1, 2 * 86_400)]])
+    figures = run([[view(1, 0), follow(1, 3600), checkout(1, 2 * 86_400)]])
     assert figures[(None, "c|c1|kol|last|checkouts")] == 1_000_000
     assert figures[(None, "c|c1|kol|last|follows")] == 1_000_000
 
@@ -133,20 +136,11 @@ def build(spec: list[tuple[str, int, str, bool]]) -> list[UserAction]:
         if kind == "view":
             out.append(view(i, at, campaign, "kol", creator=f"k{campaign}", engaged=flag))
         elif kind == "cart":
-            out.append(
-                AddToCart(
-                    event_id=f"a{i}",
-                    user_id="u1",
-                    event_time=ts(at),
-                    spu_id=spu,
-                    value_minor=500,
-                    currency="CNY",
-                )
-            )
+            out.append(cart(i, at, spu))
         elif kind == "checkout":
             out.append(checkout(i, at, value=1000 + i, spu=spu))
         else:
-            out.append(Follow(event_id=f"f{i}", user_id="u1", event_time=ts(at), creator_id=f"k{campaign}"))
+            out.append(follow(i, at, creator=f"k{campaign}"))
     return out
 
 
@@ -173,7 +167,12 @@ def test_final_figures_do_not_depend_on_arrival_order_or_batching(
 def test_a_purchase_credits_only_campaigns_promoting_the_product() -> None:
     # c3's view is the last touch, but c3 does not sell s2: the credit goes to c2, the last
     # touch of a campaign that does.
-    events: list[UserAction] = [view(1, 0, "c1"), view(2, 50, "c2", "feed"), view(3, 100, "c3"), checkout(1, 200, spu="s2")]
+    events: list[UserAction] = [
+        view(1, 0, "c1"),
+        view(2, 50, "c2", "feed"),
+        view(3, 100, "c3"),
+        checkout(1, 200, spu="s2"),
+    ]
     scoped = run([events], CFG_PRODUCTS)
     assert scoped[(None, "c|c2|feed|last|checkouts")] == 1_000_000
     assert scoped[(None, "c|c1|kol|first|checkouts")] == 1_000_000
@@ -209,10 +208,17 @@ def test_product_scoped_credit_equals_the_independent_recount(spec: list[tuple[s
 
     events = build(spec)
     expected = recount(
-        events, CFG.lookback, CFG.half_life_s, {"CNY": 1.0}, retention_s=CFG.retention_s, campaign_products=PRODUCTS
+        events,
+        CFG.lookback,
+        CFG.half_life_s,
+        {"CNY": 1.0},
+        retention_s=CFG.retention_s,
+        campaign_products=PRODUCTS,
     )
     got = {k: v for (b, k), v in run([events], CFG_PRODUCTS).items() if b is None}
-    for key in {k for k in expected if k[:2] in ("c|", "u|", "v|", "l|")} | {k for k in got if k[:2] in ("c|", "u|", "v|", "l|")}:
+    for key in {k for k in expected if k[:2] in ("c|", "u|", "v|", "l|")} | {
+        k for k in got if k[:2] in ("c|", "u|", "v|", "l|")
+    }:
         assert got.get(key, 0) == expected.get(key, 0), key
 
 
@@ -237,10 +243,6 @@ def test_creatives_get_all_time_credit() -> None:
 
 def loyalty_of(figures: dict[tuple[int | None, str], int]) -> dict[str, int]:
     return {k: v for (b, k), v in figures.items() if b is None and k.startswith("l|")}
-
-
-def follow(i: int, at: float, creator: str = "k1") -> Follow:
-    return Follow(event_id=f"f{i}", user_id="u1", event_time=ts(at), creator_id=creator)
 
 
 def test_a_campaign_counts_its_buyers_and_repeat_buyers_once_each() -> None:

@@ -39,3 +39,10 @@ totals = st.one_of(
 )
 
 channel_paths = st.lists(st.sampled_from(CHANNELS), min_size=1, max_size=8)
+
+# Up to 25 paths with (conversions, nulls) of 0-5 each, as MarkovChain.from_paths takes them.
+path_counts = st.lists(
+    st.tuples(channel_paths, st.integers(min_value=0, max_value=5), st.integers(min_value=0, max_value=5)),
+    min_size=1,
+    max_size=25,
+)

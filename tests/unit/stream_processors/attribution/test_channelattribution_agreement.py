@@ -95,20 +95,25 @@ def test_heuristics_match_exactly(records: list[PathRecord], frame: Any, ours: s
         )
 
 
-def _markov_reference(frame: Any, max_step: int | None) -> tuple[Any, Any]:
-    out = ca.markov_model(
+def _run_reference_markov(frame: Any, seed: int, nsim_start: int, max_step: int | None = None) -> Any:
+    """The package's Markov model on a paths frame, with all its outputs (out_more)."""
+    return ca.markov_model(
         frame,
         "path",
         "total_conversions",
         var_value="total_conversion_value",
         var_null="total_null",
         out_more=True,
-        nsim_start=300_000,
+        nsim_start=nsim_start,
         max_step=max_step,
-        seed=7,
+        seed=seed,
         verbose=False,
         flg_pro=False,
     )
+
+
+def _markov_reference(frame: Any, max_step: int | None) -> tuple[Any, Any]:
+    out = _run_reference_markov(frame, seed=7, nsim_start=300_000, max_step=max_step)
     return out["result"].set_index("channel_name"), out["removal_effects"].set_index("channel_name")
 
 
@@ -157,7 +162,9 @@ def _data_csv() -> Any:
 
     spec = importlib.util.find_spec("cypack")
     if spec is None or spec.origin is None:
-        pytest.fail("channelattribution's example data (cypack/data/Data.csv) is not installed", pytrace=False)
+        pytest.fail(
+            "channelattribution's example data (cypack/data/Data.csv) is not installed", pytrace=False
+        )
     path = Path(spec.origin).parent / "data" / "Data.csv"
     if not path.is_file():
         pytest.fail(f"{path} missing: reinstall channelattribution", pytrace=False)
@@ -173,18 +180,7 @@ def data_csv_reference() -> tuple[list[PathRecord], dict[str, tuple[list[float],
     frame = pd.read_csv(path, sep=";")
     per_channel: dict[str, tuple[list[float], list[float]]] = {}
     for seed in REF_SEEDS:
-        out = ca.markov_model(
-            frame,
-            "path",
-            "total_conversions",
-            var_value="total_conversion_value",
-            var_null="total_null",
-            out_more=True,
-            nsim_start=REF_NSIM,
-            seed=seed,
-            verbose=False,
-            flg_pro=False,
-        )
+        out = _run_reference_markov(frame, seed=seed, nsim_start=REF_NSIM)
         for row in out["result"].itertuples():
             conv, value = per_channel.setdefault(str(row.channel_name), ([], []))
             conv.append(float(row.total_conversions))

@@ -17,7 +17,7 @@ from stream_processors.attribution.markov import (
     weights_from_path_counts,
 )
 
-from .strategies import CHANNELS, DETERMINISTIC, channel_paths
+from .strategies import CHANNELS, DETERMINISTIC, path_counts
 
 # start -> a (3) | b (1); a -> b (1) | null (2); b -> conversion (2).
 # P = 3/4 * 1/3 + 1/4 = 1/2; without a: 1/4 (effect 1/2); without b: 0 (effect 1).
@@ -84,15 +84,7 @@ def test_constructor_rejects(transitions: dict[str, dict[str, float]]) -> None:
 
 
 @DETERMINISTIC
-@given(
-    paths=st.lists(
-        st.tuples(
-            channel_paths, st.integers(min_value=0, max_value=5), st.integers(min_value=0, max_value=5)
-        ),
-        min_size=1,
-        max_size=25,
-    )
-)
+@given(paths=path_counts)
 def test_removal_effects_are_non_negative_and_weights_a_distribution(
     paths: list[tuple[list[str], int, int]],
 ) -> None:
@@ -185,13 +177,7 @@ def test_value_weights_without_values_equal_count_weights() -> None:
 
 @DETERMINISTIC
 @given(
-    paths=st.lists(
-        st.tuples(
-            channel_paths, st.integers(min_value=0, max_value=5), st.integers(min_value=0, max_value=5)
-        ),
-        min_size=1,
-        max_size=25,
-    ),
+    paths=path_counts,
     unit=st.floats(min_value=0.01, max_value=1e6),
 )
 def test_constant_value_per_conversion_gives_count_weights(
