@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from stream_processors.optimizer.baselines import PidGains
-from stream_processors.optimizer.evaluate import IN_BAND_FROM_ROUND, EvalConfig, _run, _settle
+from stream_processors.optimizer.evaluation.config import EvalConfig
+from stream_processors.optimizer.evaluation.settling import IN_BAND_FROM_ROUND, settle
+from stream_processors.optimizer.evaluation.simulated_run import run_policy
 
 GRID_KP = (0.2, 0.5)
 GRID_KI = (0.03, 0.08, 0.2)
@@ -44,7 +46,7 @@ def score_run(run: Mapping[str, Any]) -> dict[str, float | None]:
     for tr in run["trace"].values():
         errs = [math.log(e / r) for e, r in zip(tr["eff"], tr["ref"], strict=True) if e > 0 and r > 0]
         sq += [x * x for x in errs[IN_BAND_FROM_ROUND:]]
-        s = _settle(tr["eff"], tr["ref"], "")
+        s = settle(tr["eff"], tr["ref"], "")
         settles.append(math.inf if s is None else float(s))
         if errs:
             sign = 1.0 if errs[0] > 0 else -1.0
@@ -62,7 +64,7 @@ def score_run(run: Mapping[str, Any]) -> dict[str, float | None]:
 
 def _one(seeds_dir: Path, days: float, seed: int, gains: PidGains) -> dict[str, float | None]:
     cfg = EvalConfig(days=days, seed=seed, pid_gains=gains)
-    return score_run(_run(seeds_dir, cfg, "pid", False))
+    return score_run(run_policy(seeds_dir, cfg, "pid", False))
 
 
 def tune(
@@ -91,7 +93,13 @@ def tune(
             }
         )
     best = min(rows, key=lambda r: math.inf if r["rmse_ss"] is None else r["rmse_ss"])
-    return {"seeds": list(seeds), "days": days, "criterion": "mean RMSE-SS after round 20", "grid": rows, "best": best}
+    return {
+        "seeds": list(seeds),
+        "days": days,
+        "criterion": "mean RMSE-SS after round 20",
+        "grid": rows,
+        "best": best,
+    }
 
 
 def main() -> None:

@@ -26,7 +26,9 @@ def test_plots_of_a_short_run_are_labelled_and_mark_the_shock(
 
     monkeypatch.setattr(plots, "evaluation_figures", keep)
     messages: list[str] = []
-    run_evaluate(SEEDS, None, tmp_path, days=0.25, seed=7, workers=1, progress=messages.append)
+    run_evaluate(
+        SEEDS, EvalConfig(days=0.25, seed=7), plots_dir=tmp_path, workers=1, progress=messages.append
+    )
     names = {f"{run}_{what}" for run in ("optimizer", "shock") for what in plots.WHATS}
     assert {p.stem for p in tmp_path.glob("*.png")} == names
     assert all(p.stat().st_size > 10_000 for p in tmp_path.glob("*.png"))
@@ -51,7 +53,9 @@ def test_plots_of_a_short_run_are_labelled_and_mark_the_shock(
                 {"static", "oracle"} if name.startswith("optimizer") else {"static (shocked)"}
             )
             assert expected <= labels, (name, labels)
-        shock_lines = [line for ax in axes for line in ax.get_lines() if line.get_label() == plots.SHOCK_LABEL]
+        shock_lines = [
+            line for ax in axes for line in ax.get_lines() if line.get_label() == plots.SHOCK_LABEL
+        ]
         if name.startswith("shock"):
             assert len(shock_lines) == 10, name
             shocked = next(ax for ax in axes if cfg.shock_campaign in ax.get_title())

@@ -5,7 +5,8 @@ from typing import Any
 
 import pytest
 
-from stream_processors.optimizer.evaluate import EvalConfig, evidence_by_round, mean_in_band_bound
+from stream_processors.optimizer.evaluation.config import EvalConfig
+from stream_processors.optimizer.evaluation.evidence import evidence_by_round, mean_in_band_bound
 from stream_processors.optimizer.scorecard import (
     format_policy_table,
     policy_summary,

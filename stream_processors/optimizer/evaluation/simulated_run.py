@@ -1,0 +1,185 @@
+"""One simulated run of one policy: the live loop's code (Simulator, AdScheduler, TrafficModel and
+the controller) on a simulated clock, without Kafka or Redis. The controllers read the events as
+the live pipeline would (figure_store); the run keeps a per-round trace of the true efficiency of
+the bids in force, which run_scores turns into the run's figures."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+from producers.scheduler import AdScheduler
+from producers.simulator import SimConfig, Simulator
+from schemas.decisions import BidAdjustment
+from schemas.events import Channel
+from stream_processors.optimizer.baselines import CONTROLLED, make_controller
+from stream_processors.optimizer.controller import ChannelFigures, RoundInput
+from stream_processors.optimizer.evaluation.config import DAY_S, EvalConfig
+from stream_processors.optimizer.evaluation.figure_store import FigureStore
+from stream_processors.optimizer.evaluation.market import Economics
+from stream_processors.optimizer.evaluation.run_scores import Trace, run_figures
+from stream_processors.optimizer.pacing import PacingPolicy, plan_fraction
+from stream_processors.optimizer.specs import campaign_specs
+from stream_processors.processor import Catalogue
+
+
+class _PolicyRun:
+    """The simulated market, the policy's controller (none for static and oracle) and the trace."""
+
+    def __init__(self, seeds_dir: Path, cfg: EvalConfig, policy: str, shock: bool) -> None:
+        self.cfg = cfg
+        self.policy = policy
+        self.econ = econ = Economics.load(seeds_dir, cfg.volume)
+        self.scenario, self.traffic = econ.scenario, econ.traffic
+        self.scheduler = AdScheduler(self.scenario)
+        self.sim = Simulator(
+            self.scenario,
+            self.traffic,
+            self.scheduler,
+            SimConfig(seed=cfg.seed, users=round(cfg.users * cfg.volume)),
+        )
+        self.start = self.sim.now
+        self.n_rounds = max(1, round(cfg.days * DAY_S / cfg.round_s))
+        self.shock_round = self.n_rounds // 2 if shock else None
+        self.oracle = {c.campaign_id: econ.oracle(c) for c in self.scenario.campaigns}
+        pacing = PacingPolicy(
+            hour_shape=tuple(self.traffic.truth.hour_shape) if cfg.traffic_shaped_plan else None
+        )
+        self.controller = (
+            make_controller(policy, campaign_specs(self.scenario), cfg.policy, pacing, cfg.pid_gains)
+            if policy in CONTROLLED
+            else None
+        )
+        catalogue = Catalogue(
+            self.scenario.campaign_channels(), self.scenario.fx.base, self.scenario.rates_to_base()
+        )
+        products = self.scenario.campaign_products() if cfg.attribution_scope == "product" else {}
+        self.store = (
+            FigureStore(int(cfg.round_s), catalogue, products) if self.controller is not None else None
+        )
+        if policy == "oracle":
+            self._set_bids({c.campaign_id: self.oracle[c.campaign_id][0] for c in self.scenario.campaigns})
+        self.trace: dict[str, Trace] = {
+            c.campaign_id: {"eff": [], "ref": [], "spent": [], "plan": [], "bids": []}
+            for c in self.scenario.campaigns
+        }
+        self.reasons: dict[str, int] = defaultdict(int)
+
+    def play(self) -> None:
+        for r in range(1, self.n_rounds + 1):
+            if self.shock_round is not None and r == self.shock_round + 1:
+                self._shock()
+            t = self.start + r * self.cfg.round_s
+            events = self.sim.advance(t)
+            day_start = (t // DAY_S) * DAY_S if (t % DAY_S) else t - DAY_S
+            if self.store is not None:
+                self.store.apply(events, t)
+                self._control(r, t, day_start, self.store)
+            self._record(t, day_start)
+
+    def _shock(self) -> None:
+        """The shocked campaign's true conversion rate changes; the oracle is told."""
+        cfg = self.cfg
+        self.traffic.set_conversion_multiplier(cfg.shock_campaign, cfg.shock_multiplier)
+        c = self.scenario.campaign(cfg.shock_campaign)
+        self.oracle[c.campaign_id] = self.econ.oracle(c)
+        if self.policy == "oracle":
+            self._set_bids({c.campaign_id: self.oracle[c.campaign_id][0]})
+
+    def _control(self, r: int, t: float, day_start: float, store: FigureStore) -> None:
+        """One control round: the controller reads the attributed figures, the scheduler takes its bids."""
+        assert self.controller is not None
+        at = datetime.fromtimestamp(t, UTC)
+        for d in self.controller.step(self._round_input(t, day_start, store)):
+            self.reasons[d.decision.reason] += 1
+            c = self.scenario.campaign(d.campaign_id)
+            self.scheduler.apply(
+                BidAdjustment(
+                    decision_id=f"{d.campaign_id}:{d.channel}:{r}",
+                    campaign_id=d.campaign_id,
+                    channel=cast(Channel, d.channel),
+                    decided_at=at,
+                    as_of=at,
+                    round=r,
+                    old_bid=d.old_bid,
+                    new_bid=d.decision.new_bid,
+                    reason=d.decision.reason,
+                    target_kind=c.target_kind,
+                    target=c.target,
+                )
+            )
+
+    def _round_input(self, t: float, day_start: float, store: FigureStore) -> RoundInput:
+        """What the live service would read from Redis at `t`: conversions over the window, spend
+        over the window lagged by the conversion lag, today's and the last pace window's spend."""
+        cfg = self.cfg
+        lagged = store.window(t - cfg.window_s - cfg.conversion_lag_s, t - cfg.conversion_lag_s)
+        convs = store.window(t - cfg.window_s, t)
+        window = {
+            k: ChannelFigures(lagged.get(k, ChannelFigures()).spend, v.conversions, v.gmv, v.add_to_carts)
+            for k, v in convs.items()
+        }
+        for k, v in lagged.items():
+            window.setdefault(k, ChannelFigures(v.spend, 0.0, 0.0))
+        optimizer = (
+            self.policy == "optimizer"
+        )  # only the optimizer reads these: the baselines are spared (run time)
+        return RoundInput(
+            seconds_into_day=t - day_start,
+            window=window,
+            spent_today=_by_campaign(store.window(day_start, t)),
+            recent_spend=_by_campaign(store.window(t - cfg.pace_window_s, t)),
+            recent_s=cfg.pace_window_s,
+            bids=dict(self.scheduler.bids),
+            long_window=store.window(t - cfg.long_window_s, t) if optimizer else {},
+            windows={w: store.window_with_lag(t - w, t, cfg.conversion_lag_s) for w in cfg.memory_windows_s}
+            if optimizer
+            else {},
+        )
+
+    def _record(self, t: float, day_start: float) -> None:
+        """The round's trace: the true efficiency of the bids in force, its reference, spend and plan."""
+        spent_day = {cid: v / 100.0 for cid, v in self.scheduler.spend_today_minor.items()}
+        frac = plan_fraction(
+            t - day_start, self.traffic.truth.hour_shape if self.cfg.traffic_shaped_plan else None
+        )
+        for c in self.scenario.campaigns:
+            bids = {str(ch): self.scheduler.bid(c.campaign_id, ch) for ch in c.channels}
+            tr = self.trace[c.campaign_id]
+            tr["eff"].append(self.econ.efficiency(c, bids))
+            tr["ref"].append(self.oracle[c.campaign_id][1])
+            tr["spent"].append(spent_day.get(c.campaign_id, 0.0))
+            tr["plan"].append(c.daily_budget * frac)
+            tr["bids"].append(bids)
+
+    def _set_bids(self, bids: Mapping[str, Mapping[str, float]]) -> None:
+        for cid, per in bids.items():
+            for ch, b in per.items():
+                self.scheduler.bids[(cid, ch)] = b
+
+
+def _by_campaign(window: Mapping[tuple[str, str], ChannelFigures]) -> dict[str, float]:
+    out: dict[str, float] = defaultdict(float)
+    for (cid, _), f in window.items():
+        out[cid] += f.spend
+    return dict(out)
+
+
+def run_policy(seeds_dir: Path, cfg: EvalConfig, policy: str, shock: bool) -> dict[str, Any]:
+    """One policy's run, shocked or not: its figures, scored by the truth, and its trace."""
+    run = _PolicyRun(seeds_dir, cfg, policy, shock)
+    run.play()
+    return run_figures(
+        run.scenario,
+        cfg,
+        run.sim.truth,
+        run.oracle,
+        run.trace,
+        policy=policy,
+        shock_round=run.shock_round,
+        n_rounds=run.n_rounds,
+        reasons=dict(run.reasons),
+    )
