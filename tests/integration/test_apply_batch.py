@@ -33,7 +33,7 @@ from stream_processors.processor import (
     decode_batch,
     plan_batch,
 )
-from stream_processors.state import Keys, PartitionStore
+from stream_processors.store.redis_lua import Keys, RedisPartitionStore
 from tests.conftest import SERVICE_TIERS
 from tests.services import redis_server_binary
 
@@ -105,7 +105,7 @@ def apply_once(url: str, namespace: str) -> None:
     async def run() -> None:
         client = aioredis.Redis.from_url(url)
         try:
-            store = PartitionStore(client, Keys(namespace), 3600, 3600, audience_expiry_s=AudienceExpiry().as_mapping())
+            store = RedisPartitionStore(client, Keys(namespace), 3600, 3600, audience_expiry_s=AudienceExpiry().as_mapping())
             epoch = (await client.hget(Keys(namespace).meta(0), "epoch")) or await store.claim(0)
             batch = decode_batch(0, messages(), TOPICS, RULES, PARTITIONS)
             meta, states, known = await store.read(0, batch.user_ids, batch.event_ids)

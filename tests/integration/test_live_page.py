@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import statistics
-import subprocess
 import time
 import urllib.request
 from collections.abc import Callable
@@ -27,13 +25,13 @@ import redis
 
 from seedloop.settings import Settings
 from seedloop.topics import caught_up, ensure_topics
-from stream_processors.state import FigureReader, Keys
+from stream_processors.store.redis_lua import FigureReader, Keys
+from tests.browser import run_chromium
 from tests.conftest import WorkerProcess, wait_for
 from tests.integration.test_pipeline import produce_simulated
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM_HINT = "install Debian's chromium: apt-get install -y chromium (or run `bash tests/tools.sh`)"
 SIM_HOURS = 3
 COUNT_WITH_ZERO_DECIMAL = re.compile(r"\d+\.0\b")
 HHMM = re.compile(r"^\d\d:\d\d$")
@@ -102,40 +100,6 @@ def parse(dom: str) -> Node:
     return tree.root
 
 
-def chromium(url: str, profile: Path, *mode: str) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not exe:
-        pytest.fail(f"chromium not found: {CHROMIUM_HINT}", pytrace=False)
-    result = subprocess.run(
-        [
-            exe,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--hide-scrollbars",
-            f"--user-data-dir={profile}",
-            "--window-size=1400,1500",
-            # Let the page's fetch() calls and rendering run before the DOM or the pixels are taken.
-            "--virtual-time-budget=10000",
-            *mode,
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
 def path_ys(d: str) -> list[float]:
     return [float(y) for y in re.findall(r"[ML]\s*-?[\d.]+,(-?[\d.]+)", d)]
 
@@ -167,10 +131,10 @@ def test_live_page_draws_server_history_on_first_load(
 
     url = f"{base}/live?window=15m&model=last"
     shot = tmp_path / "live.png"
-    chromium(url, tmp_path / "profile-shot", f"--screenshot={shot}")
+    run_chromium(url, tmp_path / "profile-shot", f"--screenshot={shot}")
     assert shot.exists() and shot.stat().st_size > 10_000
     print(f"live page screenshot: {shot}")
-    dom = chromium(url, tmp_path / "profile-dom", "--dump-dom").stdout
+    dom = run_chromium(url, tmp_path / "profile-dom", "--dump-dom").stdout
     (tmp_path / "live.html").write_text(dom)
     root = parse(dom)
     assert root.by_id("status").attrs.get("data-state") == "ok", dom[-3000:]

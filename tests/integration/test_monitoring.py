@@ -16,7 +16,6 @@ Missing Prometheus tools or Chromium fail the test (with the command that instal
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import tempfile
 import urllib.parse
@@ -41,7 +40,8 @@ from stream_processors.figures import (
     top_n,
 )
 from stream_processors.monitoring import window_bounds, window_buckets
-from stream_processors.state import FigureReader, Keys
+from stream_processors.store.redis_lua import FigureReader, Keys
+from tests.browser import run_chromium
 from tests.conftest import WorkerProcess, wait_for
 from tests.deploy._support import binary
 from tests.integration.test_pipeline import produce_simulated
@@ -51,7 +51,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.one_tier]
 
 HOST = "127.0.0.1"
 TOP_N = 6  # of the 10 seeded campaigns: 4 are exported as `other`
-CHROMIUM_HINT = "install Debian's chromium: apt-get install -y chromium"
 
 
 def http_get(url: str, timeout: float = 10) -> bytes:
@@ -162,37 +161,6 @@ def redis_expected(
     return out
 
 
-def chromium_dom(url: str, profile: Path) -> str:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not exe:
-        pytest.fail(f"chromium not found: {CHROMIUM_HINT}", pytrace=False)
-    result = subprocess.run(
-        [
-            exe,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--no-default-browser-check",
-            f"--user-data-dir={profile}",
-            # Let the page's fetch() and rendering run before the DOM is dumped.
-            "--virtual-time-budget=8000",
-            "--dump-dom",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
-
-
 def test_two_workers_prometheus_sums_equal_redis_api_and_live_page(
     settings: Settings,
     start_worker: Callable[..., WorkerProcess],
@@ -294,7 +262,7 @@ def test_two_workers_prometheus_sums_equal_redis_api_and_live_page(
 
     # The live page, rendered by a real browser: its JavaScript fetched the API and filled the rows.
     with tempfile.TemporaryDirectory(prefix="chromium-", dir=tmp_path) as profile:
-        dom = chromium_dom(f"{base}/live?window=60m&model=last", Path(profile))
+        dom = run_chromium(f"{base}/live?window=60m&model=last", Path(profile), "--dump-dom").stdout
     assert 'data-state="ok"' in dom, dom[-3000:]
     assert f'data-campaign="{top}"' in dom, dom[-3000:]
     top_spend = f"{by_id[top]['spend']:,.2f}"

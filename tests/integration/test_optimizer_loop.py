@@ -22,7 +22,7 @@ from seedloop import runtime
 from seedloop.settings import Settings
 from seedloop.topics import caught_up, end_offsets, ensure_topics
 from stream_processors.optimizer.http import ControlServer
-from stream_processors.state import FigureReader, Keys
+from stream_processors.store.redis_lua import FigureReader, Keys
 from tests.conftest import WorkerProcess, wait_for
 from tests.integration.test_pipeline import produce_simulated
 
