@@ -14,9 +14,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, Protocol, Self, TypeVar
 
 import pytest
 import redis
+from pydantic import SecretStr
 
 from seedloop.apache_kafka import ApacheKafka
 from seedloop.embedded import free_port, stop_processes
@@ -87,34 +89,54 @@ def stack(
         yield s
 
 
+class _Service(Protocol):
+    def start(self) -> Self: ...
+
+    def stop(self) -> None: ...
+
+
+_S = TypeVar("_S", bound=_Service)
+_P = ParamSpec("_P")
+
+
+@contextlib.contextmanager
+def each_started(build: Callable[Concatenate[int, _P], _S]) -> Iterator[Callable[_P, _S]]:
+    """A factory fixture's body: each call builds the next service (`build(index, ...)`, the index
+    keeps their data directories apart) and starts it; all of them are stopped on exit."""
+    started: list[_S] = []
+
+    def start(*args: _P.args, **kwargs: _P.kwargs) -> _S:
+        service = build(len(started), *args, **kwargs)
+        started.append(service)
+        return service.start()
+
+    try:
+        yield start
+    finally:
+        for service in started:
+            service.stop()
+
+
 @pytest.fixture
 def apache_kafka(tmp_path: Path) -> Iterator[Callable[..., ApacheKafka]]:
     """Factory: this test's own Apache Kafka of `nodes` nodes (for faults that stop brokers)."""
-    started: list[ApacheKafka] = []
 
-    def start(nodes: int = 1, **config: str) -> ApacheKafka:
-        kafka = ApacheKafka(nodes=nodes, data_dir=tmp_path / f"kafka-{len(started)}", broker_config=config)
-        started.append(kafka)
-        return kafka.start()
+    def build(index: int, nodes: int = 1, **config: str) -> ApacheKafka:
+        return ApacheKafka(nodes=nodes, data_dir=tmp_path / f"kafka-{index}", broker_config=config)
 
-    yield start
-    for kafka in started:
-        kafka.stop()
+    with each_started(build) as start:
+        yield start
 
 
 @pytest.fixture
 def redis_cluster(tmp_path: Path) -> Iterator[Callable[..., RedisCluster]]:
     """Factory: a Redis Cluster of three masters on loopback (Debian's redis-server)."""
-    started: list[RedisCluster] = []
 
-    def start(masters: int = 3) -> RedisCluster:
-        cluster = RedisCluster(tmp_path / f"redis-cluster-{len(started)}", masters, redis_server_binary())
-        started.append(cluster)
-        return cluster.start()
+    def build(index: int, masters: int = 3) -> RedisCluster:
+        return RedisCluster(tmp_path / f"redis-cluster-{index}", masters, redis_server_binary())
 
-    yield start
-    for cluster in started:
-        cluster.stop()
+    with each_started(build) as start:
+        yield start
 
 
 @pytest.fixture
@@ -122,18 +144,22 @@ def unique_prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
 
+def service_settings(bootstrap: str, redis_url: str, topic_prefix: str, **overrides: Any) -> Settings:
+    """Settings for a test's own services: 4 partitions, the repository's seeds, a 3 s rebalance
+    timeout (a group settles quickly), and whatever `overrides` say."""
+    options: dict[str, Any] = {"partitions": 4, "seeds_dir": REPO / "seeds", "rebalance_timeout_s": 3.0}
+    return Settings(
+        kafka_bootstrap_servers=bootstrap,
+        redis_url=SecretStr(redis_url),
+        topic_prefix=topic_prefix,
+        **{**options, **overrides},
+    )
+
+
 @pytest.fixture
 def settings(stack: ServiceStack, unique_prefix: str) -> Settings:
-    return Settings(
-        kafka_bootstrap_servers=stack.bootstrap,
-        redis_url=stack.redis_url,
-        topic_prefix=unique_prefix,
-        partitions=4,
-        seeds_dir=REPO / "seeds",
-        rebalance_timeout_s=3.0,
-        # Short enough that the tests' few simulated hours retain some followers.
-        retention_s=3600.0,
-    )
+    # retention_s: short enough that the tests' few simulated hours retain some followers.
+    return service_settings(stack.bootstrap, stack.redis_url, unique_prefix, retention_s=3600.0)
 
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -153,6 +179,20 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def spawn_worker(settings: Settings, worker_id: str, log_path: Path, **env: str) -> WorkerProcess:
+    """A `seedloop worker` against `settings`' services, HTTP on a free port, its output in
+    `log_path`; the caller stops it (embedded.stop_processes)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seedloop", "worker"],
+        env=settings_env(settings, SEEDLOOP_WORKER_ID=worker_id, SEEDLOOP_WEB_PORT=str(port), **env),
+        stdout=open(log_path, "ab"),  # noqa: SIM115 - closed with the process
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+    )
+    return WorkerProcess(proc, port, log_path)
+
+
 @pytest.fixture
 def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """Factory: start `seedloop worker` processes against the test's services."""
@@ -166,16 +206,7 @@ def worker_starter(settings: Settings, tmp_path: Path) -> Iterator[Callable[...,
     started: list[WorkerProcess] = []
 
     def start(worker_id: str = "worker-1", **env: str) -> WorkerProcess:
-        port = free_port()
-        log_path = tmp_path / f"{worker_id}-{len(started)}.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "seedloop", "worker"],
-            env=settings_env(settings, SEEDLOOP_WORKER_ID=worker_id, SEEDLOOP_WEB_PORT=str(port), **env),
-            stdout=open(log_path, "ab"),  # noqa: SIM115 - closed with the process
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-        w = WorkerProcess(proc, port, log_path)
+        w = spawn_worker(settings, worker_id, tmp_path / f"{worker_id}-{len(started)}.log", **env)
         started.append(w)
         return w
 

@@ -26,7 +26,7 @@ from seedloop.embedded import EmbeddedStack, free_port, stop_processes
 from seedloop.settings import Settings
 from seedloop.topics import caught_up, ensure_topics
 from stream_processors.state import FigureReader, Keys
-from tests.conftest import REPO, WorkerProcess, settings_env, wait_for
+from tests.conftest import REPO, WorkerProcess, service_settings, settings_env, spawn_worker, wait_for
 from tests.integration.test_pipeline import produce_simulated
 
 # The optimizer, HTTP and monitoring are the subject here, not the broker: one tier is enough.
@@ -46,14 +46,7 @@ def secure_stack(tmp_path: Path) -> Iterator[EmbeddedStack]:
 @pytest.fixture
 def secure_settings(secure_stack: EmbeddedStack, unique_prefix: str) -> Settings:
     assert PASSWORD in secure_stack.redis_url
-    return Settings(
-        kafka_bootstrap_servers=secure_stack.bootstrap,
-        redis_url=secure_stack.redis_url,
-        topic_prefix=unique_prefix,
-        partitions=4,
-        seeds_dir=REPO / "seeds",
-        rebalance_timeout_s=3.0,
-    )
+    return service_settings(secure_stack.bootstrap, secure_stack.redis_url, unique_prefix)
 
 
 class Workers:
@@ -62,17 +55,8 @@ class Workers:
         self.started: list[WorkerProcess] = []
 
     def start(self, settings: Settings, name: str, **env: str) -> WorkerProcess:
-        port = free_port()
-        log_path = self.tmp_path / f"{name}.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "seedloop", "worker"],
-            env=settings_env(settings, SEEDLOOP_WORKER_ID=name, SEEDLOOP_WEB_PORT=str(port),
-                             SEEDLOOP_LOG_LEVEL="DEBUG", **env),
-            stdout=open(log_path, "ab"),  # noqa: SIM115 - closed with the process
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-        w = WorkerProcess(proc, port, log_path)
+        """A worker logging at DEBUG (its settings included), against `settings`' services."""
+        w = spawn_worker(settings, name, self.tmp_path / f"{name}.log", SEEDLOOP_LOG_LEVEL="DEBUG", **env)
         self.started.append(w)
         return w
 
@@ -152,7 +136,11 @@ def test_password_protected_redis_works_and_the_password_is_never_printed(
     assert PASSWORD not in log_text
     report = subprocess.run(
         [sys.executable, "-m", "seedloop", "report", "--json"],
-        env=settings_env(settings), capture_output=True, cwd=REPO, timeout=60, check=False,
+        env=settings_env(settings),
+        capture_output=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
     )
     out = report.stdout.decode() + report.stderr.decode()
     assert report.returncode == 0, out[-3000:]
@@ -177,12 +165,22 @@ def test_bad_redis_credentials_fail_fast_and_clearly(
     try:
         code = worker.proc.wait(45)
     except subprocess.TimeoutExpired:
-        pytest.fail("a worker with bad Redis credentials hangs instead of failing:\n" + worker.log_text()[-3000:])
+        pytest.fail(
+            "a worker with bad Redis credentials hangs instead of failing:\n" + worker.log_text()[-3000:]
+        )
     log_text = worker.log_text()
     assert code != 0, log_text[-3000:]
     lowered = log_text.lower()
-    assert any(s in lowered for s in ("invalid username-password", "wrongpass", "authentication required",
-                                      "noauth", "authenticationerror")), log_text[-3000:]
+    assert any(
+        s in lowered
+        for s in (
+            "invalid username-password",
+            "wrongpass",
+            "authentication required",
+            "noauth",
+            "authenticationerror",
+        )
+    ), log_text[-3000:]
     assert PASSWORD not in log_text
     if url_password:
         assert url_password not in log_text
@@ -212,7 +210,8 @@ def test_bad_redis_credentials_are_reported_as_one_structured_log_record(
             stray.append(line)
     assert not stray, f"{len(stray)} non-JSON lines, e.g. {stray[:3]} ... {stray[-1:]}"
     assert any(
-        r.get("level") in ("error", "critical") and "redis" in json.dumps(r).lower()
+        r.get("level") in ("error", "critical")
+        and "redis" in json.dumps(r).lower()
         and "auth" in json.dumps(r).lower()
         for r in records
     ), records[-3:]
@@ -279,10 +278,27 @@ def http_get(port: int, path: str) -> tuple[int, str, bytes]:
 
 
 # What the worker's HTTP serves (README, "HTTP"); everything else Faust would add is refused.
-WORKER_ROUTES = ["/metrics", "/live", "/api/campaigns", "/api/campaigns?window=15m&model=last",
-                 "/api/campaigns/c_tea_kol", "/api/creators", "/api/history?minutes=60&model=last"]
-FAUST_PAGES = ["/", "/router/", "/router", "/table/", "/table/anything/", "/graph/", "/stats/",
-               "/performance/", "/nope", "/api/nope"]
+WORKER_ROUTES = [
+    "/metrics",
+    "/live",
+    "/api/campaigns",
+    "/api/campaigns?window=15m&model=last",
+    "/api/campaigns/c_tea_kol",
+    "/api/creators",
+    "/api/history?minutes=60&model=last",
+]
+FAUST_PAGES = [
+    "/",
+    "/router/",
+    "/router",
+    "/table/",
+    "/table/anything/",
+    "/graph/",
+    "/stats/",
+    "/performance/",
+    "/nope",
+    "/api/nope",
+]
 
 
 def test_the_worker_serves_only_seedloop_routes(
@@ -317,7 +333,9 @@ def _answers(port: int) -> bool:
         return False
 
 
-def test_the_optimizer_listens_on_loopback_and_never_logs_its_token(settings: Settings, tmp_path: Path) -> None:
+def test_the_optimizer_listens_on_loopback_and_never_logs_its_token(
+    settings: Settings, tmp_path: Path
+) -> None:
     """`seedloop optimize` binds its HTTP to SEEDLOOP_WEB_HOST (127.0.0.1 unless configured), and
     neither its log nor its answers contain the control token."""
     token = "ctl-" + "t0k3n" * 6
@@ -326,9 +344,15 @@ def test_the_optimizer_listens_on_loopback_and_never_logs_its_token(settings: Se
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "seedloop", "optimize"],
-            env=settings_env(settings, SEEDLOOP_OPTIMIZER_PORT=str(port), SEEDLOOP_CONTROL_TOKEN=token,
-                             SEEDLOOP_LOG_LEVEL="DEBUG"),
-            stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO,
+            env=settings_env(
+                settings,
+                SEEDLOOP_OPTIMIZER_PORT=str(port),
+                SEEDLOOP_CONTROL_TOKEN=token,
+                SEEDLOOP_LOG_LEVEL="DEBUG",
+            ),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
         )
     try:
         wait_for(lambda: bool(listening_addresses(port)), 60, "the optimizer's HTTP listener")
@@ -338,12 +362,14 @@ def test_the_optimizer_listens_on_loopback_and_never_logs_its_token(settings: Se
             with pytest.raises(OSError), socket.create_connection((other, port), timeout=2):
                 pass
         assert http_get(port, "/api/bids")[0] == 200
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/campaigns/c_tea_kol/pause", method="POST",
-                                     headers={"Authorization": f"Bearer {token}x"})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/campaigns/c_tea_kol/pause",
+            method="POST",
+            headers={"Authorization": f"Bearer {token}x"},
+        )
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(req, timeout=10)
         assert refused.value.code == 401 and token not in refused.value.read().decode()
     finally:
-        proc.terminate()
-        proc.wait(20)
+        stop_processes([proc], timeout=20)
     assert token not in log_path.read_text(errors="replace")
