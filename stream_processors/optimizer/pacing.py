@@ -40,12 +40,13 @@ def plan_fraction(seconds_into_day: float, hour_shape: Sequence[float] | None = 
 
 @dataclass(frozen=True, slots=True)
 class PacingPolicy:
+    # The plan's shape: the relative traffic of each hour of the day (24 weights); None: an even plan.
+    hour_shape: tuple[float, ...] | None = None
     gain: float = 0.7
     min_multiplier: float = 0.15
     max_step: float = 0.25
     # d log(spend) / d log(bid): more bid wins more auctions and pays more for each.
     elasticity: float = 1.5
-    hour_shape: tuple[float, ...] | None = None  # None: even plan
     # A deviation from the plan is caught up over what is left of the day plus this share of a
     # day's traffic, so the last hours of a day do not amplify a small deviation into a big move.
     catch_up_floor: float = 0.35

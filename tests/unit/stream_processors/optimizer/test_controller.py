@@ -152,8 +152,11 @@ def test_model_step_settles_in_few_rounds_on_a_power_law_market() -> None:
     state, bid = ChannelState(eff_bid=300.0), 300.0
     for _ in range(20):
         cpa = theta * bid**1.4
-        d = decide(obs(bid=bid, spend=cpa * 200.0, conversions=200.0, add_to_carts=800.0, checkout_ratio=0.25),
-                   policy, state)
+        d = decide(
+            obs(bid=bid, spend=cpa * 200.0, conversions=200.0, add_to_carts=800.0, checkout_ratio=0.25),
+            policy,
+            state,
+        )
         bid = d.new_bid
     assert abs(math.log(theta * bid**1.4 / 100.0)) < math.log(1.1)
 
@@ -224,7 +227,11 @@ def test_variable_memory_detects_a_drop_in_the_cart_rate() -> None:
     short = ChannelFigures(400.0, 5.0, 0.0, 20.0, 400.0)
     mid = ChannelFigures(800.0, 15.0, 0.0, 60.0, 800.0)
     o = obs(
-        target=60.0, spend=800.0, conversions=15.0, add_to_carts=60.0, checkout_ratio=0.25,
+        target=60.0,
+        spend=800.0,
+        conversions=15.0,
+        add_to_carts=60.0,
+        checkout_ratio=0.25,
         memory=((4 * 3600.0, short), (8 * 3600.0, mid), (86_400.0, day)),
     )
     d = decide(o, policy, state)
@@ -240,19 +247,30 @@ def _weak_over_target(**kw: object) -> Observation:
 
 
 def test_a_budget_bound_campaign_behind_plan_holds_a_cut_the_evidence_does_not_support() -> None:
-    held = decide(_weak_over_target(budget_bound=True, budget_headroom=1.2), POLICY, ChannelState(200.0, learned=True))
+    held = decide(
+        _weak_over_target(budget_bound=True, budget_headroom=1.2), POLICY, ChannelState(200.0, learned=True)
+    )
     assert held.reason == "budget_hold" and held.new_bid == 200.0
     assert held.error is not None and held.error < 0  # it did see the estimate over target
     # not budget-bound, or ahead of its plan: the same evidence moves the bid down as before
     free = decide(_weak_over_target(budget_headroom=1.2), POLICY, ChannelState(200.0, learned=True))
-    ahead = decide(_weak_over_target(budget_bound=True, budget_headroom=0.9), POLICY, ChannelState(200.0, learned=True))
+    ahead = decide(
+        _weak_over_target(budget_bound=True, budget_headroom=0.9), POLICY, ChannelState(200.0, learned=True)
+    )
     assert free.new_bid < 200.0 and free.reason == "toward_target"
     assert ahead.new_bid < 200.0
 
 
 def test_a_budget_bound_campaign_still_cuts_on_strong_evidence() -> None:
     # CPA about twice the target on 80 carts: far beyond 3 standard errors
-    o = obs(spend=5000.0, conversions=20.0, add_to_carts=80.0, checkout_ratio=0.25, budget_bound=True, budget_headroom=1.5)
+    o = obs(
+        spend=5000.0,
+        conversions=20.0,
+        add_to_carts=80.0,
+        checkout_ratio=0.25,
+        budget_bound=True,
+        budget_headroom=1.5,
+    )
     d = decide(o, POLICY, ChannelState(200.0, learned=True))
     assert d.reason == "toward_target" and d.new_bid < 200.0
 
@@ -262,15 +280,23 @@ def test_the_optimizer_remembers_when_pacing_last_bound() -> None:
     opt = BidOptimizer([spec], POLICY, PacingPolicy())
     # half the day's budget gone in the first hour: pacing must hold the bid down
     fast = RoundInput(
-        seconds_into_day=3600.0, window={}, spent_today={"c1": 500.0}, recent_spend={"c1": 500.0},
-        recent_s=3600.0, bids={("c1", "feed"): 200.0},
+        seconds_into_day=3600.0,
+        window={},
+        spent_today={"c1": 500.0},
+        recent_spend={"c1": 500.0},
+        recent_s=3600.0,
+        bids={("c1", "feed"): 200.0},
     )
     opt.step(fast)
     assert opt.pacing_states["c1"].multiplier < 1.0
     assert opt.pacing_states["c1"].rounds_since_bound == 0
     slow = RoundInput(
-        seconds_into_day=7200.0, window={}, spent_today={"c1": 500.0}, recent_spend={"c1": 0.0},
-        recent_s=3600.0, bids={("c1", "feed"): 200.0},
+        seconds_into_day=7200.0,
+        window={},
+        spent_today={"c1": 500.0},
+        recent_spend={"c1": 0.0},
+        recent_s=3600.0,
+        bids={("c1", "feed"): 200.0},
     )
     for _ in range(3):
         opt.step(slow)

@@ -14,31 +14,26 @@ def test_plan_fraction_even_and_shaped() -> None:
     assert plan_fraction(8 * 3600.0, SHAPE) == pytest.approx(4 / 28)
 
 
-def test_overspending_lowers_multiplier_underspending_raises_to_one() -> None:
+def _pace_at_noon(state: PacingState, spent_today: float, recent_spend: float) -> float:
+    """The multiplier pacing sets at noon on the shaped plan, half an hour of recent spend."""
     policy = PacingPolicy(hour_shape=SHAPE)
-    state = PacingState()
-    # noon, half the budget already gone and spending fast: slow down
-    d = pace(
+    decision = pace(
         state,
         policy,
         budget=1000.0,
-        spent_today=600.0,
+        spent_today=spent_today,
         seconds_into_day=DAY_S / 2,
-        recent_spend=60.0,
+        recent_spend=recent_spend,
         recent_s=1800.0,
     )
-    assert d.multiplier < 1.0
+    return decision.multiplier
+
+
+def test_overspending_lowers_multiplier_underspending_raises_to_one() -> None:
+    # noon, more than half the budget already gone and spending fast: slow down
+    assert _pace_at_noon(PacingState(), spent_today=600.0, recent_spend=60.0) < 1.0
     low = PacingState(multiplier=0.3)
-    d = pace(
-        low,
-        policy,
-        budget=1000.0,
-        spent_today=100.0,
-        seconds_into_day=DAY_S / 2,
-        recent_spend=1.0,
-        recent_s=1800.0,
-    )
-    assert 0.3 < d.multiplier <= 1.0
+    assert 0.3 < _pace_at_noon(low, spent_today=100.0, recent_spend=1.0) <= 1.0
     assert PacingState.from_json(low.to_json()) == low
 
 
