@@ -61,7 +61,7 @@ from pydantic import SecretStr
 
 from seedloop import runtime
 from seedloop.bench_children import start_worker
-from seedloop.bench_drain import applied_counter, run_baseline, run_pipeline
+from seedloop.bench_drain import DrainJob, applied_counter, run_baseline, run_pipeline
 from seedloop.bench_latency import measure_latency
 from seedloop.bench_memory import memory_phase
 from seedloop.bench_peers import figures as peer_figures
@@ -118,61 +118,39 @@ def _median(values: Sequence[float]) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class BenchRun:
-    """What every phase of one bench run shares: its services, data, plan and where children log."""
+    """What every phase of one bench run shares: the drains' services and data, the plan, progress."""
 
-    settings: Settings
-    client: redis.Redis
-    total: int
+    job: DrainJob
     plan: BenchPlan
-    log_dir: Path
     say: Say
-
-    def baseline(self, tag: str, eager_delivery: bool = False) -> dict[str, Any]:
-        self.client.flushdb()
-        return run_baseline(
-            self.settings,
-            self.client,
-            self.total,
-            tag,
-            self.log_dir,
-            self.plan.drain_timeout_s,
-            eager_delivery=eager_delivery,
-        )
-
-    def pipeline(self, tag: str, workers: int = 1) -> dict[str, Any]:
-        return run_pipeline(
-            self.settings, self.client, self.total, tag, self.log_dir, self.plan.drain_timeout_s, workers
-        )
-
-    def peer(self, kind: str, tag: str, python: str) -> dict[str, Any]:
-        return run_peer(
-            kind, self.settings, self.client, self.total, tag, self.log_dir, self.plan.drain_timeout_s, python
-        )
 
 
 def _drain_round(
     bench: BenchRun, r: int, peer_pythons: dict[str, str], drains: dict[str, list[dict[str, Any]]]
 ) -> None:
     """Round `r` of the alternation: the stock agent, the eager-delivery agent, the worker, the peers."""
-    prefix, n = bench.settings.topic_prefix, bench.plan.repeats
+    job, n = bench.job, bench.plan.repeats
+    prefix = job.settings.topic_prefix
 
     def keep(name: str, out: dict[str, Any]) -> dict[str, Any]:
         drains.setdefault(name, []).append(out)
         return out
 
     bench.say(f"drain {r + 1}/{n}: stock Faust counting agent")
-    base = keep("baseline", bench.baseline(f"{prefix}-{r}"))
+    job.client.flushdb()
+    base = keep("baseline", run_baseline(job, f"{prefix}-{r}"))
     bench.say(f"drain {r + 1}/{n}: the counting agent with the worker's eager delivery")
-    eager = keep("baseline_eager", bench.baseline(f"{prefix}-e{r}", eager_delivery=True))
+    job.client.flushdb()
+    eager = keep("baseline_eager", run_baseline(job, f"{prefix}-e{r}", eager_delivery=True))
     bench.say(f"drain {r + 1}/{n}: pipeline worker")
-    pipe = keep("pipeline", bench.pipeline(f"{prefix}-{r}"))
+    pipe = keep("pipeline", run_pipeline(job, f"{prefix}-{r}"))
     bench.say(
         f"  baseline {base['eps']:,.0f} ev/s, eager-delivery baseline {eager['eps']:,.0f} ev/s, "
         f"pipeline {pipe['eps']:,.0f} ev/s"
     )
     for kind, python in peer_pythons.items():
         bench.say(f"drain {r + 1}/{n}: {peer_figures.IMPLEMENTATIONS[kind]}")
-        peer = keep(kind, bench.peer(kind, f"{prefix}-{r}", python))
+        peer = keep(kind, run_peer(kind, job, f"{prefix}-{r}", python))
         bench.say(f"  {kind} {peer['eps']:,.0f} ev/s")
 
 
@@ -206,12 +184,12 @@ def throughput_phase(bench: BenchRun, with_peers: bool) -> dict[str, Any]:
     drains: dict[str, list[dict[str, Any]]] = {}
     for r in range(bench.plan.repeats):
         _drain_round(bench, r, peer_pythons, drains)
-    result = drain_figures(drains, bench.total)
+    result = drain_figures(drains, bench.job.total)
     peer_figures.collect(result, drains, peers_skipped if with_peers else None)
     pipeline_eps = result["pipeline_eps"]
     if bench.plan.scaleout:
         bench.say("scale-out: two workers drain the same events")
-        out = bench.pipeline(f"{bench.settings.topic_prefix}-x2", workers=2)
+        out = run_pipeline(bench.job, f"{bench.job.settings.topic_prefix}-x2", workers=2)
         result["scaleout_eps"] = out["eps"]
         result["scaleout_factor"] = out["eps"] / pipeline_eps if pipeline_eps else None
     else:
@@ -246,9 +224,9 @@ def latency_and_memory_phase(
     """Latency, then memory: their own topics and namespace, one worker."""
     from schemas.codec import encode
 
-    plan, client = bench.plan, bench.client
+    plan, client, settings = bench.plan, bench.job.client, bench.job.settings
     client.flushdb()
-    lat_settings = bench.settings.model_copy(update={"topic_prefix": f"{bench.settings.topic_prefix}l"})
+    lat_settings = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}l"})
     ensure_topics(lat_settings)
     rate = max(50.0, (pipeline_eps or 1000.0) / 2)
     needed = int(rate * (plan.latency_s + 3) * 1.2) + 1000
@@ -257,7 +235,7 @@ def latency_and_memory_phase(
         events.extend(sim.advance(sim.now + 600))
     payloads = [(lat_settings.topic(e.action), e.user_id.encode(), encode(e)) for e in events]
     config = runtime.event_sink(lat_settings, scenario).producer_config
-    worker = start_worker(lat_settings, "bench-latency", "w1", bench.log_dir)
+    worker = start_worker(lat_settings, "bench-latency", "w1", bench.job.log_dir)
     try:
         _wait_warmed_up(lat_settings, client, config, payloads[:200], worker.check)
         bench.say(f"latency: {rate:,.0f} ev/s for {plan.latency_s:.0f}s")
@@ -322,7 +300,8 @@ def run_bench(
         result.update(prod)
         # The count we produced and the broker acknowledged, not the high watermarks: Tansu reports
         # a partition's high watermark as its last batch's base offset + 1 (consumed offsets are dense).
-        bench = BenchRun(settings, client, int(prod["acknowledged"]), plan, stack.log_dir, say)
+        job = DrainJob(settings, client, int(prod["acknowledged"]), stack.log_dir, plan.drain_timeout_s)
+        bench = BenchRun(job, plan, say)
         result.update(throughput_phase(bench, with_peers))
         result.update(latency_and_memory_phase(bench, sim, scenario, result["pipeline_eps"]))
         client.close()

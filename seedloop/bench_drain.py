@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,38 +102,46 @@ def start_baseline(
     return Child(argv, child_env(settings), log_dir / f"{group}.log")
 
 
-def run_baseline(
-    settings: Settings,
-    client: redis.Redis,
-    n: int,
-    tag: str,
-    log_dir: Path,
-    timeout: float,
-    eager_delivery: bool = False,
-) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class DrainJob:
+    """What every drain of one bench run shares: the services and topics, how many events there
+    are to drain, where children log, and how long a drain may take."""
+
+    settings: Settings
+    client: redis.Redis
+    total: int
+    log_dir: Path
+    timeout: float
+
+
+def run_baseline(job: DrainJob, tag: str, eager_delivery: bool = False) -> dict[str, Any]:
+    """One drain by the stock Faust counting agent (with the worker's fetch wait; optionally its
+    eager delivery), on a fresh consumer group."""
     key = f"bench:baseline:{tag}"
     child = start_baseline(
-        settings,
+        job.settings,
         f"bench-baseline-{tag}",
         key,
-        log_dir,
-        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        job.log_dir,
+        fetch_max_wait_ms=job.settings.fetch_max_wait_ms,
         eager_delivery=eager_delivery,
     )
     try:
-        return drain_measured(counter_key_reader(client, key), n, [child], client, timeout)
+        return drain_measured(
+            counter_key_reader(job.client, key), job.total, [child], job.client, job.timeout
+        )
     finally:
         child.stop()
 
 
-def run_pipeline(
-    settings: Settings, client: redis.Redis, n: int, tag: str, log_dir: Path, timeout: float, workers: int = 1
-) -> dict[str, Any]:
-    client.flushdb()
+def run_pipeline(job: DrainJob, tag: str, workers: int = 1) -> dict[str, Any]:
+    """One drain by `workers` pipeline workers on a flushed Redis; with their RSS at the end."""
+    job.client.flushdb()
     group = f"bench-pipeline-{tag}"
-    children = [start_worker(settings, group, f"w{i + 1}", log_dir) for i in range(workers)]
+    children = [start_worker(job.settings, group, f"w{i + 1}", job.log_dir) for i in range(workers)]
     try:
-        out = drain_measured(applied_counter(settings, client), n, children, client, timeout)
+        counter = applied_counter(job.settings, job.client)
+        out = drain_measured(counter, job.total, children, job.client, job.timeout)
         out["worker_rss_mb"] = [rss_mb(c.proc.pid) for c in children]
         return out
     finally:

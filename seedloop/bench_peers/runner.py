@@ -13,10 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from seedloop.bench_children import Child, child_env, service_args
-from seedloop.bench_drain import counter_key_reader, drain_measured
+from seedloop.bench_drain import DrainJob, counter_key_reader, drain_measured
 from seedloop.settings import Settings
 
 HERE = Path(__file__).resolve().parent
@@ -86,25 +84,17 @@ def start_peer(
     return Child(argv, child_env(settings), log_dir / f"{group}.log")
 
 
-def run_peer(
-    kind: str,
-    settings: Settings,
-    client: redis.Redis,
-    n: int,
-    tag: str,
-    log_dir: Path,
-    timeout: float,
-    python: str = sys.executable,
-) -> dict[str, Any]:
-    """One drain of the bench's `n` events by `kind`, a fresh consumer group on a flushed Redis:
+def run_peer(kind: str, job: DrainJob, tag: str, python: str = sys.executable) -> dict[str, Any]:
+    """One drain of the bench's events by `kind`, a fresh consumer group on a flushed Redis:
     events/s (bench_drain.drain_rate) and events per CPU-second over the same window."""
+    client = job.client
     client.flushdb()
     group = f"bench-{kind}-{tag}"
     key = f"bench:{kind}:{tag}"
     with tempfile.TemporaryDirectory(prefix=f"seedloop-{kind}-") as state_dir:
-        child = start_peer(kind, settings, group, key, log_dir, python, Path(state_dir))
+        child = start_peer(kind, job.settings, group, key, job.log_dir, python, Path(state_dir))
         try:
-            out = drain_measured(counter_key_reader(client, key), n, [child], client, timeout)
+            out = drain_measured(counter_key_reader(client, key), job.total, [child], client, job.timeout)
             # Not a speed figure: what the job produced (the quix app flushes once a second), so a
             # reader sees when a peer's answer differs (the plain loop reads the four topics in
             # whatever order librdkafka fetches them; quixstreams aligns them by timestamp).
