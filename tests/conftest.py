@@ -169,6 +169,19 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     return settings.child_env(SEEDLOOP_MARKOV_REFRESH_S="3600", **{**ports, **extra})
 
 
+def run_cli(settings: Settings, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`seedloop <args>` against `settings`' services, to its end; its output as text, unchecked."""
+    return subprocess.run(
+        [sys.executable, "-m", "seedloop", *args],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        check=False,
+    )
+
+
 class WorkerProcess:
     def __init__(self, proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
         self.proc = proc

@@ -26,7 +26,15 @@ from seedloop.embedded import EmbeddedStack, free_port, stop_processes
 from seedloop.settings import Settings
 from seedloop.topics import caught_up, ensure_topics
 from stream_processors.state import FigureReader, Keys
-from tests.conftest import REPO, WorkerProcess, service_settings, settings_env, spawn_worker, wait_for
+from tests.conftest import (
+    REPO,
+    WorkerProcess,
+    run_cli,
+    service_settings,
+    settings_env,
+    spawn_worker,
+    wait_for,
+)
 from tests.integration.test_pipeline import produce_simulated
 
 # The optimizer, HTTP and monitoring are the subject here, not the broker: one tier is enough.
@@ -134,15 +142,8 @@ def test_password_protected_redis_works_and_the_password_is_never_printed(
     log_text = worker.log_text()
     assert "worker starting" in log_text
     assert PASSWORD not in log_text
-    report = subprocess.run(
-        [sys.executable, "-m", "seedloop", "report", "--json"],
-        env=settings_env(settings),
-        capture_output=True,
-        cwd=REPO,
-        timeout=60,
-        check=False,
-    )
-    out = report.stdout.decode() + report.stderr.decode()
+    report = run_cli(settings, "report", "--json")
+    out = report.stdout + report.stderr
     assert report.returncode == 0, out[-3000:]
     assert json.loads(report.stdout)["campaigns"]
     assert PASSWORD not in out
