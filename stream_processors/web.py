@@ -119,7 +119,8 @@ def serve_only(web_app: aiohttp_web.Application, ours: Collection[AbstractResour
 
     @aiohttp_web.middleware
     async def only_ours(
-        request: aiohttp_web.Request, handler: Callable[[aiohttp_web.Request], Awaitable[aiohttp_web.StreamResponse]]
+        request: aiohttp_web.Request,
+        handler: Callable[[aiohttp_web.Request], Awaitable[aiohttp_web.StreamResponse]],
     ) -> aiohttp_web.StreamResponse:
         if not await is_ours(request, ours):
             return aiohttp_web.json_response({"error": "not found"}, status=404)
@@ -137,23 +138,175 @@ def register_routes(
     serve_only(web_app, [r for r in web_app.router.resources() if r not in before])
 
 
+def pick(request: Request, name: str, allowed: Any, default: str) -> str:
+    """The query parameter `name` (`default` when absent), which must be one of `allowed`."""
+    value = request.query.get(name, default)  # type: ignore[attr-defined]
+    if value not in allowed:
+        raise View.ValidationError(f"{name} must be one of {sorted(allowed)}")
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class FigureAPI:
+    """The bodies of the /api routes: every partition's figures read from the store."""
+
+    reader: AsyncFigureSource
+    view: FigureView
+
+    async def reach_of(self, now: float, minutes: int, campaigns: dict[str, Any]) -> Any:
+        start, end = window_bounds(now, minutes)
+        buckets = window_buckets(start, end, self.view.bucket_s)
+        return await self.reader.reach(range(self.view.partitions), buckets, campaigns)
+
+    async def campaigns(self, request: Request) -> dict[str, Any]:
+        models = self.view.models
+        fields = await self.reader.totals()
+        now = await self.reader.watermark()
+        loyal = campaign_loyalty(fields)
+        body: dict[str, Any] = {
+            "watermark": now,
+            "totals": totals(fields),
+            "loyalty": loyalty(fields),
+            "campaigns": [
+                {
+                    "campaign_id": cid,
+                    "models": {m: f.total(m).as_dict() for m in models},
+                    "loyalty": loyalty_rates(loyal.get(cid, {})),
+                }
+                for cid, f in campaign_figures(fields, models).items()
+            ],
+        }
+        if "window" in request.query:  # type: ignore[attr-defined]
+            window = pick(request, "window", WINDOWS, "15m")
+            model = pick(request, "model", models, models[0])
+            body["window"], body["model"] = window, model
+            if now is not None:
+                await self._add_window(body["campaigns"], now, WINDOWS[window], model)
+        return body
+
+    async def _add_window(self, rows: list[dict[str, Any]], now: float, minutes: int, model: str) -> None:
+        """Each campaign row's figures over the last `minutes` of event time, under `model`."""
+        start, end = window_bounds(now, minutes)
+        figs = campaign_figures(await self.reader.window(start, end), self.view.models)
+        reach = await self.reach_of(now, minutes, dict(self.view.campaign_channels))
+        for row in rows:
+            cid = row["campaign_id"]
+            eff = figs[cid].total(model) if cid in figs else None
+            row["window"] = {
+                **(eff.as_dict() if eff else {}),
+                "reach": reach.campaign.get(cid, 0),
+            }
+
+    async def campaign(self, request: Request, campaign_id: str) -> dict[str, Any]:
+        catalogue = self.view.campaign_channels
+        if campaign_id not in catalogue:
+            raise View.NotFound(f"unknown campaign {campaign_id!r}")
+        model = pick(request, "model", self.view.models, self.view.models[0])
+        now = await self.reader.watermark()
+        windows: dict[str, Any] = {}
+        funnel: dict[str, Any] = {}
+        reach: dict[str, Any] = {}
+        if now is not None:
+            for minutes in WINDOWS_MINUTES:
+                key = f"{minutes}m"
+                windows[key], reach[key], funnel[key] = await self._campaign_window(
+                    campaign_id, now, minutes, model
+                )
+        all_time = await self.reader.totals()
+        return {
+            "campaign_id": campaign_id,
+            "channels": sorted(catalogue[campaign_id]),
+            "watermark": now,
+            "model": model,
+            "windows": windows,
+            "reach": reach,
+            "funnel": funnel,
+            # The L of AIPL: all-time distinct users (a window would count a user in
+            # whichever bucket their second checkout happened to land).
+            "loyalty": loyalty_rates(campaign_loyalty(all_time).get(campaign_id, {})),
+        }
+
+    async def _campaign_window(
+        self, campaign_id: str, now: float, minutes: int, model: str
+    ) -> tuple[dict[str, Any], dict[str, Any], Any]:
+        """One window of /api/campaigns/{id}: figures per channel and model, reach, AIPL funnel."""
+        start, end = window_bounds(now, minutes)
+        figs = campaign_figures(await self.reader.window(start, end), self.view.models).get(campaign_id)
+        by_channel = (
+            {ch: {m: e.as_dict() for m, e in per.items()} for ch, per in figs.by_channel.items()}
+            if figs
+            else {}
+        )
+        r = await self.reach_of(now, minutes, {campaign_id: self.view.campaign_channels[campaign_id]})
+        reach = {
+            "users": r.campaign.get(campaign_id, 0),
+            "engaged_users": r.engaged.get(campaign_id, 0),
+            "by_channel": {ch: n for (_, ch), n in sorted(r.channel.items())},
+        }
+        funnel = aipl_funnel(
+            figs.total(model) if figs else Efficiency(),
+            reach["users"],
+            reach["engaged_users"],
+        )
+        return by_channel, reach, funnel
+
+    async def history(self, request: Request) -> dict[str, Any]:
+        raw = request.query.get("minutes", "60")  # type: ignore[attr-defined]
+        if not raw.isdigit() or not 1 <= int(raw) <= HISTORY_MAX_MINUTES:
+            raise View.ValidationError(f"minutes must be an integer from 1 to {HISTORY_MAX_MINUTES}")
+        minutes = int(raw)
+        model = pick(request, "model", self.view.models, self.view.models[0])
+        bucket_s = self.view.bucket_s
+        now = await self.reader.watermark()
+        buckets: list[int] = []
+        campaigns: dict[str, Any] = {}
+        if now is not None:
+            # Event time, not wall time: the buckets up to the latest applied event, so a
+            # reload (or another worker) draws the same history.
+            start, end = window_bounds(now, minutes)
+            buckets = window_buckets(start, end, bucket_s)
+            # One bucket per read, one after another: a burst of concurrent reads would open
+            # as many Redis connections; a bucket read is a sub-millisecond pipeline.
+            windows = [await self.reader.window(b, b + bucket_s) for b in buckets]
+            campaigns = history_series(buckets, windows, model)
+        return {
+            "watermark": now,
+            "minutes": minutes,
+            "model": model,
+            "bucket_s": bucket_s,
+            "t": buckets,
+            "campaigns": campaigns,
+        }
+
+    async def creators(self, request: Request) -> dict[str, Any]:
+        window = pick(request, "window", WINDOWS, "60m")
+        model = pick(request, "model", self.view.models, self.view.models[0])
+        now = await self.reader.watermark()
+        all_time = await self.reader.totals()
+        followers = creator_followers(all_time)
+        figs = {}
+        if now is not None:
+            start, end = window_bounds(now, WINDOWS[window])
+            figs = creator_figures(await self.reader.window(start, end), model)
+        rows = []
+        for creator in sorted(set(figs) | set(followers)):
+            eff = figs.get(creator)
+            rows.append(
+                {
+                    "creator_id": creator,
+                    "followers": followers.get(creator, 0),
+                    **(eff or Efficiency()).as_dict(),
+                }
+            )
+        rows.sort(key=lambda r: (-float(r["spend"] or 0), r["creator_id"]))
+        return {"watermark": now, "window": window, "model": model, "creators": rows}
+
+
 def register_pages(
     app: faust.App, reader: AsyncFigureSource, metrics: PipelineMetrics, view: FigureView
 ) -> None:
-    models = view.models
-    catalogue = view.campaign_channels
-    bucket_s = view.bucket_s
+    api = FigureAPI(reader, view)
     page = live_page()
-
-    def pick(request: Request, name: str, allowed: Any, default: str) -> str:
-        value = request.query.get(name, default)  # type: ignore[attr-defined]
-        if value not in allowed:
-            raise View.ValidationError(f"{name} must be one of {sorted(allowed)}")
-        return str(value)
-
-    async def reach_of(now: float, minutes: int, campaigns: dict[str, Any]) -> Any:
-        start, end = window_bounds(now, minutes)
-        return await reader.reach(range(view.partitions), window_buckets(start, end, bucket_s), campaigns)
 
     @app.page("/metrics")
     class Metrics(View):
@@ -169,138 +322,19 @@ def register_pages(
     @app.page("/api/campaigns")
     class Campaigns(View):
         async def get(self, request: Request) -> Response:
-            fields = await reader.totals()
-            now = await reader.watermark()
-            loyal = campaign_loyalty(fields)
-            body: dict[str, Any] = {
-                "watermark": now,
-                "totals": totals(fields),
-                "loyalty": loyalty(fields),
-                "campaigns": [
-                    {
-                        "campaign_id": cid,
-                        "models": {m: f.total(m).as_dict() for m in models},
-                        "loyalty": loyalty_rates(loyal.get(cid, {})),
-                    }
-                    for cid, f in campaign_figures(fields, models).items()
-                ],
-            }
-            if "window" in request.query:  # type: ignore[attr-defined]
-                window = pick(request, "window", WINDOWS, "15m")
-                model = pick(request, "model", models, models[0])
-                body["window"], body["model"] = window, model
-                if now is not None:
-                    start, end = window_bounds(now, WINDOWS[window])
-                    figs = campaign_figures(await reader.window(start, end), models)
-                    reach = await reach_of(now, WINDOWS[window], dict(catalogue))
-                    for row in body["campaigns"]:
-                        cid = row["campaign_id"]
-                        eff = figs[cid].total(model) if cid in figs else None
-                        row["window"] = {
-                            **(eff.as_dict() if eff else {}),
-                            "reach": reach.campaign.get(cid, 0),
-                        }
-            return self.json(body)
+            return self.json(await api.campaigns(request))
 
     @app.page("/api/campaigns/{campaign_id}")
     class Campaign(View):
         async def get(self, request: Request, campaign_id: str) -> Response:
-            if campaign_id not in catalogue:
-                raise self.NotFound(f"unknown campaign {campaign_id!r}")
-            model = pick(request, "model", models, models[0])
-            now = await reader.watermark()
-            windows: dict[str, Any] = {}
-            funnel: dict[str, Any] = {}
-            reach: dict[str, Any] = {}
-            if now is not None:
-                for minutes in WINDOWS_MINUTES:
-                    key = f"{minutes}m"
-                    start, end = window_bounds(now, minutes)
-                    figs = campaign_figures(await reader.window(start, end), models).get(campaign_id)
-                    windows[key] = (
-                        {ch: {m: e.as_dict() for m, e in per.items()} for ch, per in figs.by_channel.items()}
-                        if figs
-                        else {}
-                    )
-                    r = await reach_of(now, minutes, {campaign_id: catalogue[campaign_id]})
-                    reach[key] = {
-                        "users": r.campaign.get(campaign_id, 0),
-                        "engaged_users": r.engaged.get(campaign_id, 0),
-                        "by_channel": {ch: n for (_, ch), n in sorted(r.channel.items())},
-                    }
-                    funnel[key] = aipl_funnel(
-                        figs.total(model) if figs else Efficiency(),
-                        reach[key]["users"],
-                        reach[key]["engaged_users"],
-                    )
-            all_time = await reader.totals()
-            return self.json(
-                {
-                    "campaign_id": campaign_id,
-                    "channels": sorted(catalogue[campaign_id]),
-                    "watermark": now,
-                    "model": model,
-                    "windows": windows,
-                    "reach": reach,
-                    "funnel": funnel,
-                    # The L of AIPL: all-time distinct users (a window would count a user in
-                    # whichever bucket their second checkout happened to land).
-                    "loyalty": loyalty_rates(campaign_loyalty(all_time).get(campaign_id, {})),
-                }
-            )
+            return self.json(await api.campaign(request, campaign_id))
 
     @app.page("/api/history")
     class History(View):
         async def get(self, request: Request) -> Response:
-            raw = request.query.get("minutes", "60")  # type: ignore[attr-defined]
-            if not raw.isdigit() or not 1 <= int(raw) <= HISTORY_MAX_MINUTES:
-                raise View.ValidationError(f"minutes must be an integer from 1 to {HISTORY_MAX_MINUTES}")
-            minutes = int(raw)
-            model = pick(request, "model", models, models[0])
-            now = await reader.watermark()
-            buckets: list[int] = []
-            campaigns: dict[str, Any] = {}
-            if now is not None:
-                # Event time, not wall time: the buckets up to the latest applied event, so a
-                # reload (or another worker) draws the same history.
-                start, end = window_bounds(now, minutes)
-                buckets = window_buckets(start, end, bucket_s)
-                # One bucket per read, one after another: a burst of concurrent reads would open
-                # as many Redis connections; a bucket read is a sub-millisecond pipeline.
-                windows = [await reader.window(b, b + bucket_s) for b in buckets]
-                campaigns = history_series(buckets, windows, model)
-            return self.json(
-                {
-                    "watermark": now,
-                    "minutes": minutes,
-                    "model": model,
-                    "bucket_s": bucket_s,
-                    "t": buckets,
-                    "campaigns": campaigns,
-                }
-            )
+            return self.json(await api.history(request))
 
     @app.page("/api/creators")
     class Creators(View):
         async def get(self, request: Request) -> Response:
-            window = pick(request, "window", WINDOWS, "60m")
-            model = pick(request, "model", models, models[0])
-            now = await reader.watermark()
-            all_time = await reader.totals()
-            followers = creator_followers(all_time)
-            figs = {}
-            if now is not None:
-                start, end = window_bounds(now, WINDOWS[window])
-                figs = creator_figures(await reader.window(start, end), model)
-            rows = []
-            for creator in sorted(set(figs) | set(followers)):
-                eff = figs.get(creator)
-                rows.append(
-                    {
-                        "creator_id": creator,
-                        "followers": followers.get(creator, 0),
-                        **(eff or Efficiency()).as_dict(),
-                    }
-                )
-            rows.sort(key=lambda r: (-float(r["spend"] or 0), r["creator_id"]))
-            return self.json({"watermark": now, "window": window, "model": model, "creators": rows})
+            return self.json(await api.creators(request))
