@@ -376,6 +376,10 @@ _FLAG_SETTINGS = (
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, overridden by the flags given. (pydantic-settings' own CLI,
+    `CliSettingsSource`, would add one flag per field at the top level, named after the
+    environment variables, passwords included, instead of these subcommands; fed the parsed flags
+    it gives the same Settings about six times more slowly.)"""
     overrides: dict[str, Any] = {
         k: getattr(args, k) for k in _FLAG_SETTINGS if getattr(args, k, None) is not None
     }

@@ -6,6 +6,12 @@ Every line is redacted on its way out (seedloop/redact.py): values of secret-loo
 are masked, URLs lose their passwords, and the secret values of the running settings are
 replaced wherever they appear (an exception message, a repr). That is the one choke point every
 log line passes, librdkafka's included (`KafkaClientLog`), so no caller has to remember.
+
+Why not structlog or python-json-logger: configured to write this same JSON record (with the same
+redaction), each formats a record more slowly (best of 20 x 20,000 records, 3 extras: this
+formatter 55 us, python-json-logger 4.2 92 us, structlog 26.1's ProcessorFormatter 101 us), and
+neither writes the key=value console line (structlog's KeyValueRenderer writes repr()s and
+has no time or padded level). Redaction would still be ours.
 """
 
 from __future__ import annotations
