@@ -1,6 +1,6 @@
 """Structured logging: one JSON object per line (SEEDLOOP_LOG_FORMAT=json) or key=value text.
 
-Call `log.info("event name", extra={"fields": {...}})` via `event(logger, msg, **fields)`.
+Call `log.info("event name", extra={"key": value, ...})`: each extra is a field of the record.
 
 Every line is redacted on its way out (seedloop/redact.py): values of secret-looking extra keys
 are masked, URLs lose their passwords, and the secret values of the running settings are

@@ -92,8 +92,14 @@ def test_aipl_funnel() -> None:
 
 
 def test_campaign_loyalty_reads_the_loyalty_fields_with_their_rates() -> None:
-    fields = {"l|c1|buyers": 4, "l|c1|repeat_buyers": 1, "l|c2|followers": 5, "l|c2|retained_followers": 2,
-              "t|buyers": 9, "c|c1|kol|views": 3}
+    fields = {
+        "l|c1|buyers": 4,
+        "l|c1|repeat_buyers": 1,
+        "l|c2|followers": 5,
+        "l|c2|retained_followers": 2,
+        "t|buyers": 9,
+        "c|c1|kol|views": 3,
+    }
     loyal = campaign_loyalty(fields)
     assert loyal == {
         "c1": {"buyers": 4, "repeat_buyers": 1, "followers": 0, "retained_followers": 0},
@@ -102,3 +108,17 @@ def test_campaign_loyalty_reads_the_loyalty_fields_with_their_rates() -> None:
     assert loyalty_rates(loyal["c1"])["repeat_rate"] == 0.25
     assert loyalty_rates(loyal["c2"])["follower_retention"] == 0.4
     assert loyalty_rates({})["repeat_rate"] is None
+
+
+def test_ratios_without_a_denominator_are_none() -> None:
+    none = Efficiency(spend=5.0, gmv=10.0)
+    assert (none.cpa, none.cost_per_follow, none.cost_per_add_to_cart, none.ecpm) == (None, None, None, None)
+    assert Efficiency(gmv=10.0).roas is None
+    full = Efficiency(spend=5.0, views=1000, follows=2.0, add_to_carts=4.0, checkouts=0.5, gmv=10.0)
+    assert (full.cpa, full.roas, full.cost_per_follow, full.cost_per_add_to_cart, full.ecpm) == (
+        10.0,
+        2.0,
+        2.5,
+        1.25,
+        5.0,
+    )

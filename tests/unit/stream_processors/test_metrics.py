@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from stream_processors.metrics import BatchHistogram
+from stream_processors.metrics import BatchHistogram, PipelineMetrics
 
 BUCKETS = (0.01, 0.1, 0.5, 1.0, 5.0)
 
@@ -30,3 +30,13 @@ def test_batch_histogram_matches_the_stock_histogram() -> None:
     got = samples(batch_registry)
     assert got == samples(stock_registry)
     assert got['lat_seconds_bucket{le="0.01"}'] == 2 and got["lat_seconds_count"] == len(values)
+
+
+def test_each_metrics_instance_has_its_own_registry_and_series() -> None:
+    first, second = PipelineMetrics(), PipelineMetrics()
+    first.events_applied.labels("view").inc(3)
+    assert first.registry.get_sample_value("seedloop_events_applied_total", {"action": "view"}) == 3
+    assert second.registry.get_sample_value("seedloop_events_applied_total", {"action": "view"}) == 0
+    # The class keeps the declaration, the instance the metric.
+    assert PipelineMetrics.events_applied.name == "seedloop_events_applied"
+    assert isinstance(first.events_applied, Counter)
