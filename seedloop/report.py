@@ -120,9 +120,17 @@ def report_markdown(report: dict[str, Any]) -> str:
         target = f"{c['target_kind'].upper()} {c['target']:g}"
         bids = ", ".join(f"{ch} {b:.0f}" for ch, b in c["bids"].items())
         cells = [
-            c["campaign_id"], target, _fmt(c["spend"]), _fmt(c["views"]),
-            _fmt(c["follows"], 1), _fmt(c["add_to_carts"], 1), _fmt(c["checkouts"], 1),
-            _fmt(c["gmv"]), _fmt(c["cpa"]), _fmt(c["roas"]), bids,
+            c["campaign_id"],
+            target,
+            _fmt(c["spend"]),
+            _fmt(c["views"]),
+            _fmt(c["follows"], 1),
+            _fmt(c["add_to_carts"], 1),
+            _fmt(c["checkouts"], 1),
+            _fmt(c["gmv"]),
+            _fmt(c["cpa"]),
+            _fmt(c["roas"]),
+            bids,
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
@@ -135,7 +143,10 @@ def report_markdown(report: dict[str, Any]) -> str:
     ]
     for c in report["campaigns"]:
         lo = c.get("loyalty", {})
-        cells = [c["campaign_id"], *(_fmt(lo.get(k, 0)) for k in ("buyers", "repeat_buyers", "followers", "retained_followers"))]
+        cells = [
+            c["campaign_id"],
+            *(_fmt(lo.get(k, 0)) for k in ("buyers", "repeat_buyers", "followers", "retained_followers")),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     t = report["totals"]
     lines += [

@@ -238,18 +238,20 @@ class Settings(BaseSettings):
         import os
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("SEEDLOOP_")}
-        env.update({
-            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            "REDIS_URL": self.redis_url_value,
-            "SEEDLOOP_REDIS_MODE": self.redis_mode,
-            "SEEDLOOP_TOPIC_PREFIX": self.topic_prefix,
-            "SEEDLOOP_PARTITIONS": str(self.partitions),
-            "SEEDLOOP_SEEDS_DIR": str(self.seeds_dir),
-            "SEEDLOOP_REBALANCE_TIMEOUT_S": str(self.rebalance_timeout_s),
-            "SEEDLOOP_RETENTION_S": str(self.retention_s),
-            "SEEDLOOP_WEB_HOST": self.web_host,
-            "SEEDLOOP_LOG_FORMAT": "json",
-        })
+        env.update(
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+                "REDIS_URL": self.redis_url_value,
+                "SEEDLOOP_REDIS_MODE": self.redis_mode,
+                "SEEDLOOP_TOPIC_PREFIX": self.topic_prefix,
+                "SEEDLOOP_PARTITIONS": str(self.partitions),
+                "SEEDLOOP_SEEDS_DIR": str(self.seeds_dir),
+                "SEEDLOOP_REBALANCE_TIMEOUT_S": str(self.rebalance_timeout_s),
+                "SEEDLOOP_RETENTION_S": str(self.retention_s),
+                "SEEDLOOP_WEB_HOST": self.web_host,
+                "SEEDLOOP_LOG_FORMAT": "json",
+            }
+        )
         env.update(extra)
         return env
 

@@ -149,9 +149,7 @@ async def collect_snapshot(
             for creator, eff in figs_by_creator.items():
                 snap["creator_checkouts"][(creator, window, model)] = eff.checkouts
                 snap["creator_gmv"][(creator, window, model)] = eff.gmv
-        reach = await reader.reach(
-            owned, window_buckets(start, end, view.bucket_s), catalogue, labels
-        )
+        reach = await reader.reach(owned, window_buckets(start, end, view.bucket_s), catalogue, labels)
         for campaign, n in reach.campaign.items():
             if n:
                 snap["campaign_reach"][(campaign, window)] = n

@@ -18,8 +18,18 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
 
 def test_every_subcommand_has_a_description_and_every_flag_a_help() -> None:
     subs = _subparsers()
-    assert set(subs) >= {"demo", "stack", "simulate", "worker", "optimize", "report", "attribute", "evaluate",
-                         "bench", "soak"}
+    assert set(subs) >= {
+        "demo",
+        "stack",
+        "simulate",
+        "worker",
+        "optimize",
+        "report",
+        "attribute",
+        "evaluate",
+        "bench",
+        "soak",
+    }
     for name, sub in subs.items():
         assert sub.description and len(sub.description.split()) >= 8, name
         for action in sub._actions:
@@ -30,7 +40,15 @@ def test_every_subcommand_has_a_description_and_every_flag_a_help() -> None:
 
 def test_stack_offers_only_the_flags_it_uses() -> None:
     flags = {opt for a in _subparsers()["stack"]._actions for opt in a.option_strings}
-    assert flags == {"-h", "--help", "--kafka", "--kafka-nodes", "--kafka-data", "--log-format", "--log-level"}
+    assert flags == {
+        "-h",
+        "--help",
+        "--kafka",
+        "--kafka-nodes",
+        "--kafka-data",
+        "--log-format",
+        "--log-level",
+    }
 
 
 def test_optimize_port_sets_the_optimizer_port() -> None:
