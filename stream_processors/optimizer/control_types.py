@@ -106,6 +106,29 @@ def with_lagged_spend(
     return out
 
 
+def efficiency_window(
+    converted: Mapping[tuple[str, str], ChannelFigures], lagged: Mapping[tuple[str, str], ChannelFigures]
+) -> dict[tuple[str, str], ChannelFigures]:
+    """The efficiency window: conversions, carts and GMV over [now - window, now] (`converted`)
+    against the spend over the same span shifted back by the conversion lag (`lagged`), the spend
+    that caused them."""
+    window = {
+        k: ChannelFigures(lagged.get(k, ChannelFigures()).spend, v.conversions, v.gmv, v.add_to_carts)
+        for k, v in converted.items()
+    }
+    for k, v in lagged.items():
+        window.setdefault(k, ChannelFigures(v.spend, 0.0, 0.0))
+    return window
+
+
+def spend_by_campaign(figures: Mapping[tuple[str, str], ChannelFigures]) -> dict[str, float]:
+    """Spend summed over each campaign's channels."""
+    out: dict[str, float] = {}
+    for (cid, _), f in figures.items():
+        out[cid] = out.get(cid, 0.0) + f.spend
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Observation:
     campaign_id: str

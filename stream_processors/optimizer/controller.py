@@ -20,6 +20,8 @@ from stream_processors.optimizer.control_types import (
     ControlPolicy,
     Decision,
     Observation,
+    efficiency_window,
+    spend_by_campaign,
     with_lagged_spend,
 )
 from stream_processors.optimizer.decision import decide, guarded_bid
@@ -44,9 +46,11 @@ __all__ = [
     "Observation",
     "RoundInput",
     "decide",
+    "efficiency_window",
     "estimated_conversions",
     "guarded_bid",
     "shrunk_efficiency",
+    "spend_by_campaign",
     "with_lagged_spend",
 ]
 

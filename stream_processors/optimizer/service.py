@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import redis
 from confluent_kafka import Producer
@@ -23,14 +23,17 @@ from confluent_kafka import Producer
 from producers.scenario import Scenario
 from schemas.codec import encode
 from schemas.decisions import BidAdjustment
-from schemas.events import Channel
 from stream_processors.figures import campaign_figures
 from stream_processors.metrics import OptimizerMetrics
+from stream_processors.optimizer.adjustments import DecisionAudit, bid_adjustment
 from stream_processors.optimizer.controller import (
     BidOptimizer,
+    ChannelDecision,
     ChannelFigures,
     ControlPolicy,
     RoundInput,
+    efficiency_window,
+    spend_by_campaign,
     with_lagged_spend,
 )
 from stream_processors.optimizer.pacing import PacingPolicy
@@ -114,8 +117,9 @@ class OptimizerService:
         if self._kafka_config is None or self.cfg.mode == "dry_run":
             return None
         if self._producer is None:
-            self._producer = Producer({**self._kafka_config, "enable.idempotence": True, "acks": "all",
-                                       "linger.ms": 5})
+            self._producer = Producer(
+                {**self._kafka_config, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+            )
         return self._producer
 
     # --- control ----------------------------------------------------------------------------------
@@ -214,57 +218,36 @@ class OptimizerService:
         self._round_buckets = {}
         lag = self.cfg.conversion_lag_s
         lagged = self._window(now_event - self.cfg.window_s - lag, now_event - lag + 1, now_event)
-        convs = self._window(now_event - self.cfg.window_s, now_event + 1, now_event)
-        window = {k: ChannelFigures(lagged.get(k, ChannelFigures()).spend, v.conversions, v.gmv, v.add_to_carts)
-                  for k, v in convs.items()}
-        for k, v in lagged.items():
-            window.setdefault(k, ChannelFigures(v.spend, 0.0, 0.0))
+        window = efficiency_window(
+            self._window(now_event - self.cfg.window_s, now_event + 1, now_event), lagged
+        )
         day_start = (now_event // DAY_S) * DAY_S
-        today = self._window(day_start, now_event + 1, now_event)
-        recent = self._window(now_event - self.cfg.pace_window_s, now_event + 1, now_event)
-        spent_today: dict[str, float] = {}
-        recent_spend: dict[str, float] = {}
-        for (cid, _), f in today.items():
-            spent_today[cid] = spent_today.get(cid, 0.0) + f.spend
-        for (cid, _), f in recent.items():
-            recent_spend[cid] = recent_spend.get(cid, 0.0) + f.spend
+        spent_today = spend_by_campaign(self._window(day_start, now_event + 1, now_event))
+        recent_spend = spend_by_campaign(
+            self._window(now_event - self.cfg.pace_window_s, now_event + 1, now_event)
+        )
         optimizer = BidOptimizer(self.specs, self.cfg.policy, self.cfg.pacing)
         state_key = self._key("state" if self.cfg.mode == "live" else "dry_state")
         optimizer.load_state({_text(k): v for k, v in self.redis.hgetall(state_key).items()})
         paused = self.paused()
         inp = RoundInput(
-            seconds_into_day=now_event - day_start, window=window, spent_today=spent_today,
-            recent_spend=recent_spend, recent_s=self.cfg.pace_window_s, bids=self.current_bids(),
-            paused=paused, overrides=self.overrides(),
+            seconds_into_day=now_event - day_start,
+            window=window,
+            spent_today=spent_today,
+            recent_spend=recent_spend,
+            recent_s=self.cfg.pace_window_s,
+            bids=self.current_bids(),
+            paused=paused,
+            overrides=self.overrides(),
             long_window=self._window(now_event - self.cfg.long_window_s, now_event + 1, now_event),
             windows={w: self._window_with_lag(w, now_event) for w in self.cfg.memory_windows_s},
         )
+        self._report_pace(now_event - day_start, spent_today)
         decided_at = datetime.now(UTC)
         as_of = datetime.fromtimestamp(now_event, UTC)
-        decisions: list[BidAdjustment] = []
-        for c in self.scenario.campaigns:
-            plan_so_far = c.daily_budget * (now_event - day_start) / DAY_S
-            spent = spent_today.get(c.campaign_id, 0.0)
-            self.metrics.budget_pace.labels(c.campaign_id).set(spent / plan_so_far if plan_so_far > 0 else 0)
-        for cd in optimizer.step(inp):
-            c = self.scenario.campaign(cd.campaign_id)
-            d = cd.decision
-            adj = BidAdjustment(
-                decision_id=f"{cd.campaign_id}:{cd.channel}:{round_no}", campaign_id=cd.campaign_id,
-                channel=cast(Channel, cd.channel), decided_at=decided_at, as_of=as_of, round=round_no,
-                old_bid=cd.old_bid,
-                new_bid=d.new_bid, reason=d.reason, target_kind=c.target_kind, target=c.target,
-                observed=d.observed, spend=cd.figures.spend, conversions=cd.figures.conversions,
-                gmv=cd.figures.gmv, dry_run=self.cfg.mode == "dry_run", estimate=d.estimate,
-                pacing_multiplier=cd.pacing.multiplier if cd.pacing else None,
-                spent_today=spent_today.get(cd.campaign_id, 0.0),
-                planned_today=cd.pacing.plan if cd.pacing else None,
-            )
-            decisions.append(adj)
-            self.metrics.decisions.labels(cd.campaign_id, cd.channel, d.reason).inc()
-            self.metrics.bid.labels(cd.campaign_id, cd.channel).set(d.new_bid)
-            if d.observed is not None:
-                self.metrics.observed.labels(cd.campaign_id, cd.channel, c.target_kind).set(d.observed)
+        decisions = [
+            self._adjustment(cd, round_no, decided_at, as_of, spent_today) for cd in optimizer.step(inp)
+        ]
         self._publish(decisions)
         # Controller state moves on only once the decisions are acknowledged (live) or recorded.
         state = optimizer.dump_state()
@@ -273,6 +256,32 @@ class OptimizerService:
         self.metrics.rounds.inc()
         self.metrics.last_round.set(time.time())
         return decisions
+
+    def _report_pace(self, seconds_into_day: float, spent_today: Mapping[str, float]) -> None:
+        """Spend so far against an even plan, per campaign (a gauge)."""
+        for c in self.scenario.campaigns:
+            plan_so_far = c.daily_budget * seconds_into_day / DAY_S
+            spent = spent_today.get(c.campaign_id, 0.0)
+            self.metrics.budget_pace.labels(c.campaign_id).set(spent / plan_so_far if plan_so_far > 0 else 0)
+
+    def _adjustment(
+        self,
+        cd: ChannelDecision,
+        round_no: int,
+        decided_at: datetime,
+        as_of: datetime,
+        spent_today: Mapping[str, float],
+    ) -> BidAdjustment:
+        """One decision as the event the scheduler applies; counted in the metrics."""
+        c = self.scenario.campaign(cd.campaign_id)
+        d = cd.decision
+        audit = DecisionAudit(self.cfg.mode == "dry_run", spent_today.get(cd.campaign_id, 0.0))
+        adj = bid_adjustment(cd, c, round_no, decided_at, as_of, audit)
+        self.metrics.decisions.labels(cd.campaign_id, cd.channel, d.reason).inc()
+        self.metrics.bid.labels(cd.campaign_id, cd.channel).set(d.new_bid)
+        if d.observed is not None:
+            self.metrics.observed.labels(cd.campaign_id, cd.channel, c.target_kind).set(d.observed)
+        return adj
 
     def _publish(self, decisions: list[BidAdjustment]) -> None:
         producer = self._producer_or_none()
@@ -285,8 +294,12 @@ class OptimizerService:
 
             for adj in decisions:
                 # Key = campaign and channel: compaction keeps the latest decision of each.
-                producer.produce(self.cfg.topic, encode(adj), f"{adj.campaign_id}:{adj.channel}".encode(),
-                                 on_delivery=on_delivery)
+                producer.produce(
+                    self.cfg.topic,
+                    encode(adj),
+                    f"{adj.campaign_id}:{adj.channel}".encode(),
+                    on_delivery=on_delivery,
+                )
             remaining = producer.flush(30)
             if failures or remaining:
                 raise RuntimeError(f"bid adjustments not acknowledged: {failures[:3]} ({remaining} pending)")
@@ -302,10 +315,17 @@ class OptimizerService:
             pipe.lpush(self._key("decisions"), *[a.model_dump_json() for a in reversed(decisions)])
             pipe.ltrim(self._key("decisions"), 0, DECISION_LOG_LEN - 1)
             pipe.execute()
-        self.redis.hset(self.keys.optimizer(), mapping={"last_round_at": time.time(),
-                                                        "published": self.published})
-        log.info("control round", extra={"decisions": len(decisions), "mode": self.cfg.mode,
-                                          "moved": sum(1 for a in decisions if a.new_bid != a.old_bid)})
+        self.redis.hset(
+            self.keys.optimizer(), mapping={"last_round_at": time.time(), "published": self.published}
+        )
+        log.info(
+            "control round",
+            extra={
+                "decisions": len(decisions),
+                "mode": self.cfg.mode,
+                "moved": sum(1 for a in decisions if a.new_bid != a.old_bid),
+            },
+        )
 
     def run_forever(self, interval_s: float, should_stop: Any = lambda: False) -> None:
         next_at = time.monotonic()

@@ -263,41 +263,32 @@ def test_a_budget_bound_campaign_behind_plan_holds_a_cut_the_evidence_does_not_s
 
 def test_a_budget_bound_campaign_still_cuts_on_strong_evidence() -> None:
     # CPA about twice the target on 80 carts: far beyond 3 standard errors
-    o = obs(
-        spend=5000.0,
-        conversions=20.0,
-        add_to_carts=80.0,
-        checkout_ratio=0.25,
-        budget_bound=True,
-        budget_headroom=1.5,
-    )
+    twice_the_target = dict(spend=5000.0, conversions=20.0, add_to_carts=80.0, checkout_ratio=0.25)
+    o = obs(**twice_the_target, budget_bound=True, budget_headroom=1.5)
     d = decide(o, POLICY, ChannelState(200.0, learned=True))
     assert d.reason == "toward_target" and d.new_bid < 200.0
+
+
+def _spent_500_by(seconds_into_day: float, recent_spend: float) -> RoundInput:
+    """Campaign c1 (budget 1000) has spent 500 today, `recent_spend` of it in the last hour."""
+    return RoundInput(
+        seconds_into_day=seconds_into_day,
+        window={},
+        spent_today={"c1": 500.0},
+        recent_spend={"c1": recent_spend},
+        recent_s=3600.0,
+        bids={("c1", "feed"): 200.0},
+    )
 
 
 def test_the_optimizer_remembers_when_pacing_last_bound() -> None:
     spec = CampaignSpec("c1", "cpa", 100.0, 1000.0, 50.0, 800.0, ("feed",), {"feed": 200.0})
     opt = BidOptimizer([spec], POLICY, PacingPolicy())
     # half the day's budget gone in the first hour: pacing must hold the bid down
-    fast = RoundInput(
-        seconds_into_day=3600.0,
-        window={},
-        spent_today={"c1": 500.0},
-        recent_spend={"c1": 500.0},
-        recent_s=3600.0,
-        bids={("c1", "feed"): 200.0},
-    )
-    opt.step(fast)
+    opt.step(_spent_500_by(3600.0, recent_spend=500.0))
     assert opt.pacing_states["c1"].multiplier < 1.0
     assert opt.pacing_states["c1"].rounds_since_bound == 0
-    slow = RoundInput(
-        seconds_into_day=7200.0,
-        window={},
-        spent_today={"c1": 500.0},
-        recent_spend={"c1": 0.0},
-        recent_s=3600.0,
-        bids={("c1", "feed"): 200.0},
-    )
+    slow = _spent_500_by(7200.0, recent_spend=0.0)
     for _ in range(3):
         opt.step(slow)
     assert opt.pacing_states["c1"].multiplier == 1.0
