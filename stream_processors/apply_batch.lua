@@ -16,48 +16,68 @@
 --
 -- Keys. The client (stream_processors/store/redis_lua.py, whose `Keys` owns every key name and
 -- lists the suffixes used here) passes KEYS[1] the partition's meta hash, KEYS[2] its all-time
--- totals, KEYS[3] its journey paths, and the partition's key prefix (ARGV[2], "<ns>:{pN}:").
--- Every other key is that prefix plus a suffix (b:, u:, ids:, aud:, and r:/e: from ARGV[11]): it
+-- totals, KEYS[3] its journey paths, and the partition's key prefix (arg.prefix, "<ns>:{pN}:").
+-- Every other key is that prefix plus a suffix (b:, u:, ids:, aud:, and r:/e: from arg.reach): it
 -- carries the same hash tag, so it lives in the same slot as KEYS[1] and the script stays one
 -- atomic call on Redis Cluster. Key names are built here rather than passed, because a batch
 -- touches ~1,000 keys and the client pays ~0.6 us per argument to encode each.
 --
--- Lists travel as text, one argument each: the fields are identifiers ([A-Za-z0-9_.:-]), channel
--- names, integers and Python float reprs, none of which contain spaces or newlines.
+-- Arguments are named: ARGV alternates name, value (RedisPartitionStore.apply_fields), read once
+-- into the table `arg` below, which refuses a call whose names are not exactly APPLY_ARGS, so
+-- neither side depends on the order. Lists travel as text, one argument each: the fields are
+-- identifiers ([A-Za-z0-9_.:-]), channel names, integers and Python float reprs, none of which
+-- contain spaces or newlines.
 --
--- ARGV[1]  epoch
--- ARGV[2]  key prefix of the partition
--- ARGV[3]  offsets:  "topic expected_offset new_offset watermark latest\n" per topic; watermark
---          "-" for none yet, latest the topic's largest accepted event times joined by "," (or "-")
--- ARGV[4]  user state TTL (s)
--- ARGV[5]  "user_id byte_length " per user;  ARGV[6] the users' states, back to back
--- ARGV[7]  bucket TTL (s)
--- ARGV[8]  increments: "bucket field amount\n" (bucket "-": the all-time totals hash)
--- ARGV[9]  journey paths: "path amount\n"
--- ARGV[10] reach TTL (s)
--- ARGV[11] reach: "key_suffix user user ...\n" (HyperLogLogs: r:<bucket>:<campaign>:<channel>, e:<bucket>:<campaign>)
--- ARGV[12] audience checkouts, ARGV[13] carts, ARGV[14] engagements: "user_id event_time\n"
--- ARGV[15] audience expiry cutoffs "cart_abandoners engaged buyers" (event times), or "" for none
--- ARGV[16] applied event ids: "topic forget_before event_id event_time event_id event_time ...\n"
---          (sorted set ids:<topic>, scored by event time; ids scored below forget_before, "-" for
---          none, are dropped: they are older than the topic's watermark minus the lateness, so any
---          copy of them is dead-lettered as late before it could be looked up)
+-- epoch        the writer's epoch
+-- prefix       key prefix of the partition
+-- offsets      "topic expected_offset new_offset watermark latest\n" per topic; watermark "-" for
+--              none yet, latest the topic's largest accepted event times joined by "," (or "-")
+-- user_ttl     user state TTL (s)
+-- state_index  "user_id byte_length " per user;  states  the users' states, back to back
+-- bucket_ttl   bucket TTL (s)
+-- increments   "bucket field amount\n" (bucket "-": the all-time totals hash)
+-- paths        journey paths: "path amount\n"
+-- reach_ttl    reach TTL (s)
+-- reach        "key_suffix user user ...\n" (HyperLogLogs: r:<bucket>:<campaign>:<channel>, e:<bucket>:<campaign>)
+-- checkouts, carts, engagements   audience signals: "user_id event_time\n"
+-- audience_cutoffs   expiry cutoffs "cart_abandoners engaged buyers" (event times), or "" for none
+-- event_ids    applied event ids: "topic forget_before event_id event_time event_id event_time ...\n"
+--              (sorted set ids:<topic>, scored by event time; ids scored below forget_before, "-"
+--              for none, are dropped: they are older than the topic's watermark minus the
+--              lateness, so any copy of them is dead-lettered as late before it could be looked up)
 --
 -- Returns {"OK"}, {"FENCED", current_epoch} when a newer owner claimed the partition (this
 -- writer is a zombie), or {"CONFLICT", topic, current_offset} when the stored offset is not the
 -- one the caller read (someone applied in between); nothing is written in either case. A failed
 -- check is an error reply starting "SEEDLOOP_UNAPPLIABLE"; nothing is written either.
 
+local APPLY_ARGS = {
+  'epoch', 'prefix', 'offsets', 'user_ttl', 'state_index', 'states', 'bucket_ttl', 'increments',
+  'paths', 'reach_ttl', 'reach', 'checkouts', 'carts', 'engagements', 'audience_cutoffs', 'event_ids',
+}
+local arg = {}
+for i = 1, #ARGV - 1, 2 do
+  arg[ARGV[i]] = ARGV[i + 1]
+end
+if #ARGV ~= 2 * #APPLY_ARGS then
+  return redis.error_reply('SEEDLOOP_BAD_ARGS nothing written: ' .. #ARGV .. ' arguments, not name/value pairs of ' .. #APPLY_ARGS .. ' names')
+end
+for _, name in ipairs(APPLY_ARGS) do
+  if arg[name] == nil then
+    return redis.error_reply('SEEDLOOP_BAD_ARGS nothing written: no argument named ' .. name)
+  end
+end
+
 local meta = KEYS[1]
-local prefix = ARGV[2]
+local prefix = arg.prefix
 
 -- 1. May this writer apply this batch? (reads only)
 local current_epoch = redis.call('HGET', meta, 'epoch')
-if current_epoch ~= ARGV[1] then
+if current_epoch ~= arg.epoch then
   return {'FENCED', current_epoch or ''}
 end
 local offsets = {}
-for topic, expected, new, wm, latest in string.gmatch(ARGV[3], '(%S+) (%S+) (%S+) (%S+) (%S+)') do
+for topic, expected, new, wm, latest in string.gmatch(arg.offsets, '(%S+) (%S+) (%S+) (%S+) (%S+)') do
   offsets[#offsets + 1] = {topic, expected, new, wm, latest}
 end
 for _, o in ipairs(offsets) do
@@ -156,10 +176,10 @@ local function add_increment(key, field, amount)
   fields[#fields + 1] = field
   incr_amounts[key][#fields] = amount
 end
-for bucket, field, amount in string.gmatch(ARGV[8], '(%S+) (%S+) (%S+)') do
+for bucket, field, amount in string.gmatch(arg.increments, '(%S+) (%S+) (%S+)') do
   add_increment(bucket == '-' and KEYS[2] or prefix .. 'b:' .. bucket, field, amount)
 end
-for path, amount in string.gmatch(ARGV[9], '(%S+) (%S+)') do
+for path, amount in string.gmatch(arg.paths, '(%S+) (%S+)') do
   add_increment(KEYS[3], path, amount)
 end
 for _, key in ipairs(incr_keys) do
@@ -183,7 +203,7 @@ end
 -- type, a string that is not a HyperLogLog, a corrupt one) and answers 0 for an absent key; its
 -- only side effect is a cached cardinality inside a valid one, not a change of its value.
 local reach = {}
-for line in string.gmatch(ARGV[11], '[^\n]+') do
+for line in string.gmatch(arg.reach, '[^\n]+') do
   local key = prefix .. string.match(line, '^(%S+)')
   reach[#reach + 1] = {key, line}
   if not problem then
@@ -205,8 +225,8 @@ end
 local last_checkout = {}  -- user -> {time, text} of their latest checkout, stored or in this batch
 if not problem then
   local users, seen = {}, {}
-  for i = 12, 14 do
-    for user in string.gmatch(ARGV[i], '(%S+) %S+') do
+  for _, signals in ipairs({arg.checkouts, arg.carts, arg.engagements}) do
+    for user in string.gmatch(signals, '(%S+) %S+') do
       if not seen[user] then
         seen[user] = true
         users[#users + 1] = user
@@ -222,7 +242,7 @@ if not problem then
 end
 
 local id_lines = {}
-for line in string.gmatch(ARGV[16], '[^\n]+') do
+for line in string.gmatch(arg.event_ids, '[^\n]+') do
   local topic, forget_before, rest = string.match(line, '^(%S+) (%S+)(.*)$')
   local key = prefix .. 'ids:' .. topic
   expect_type(key, 'zset')
@@ -234,16 +254,16 @@ if problem then
 end
 
 -- 3. Write: nothing below can fail.
-local user_ttl = ARGV[4]
-local states = ARGV[6]
+local user_ttl = arg.user_ttl
+local states = arg.states
 local pos = 1
-for user, len in string.gmatch(ARGV[5], '(%S+) (%d+)') do
+for user, len in string.gmatch(arg.state_index, '(%S+) (%d+)') do
   local last = pos + tonumber(len)
   redis.call('SET', prefix .. 'u:' .. user, string.sub(states, pos, last - 1), 'EX', user_ttl)
   pos = last
 end
 
-local bucket_ttl = ARGV[7]
+local bucket_ttl = arg.bucket_ttl
 for _, key in ipairs(incr_keys) do
   local fields, amounts = incr_fields[key], incr_amounts[key]
   for i = 1, #fields do
@@ -254,7 +274,7 @@ for _, key in ipairs(incr_keys) do
   end
 end
 
-local reach_ttl = ARGV[10]
+local reach_ttl = arg.reach_ttl
 for _, entry in ipairs(reach) do
   local key, users, n, skip = entry[1], {}, 0, true
   for word in string.gmatch(entry[2], '%S+') do
@@ -281,7 +301,7 @@ local function last_of(user)
   return last_checkout[user]
 end
 local bought = {}
-for user, at in string.gmatch(ARGV[12], '(%S+) (%S+)') do
+for user, at in string.gmatch(arg.checkouts, '(%S+) (%S+)') do
   local prev = last_of(user)
   if not prev or tonumber(at) > prev[1] then
     last_checkout[user] = {tonumber(at), at}
@@ -291,13 +311,13 @@ for user, at in string.gmatch(ARGV[12], '(%S+) (%S+)') do
   redis.call('ZREM', aud .. 'engaged', user)
   bought[#bought + 1] = user
 end
-for user, at in string.gmatch(ARGV[13], '(%S+) (%S+)') do
+for user, at in string.gmatch(arg.carts, '(%S+) (%S+)') do
   local prev = last_of(user)
   if not prev or tonumber(at) > prev[1] then
     redis.call('ZADD', aud .. 'cart_abandoners', 'GT', at, user)
   end
 end
-for user, at in string.gmatch(ARGV[14], '(%S+) (%S+)') do
+for user, at in string.gmatch(arg.engagements, '(%S+) (%S+)') do
   if not last_of(user) then
     redis.call('ZADD', aud .. 'engaged', 'GT', at, user)
   end
@@ -309,7 +329,7 @@ for _, user in ipairs(bought) do
     redis.call('ZREM', aud .. 'cart_abandoners', user)
   end
 end
-local cart_cut, engaged_cut, buyers_cut = string.match(ARGV[15], '(%S+) (%S+) (%S+)')
+local cart_cut, engaged_cut, buyers_cut = string.match(arg.audience_cutoffs, '(%S+) (%S+) (%S+)')
 if cart_cut then
   redis.call('ZREMRANGEBYSCORE', aud .. 'cart_abandoners', '-inf', cart_cut)
   redis.call('ZREMRANGEBYSCORE', aud .. 'engaged', '-inf', engaged_cut)

@@ -32,6 +32,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from itertools import chain
 
 from stream_processors.processor import BatchPlan, KnownIds, PartitionMeta
 from stream_processors.redis_connect import AsyncClient, SyncClient
@@ -198,63 +199,42 @@ class RedisPartitionStore:
     async def apply(self, plan: BatchPlan, epoch: str) -> None:
         p = plan.partition
         keys = [self.keys.meta(p), self.keys.totals(p), self.keys.paths(p)]
-        result = await self._script(keys=keys, args=[epoch, self.keys.prefix(p), *self.apply_args(plan)])
+        fields = self.apply_fields(plan, epoch)
+        result = await self._script(keys=keys, args=list(chain.from_iterable(fields.items())))
         status = text(result[0])
         if status == "FENCED":
             raise FencedError.superseded(p, epoch, text(result[1]))
         if status == "CONFLICT":
             raise OffsetConflict.moved(p, text(result[1]), text(result[2]))
 
-    def apply_args(self, plan: BatchPlan) -> list[str | bytes | int]:
-        """ARGV[3:] of apply_batch.lua (its header documents the layout)."""
-        offsets = "".join(
-            f"{topic} {tp.expected_offset} {tp.new_offset} {_mark(tp.watermark)} "
-            f"{','.join(map(repr, tp.latest)) or '-'}\n"
-            for topic, tp in sorted(plan.progress.items())
-        )
+    def apply_fields(self, plan: BatchPlan, epoch: str) -> dict[str, str | bytes | int]:
+        """apply_batch.lua's arguments by name (its header documents each). They travel as ARGV
+        pairs name, value, and the script refuses a call whose names are not exactly the ones it
+        reads, so neither side depends on an order."""
         states = plan.user_states
-        state_index = "".join([f"{user} {len(state)} " for user, state in states.items()])
-        increments = "".join(
-            [
-                f"{'-' if bucket is None else bucket} {name} {amount}\n"
-                for (bucket, name), amount in plan.increments.by_key.items()
-                if amount
-            ]
-        )
-        paths = "".join(f"{name} {amount}\n" for name, amount in plan.journey_paths.items() if amount)
         sig = plan.signals
-        reach = [f"{Keys.reach_suffix(b, c, ch)} {' '.join(users)}\n" for (b, c, ch), users in sig.reach.items()]
-        reach += [
-            f"{Keys.engaged_reach_suffix(b, c)} {' '.join(users)}\n" for (b, c), users in sig.engaged_reach.items()
-        ]
-        cut = audience_cutoffs(plan, self._audience_expiry)
-        cutoffs = "" if cut is None else " ".join(repr(cut[a]) for a in ("cart_abandoners", "engaged", "buyers"))
-        return [
-            offsets,
-            self._user_ttl,
-            state_index,
-            b"".join(states.values()),
-            self._bucket_ttl,
-            increments,
-            paths,
-            self._reach_ttl,
-            "".join(reach),
-            _times(sig.checkouts),
-            _times(sig.carts),
-            _times(sig.engagements),
-            cutoffs,
-            self.event_ids_arg(plan),
-        ]
+        return {
+            "epoch": epoch,
+            "prefix": self.keys.prefix(plan.partition),
+            "offsets": _offsets(plan),
+            "user_ttl": self._user_ttl,
+            "state_index": "".join([f"{user} {len(state)} " for user, state in states.items()]),
+            "states": b"".join(states.values()),
+            "bucket_ttl": self._bucket_ttl,
+            "increments": _increments(plan),
+            "paths": "".join(f"{name} {amount}\n" for name, amount in plan.journey_paths.items() if amount),
+            "reach_ttl": self._reach_ttl,
+            "reach": _reach(plan),
+            "checkouts": _times(sig.checkouts),
+            "carts": _times(sig.carts),
+            "engagements": _times(sig.engagements),
+            "audience_cutoffs": self._audience_cutoffs(plan),
+            "event_ids": _event_ids(plan),
+        }
 
-    @staticmethod
-    def event_ids_arg(plan: BatchPlan) -> str:
-        """ARGV[16]: per topic, the event time below which its ids are forgotten, and its new ids."""
-        lines = []
-        for topic in sorted(plan.new_ids.keys() | plan.forget_ids_before.keys()):
-            forget = plan.forget_ids_before.get(topic)
-            ids = "".join([f" {i} {at!r}" for i, at in plan.new_ids.get(topic, ())])
-            lines.append(f"{topic} {'-' if forget is None else repr(forget)}{ids}\n")
-        return "".join(lines)
+    def _audience_cutoffs(self, plan: BatchPlan) -> str:
+        cut = audience_cutoffs(plan, self._audience_expiry)
+        return "" if cut is None else " ".join(repr(cut[a]) for a in ("cart_abandoners", "engaged", "buyers"))
 
     # --- figures (AsyncFigureSource) --------------------------------------------------------------
     async def _hgetall(self, keys: list[str]) -> list[Mapping[bytes, bytes]]:
@@ -370,6 +350,44 @@ class FigureReader:
     def bids(self) -> dict[str, float]:
         """The optimizer's current bids, `campaign|channel` -> bid."""
         return {text(k): float(v) for k, v in self.redis.hgetall(self.keys.bids()).items()}
+
+
+def _offsets(plan: BatchPlan) -> str:
+    return "".join(
+        f"{topic} {tp.expected_offset} {tp.new_offset} {_mark(tp.watermark)} "
+        f"{','.join(map(repr, tp.latest)) or '-'}\n"
+        for topic, tp in sorted(plan.progress.items())
+    )
+
+
+def _increments(plan: BatchPlan) -> str:
+    return "".join(
+        [
+            f"{'-' if bucket is None else bucket} {name} {amount}\n"
+            for (bucket, name), amount in plan.increments.by_key.items()
+            if amount
+        ]
+    )
+
+
+def _reach(plan: BatchPlan) -> str:
+    sig = plan.signals
+    reach = [f"{Keys.reach_suffix(b, c, ch)} {' '.join(users)}\n" for (b, c, ch), users in sig.reach.items()]
+    reach += [
+        f"{Keys.engaged_reach_suffix(b, c)} {' '.join(users)}\n"
+        for (b, c), users in sig.engaged_reach.items()
+    ]
+    return "".join(reach)
+
+
+def _event_ids(plan: BatchPlan) -> str:
+    """Per topic, the event time below which its ids are forgotten, and its new ids."""
+    lines = []
+    for topic in sorted(plan.new_ids.keys() | plan.forget_ids_before.keys()):
+        forget = plan.forget_ids_before.get(topic)
+        ids = "".join([f" {i} {at!r}" for i, at in plan.new_ids.get(topic, ())])
+        lines.append(f"{topic} {'-' if forget is None else repr(forget)}{ids}\n")
+    return "".join(lines)
 
 
 def _mark(at: float) -> str:

@@ -21,7 +21,14 @@ from schemas.codec import encode
 from seedloop import runtime
 from seedloop.embedded import redis_process
 from seedloop.settings import Settings
-from stream_processors.processor import DecodedBatch, ProcessingRules, RawMessage, decode_batch, plan_batch
+from stream_processors.processor import (
+    DecodedBatch,
+    PartitionMeta,
+    ProcessingRules,
+    RawMessage,
+    decode_batch,
+    plan_batch,
+)
 from stream_processors.store.base import AudienceExpiry, FencedError, OffsetConflict, PartitionStateStore
 from stream_processors.store.memory import MemoryState, MemoryStore
 from stream_processors.store.redis_lua import FigureReader, Keys, RedisPartitionStore
@@ -172,7 +179,9 @@ def test_a_fenced_epoch_is_refused_whole(with_store: StoreRun) -> None:
         assert await snapshot(store, decode(MESSAGES)) == before
         await store.apply(stale, new)  # the owner's write goes through
         offsets = (await store.metas([0]))[0].offsets
-        assert {t: offsets[t] for t in stale.progress} == {t: tp.new_offset for t, tp in stale.progress.items()}
+        assert {t: offsets[t] for t in stale.progress} == {
+            t: tp.new_offset for t, tp in stale.progress.items()
+        }
 
     with_store(body)
 
@@ -284,9 +293,20 @@ def test_a_failing_apply_calls_the_fatal_policy_and_acks_nothing(with_store: Sto
     from stream_processors.worker import AttributionRuntime, WorkerConfig
 
     cfg = WorkerConfig(
-        app_id="t", worker_id="w1", faust_broker_options={}, redis_url="redis://unused", topic_prefix="t",
-        partitions=PARTITIONS, rules=RULES, batch_max=1000, batch_within_s=0.1, user_ttl_s=3600,
-        bucket_ttl_s=3600, rebalance_timeout_s=3.0, web_host="127.0.0.1", web_port=0,
+        app_id="t",
+        worker_id="w1",
+        faust_broker_options={},
+        redis_url="redis://unused",
+        topic_prefix="t",
+        partitions=PARTITIONS,
+        rules=RULES,
+        batch_max=1000,
+        batch_within_s=0.1,
+        user_ttl_s=3600,
+        bucket_ttl_s=3600,
+        rebalance_timeout_s=3.0,
+        web_host="127.0.0.1",
+        web_port=0,
     )
     first, second = split(MESSAGES)
 
@@ -312,6 +332,7 @@ def test_a_failing_apply_calls_the_fatal_policy_and_acks_nothing(with_store: Sto
             await store.redis.set(store.keys.totals(0), "not a hash")
             before["totals"] = None
         else:
+
             def broken(plan: Any, epoch: str) -> None:
                 raise MemoryError("simulated")
 
@@ -340,10 +361,53 @@ def test_the_scripts_build_the_key_names_keys_declares() -> None:
     assert used and used <= set(Keys.SUFFIXES)
     keys = Keys("ns")
     assert keys.prefix(3) == "ns:{p3}:"
-    for name in (keys.meta(3), keys.totals(3), keys.paths(3), keys.bucket(3, 60), keys.user(3, "u"),
-                 keys.event_ids(3, "t"), keys.audience(3, "buyers"), keys.reach(3, 60, "c", "kol"),
-                 keys.engaged_reach(3, 60, "c")):
-        assert name.startswith(keys.prefix(3)) and name[len(keys.prefix(3)):].startswith(Keys.SUFFIXES)
+    for name in (
+        keys.meta(3),
+        keys.totals(3),
+        keys.paths(3),
+        keys.bucket(3, 60),
+        keys.user(3, "u"),
+        keys.event_ids(3, "t"),
+        keys.audience(3, "buyers"),
+        keys.reach(3, 60, "c", "kol"),
+        keys.engaged_reach(3, 60, "c"),
+    ):
+        assert name.startswith(keys.prefix(3)) and name[len(keys.prefix(3)) :].startswith(Keys.SUFFIXES)
+
+
+def test_the_apply_script_reads_exactly_the_named_arguments_the_client_sends() -> None:
+    """apply_batch.lua's arguments are named: its APPLY_ARGS, every `arg.<name>` it reads and the
+    client's apply_fields are one set of names."""
+    import re
+
+    from stream_processors.store.redis_lua import APPLY_SCRIPT
+
+    declared = re.search(r"local APPLY_ARGS = \{(.*?)\}", APPLY_SCRIPT, re.S)
+    assert declared
+    names = re.findall(r"'(\w+)'", declared.group(1))
+    batch = decode(MESSAGES[:50])
+    plan = plan_batch(batch, PartitionMeta.from_hash({}), {}, RULES, wall_now=WALL_NOW, known_ids={})
+    store = RedisPartitionStore(aioredis.Redis(), Keys("ns"), 3600, 3600)
+    assert list(store.apply_fields(plan, "1")) == names
+    assert set(re.findall(r"\barg\.(\w+)", APPLY_SCRIPT)) == set(names)
+
+
+def test_an_apply_with_a_missing_argument_is_refused_with_nothing_written(redis_url: str) -> None:
+    async def main() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        keys = Keys(f"t{uuid.uuid4().hex[:8]}")
+        store = RedisPartitionStore(client, keys, 3600, 3600)
+        epoch = await store.claim(0)
+        plan = plan_batch(decode(MESSAGES[:50]), PartitionMeta.from_hash({}), {}, RULES, wall_now=WALL_NOW)
+        fields = store.apply_fields(plan, epoch)
+        del fields["reach"]
+        script_keys = [keys.meta(0), keys.totals(0), keys.paths(0)]
+        with pytest.raises(redis.ResponseError, match="SEEDLOOP_BAD_ARGS nothing written"):
+            await store._script(keys=script_keys, args=[x for pair in fields.items() for x in pair])
+        assert await client.keys(f"{keys.namespace}:*") == [keys.meta(0).encode()]
+        await store.close()
+
+    asyncio.run(main())
 
 
 def test_converted_journeys_record_their_value_for_the_markov_value_weights() -> None:
