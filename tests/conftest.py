@@ -192,16 +192,25 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def spawn_seedloop(settings: Settings, command: str, log_path: Path, **env: str) -> subprocess.Popen[bytes]:
+    """`seedloop <command>` against `settings`' services (`env` added), its output in `log_path`;
+    the caller stops it (embedded.stop_processes)."""
+    with open(log_path, "ab") as log_file:  # the child holds its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "seedloop", command],
+            env=settings_env(settings, **env),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+
+
 def spawn_worker(settings: Settings, worker_id: str, log_path: Path, **env: str) -> WorkerProcess:
     """A `seedloop worker` against `settings`' services, HTTP on a free port, its output in
     `log_path`; the caller stops it (embedded.stop_processes)."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "seedloop", "worker"],
-        env=settings_env(settings, SEEDLOOP_WORKER_ID=worker_id, SEEDLOOP_WEB_PORT=str(port), **env),
-        stdout=open(log_path, "ab"),  # noqa: SIM115 - closed with the process
-        stderr=subprocess.STDOUT,
-        cwd=REPO,
+    proc = spawn_seedloop(
+        settings, "worker", log_path, SEEDLOOP_WORKER_ID=worker_id, SEEDLOOP_WEB_PORT=str(port), **env
     )
     return WorkerProcess(proc, port, log_path)
 

@@ -9,7 +9,6 @@ import json
 import socket
 import struct
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -23,18 +22,10 @@ from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 from seedloop import runtime
 from seedloop.embedded import EmbeddedStack, free_port, stop_processes
-from seedloop.settings import Settings
+from seedloop.settings import REPO_SEEDS, Settings
 from seedloop.topics import caught_up, ensure_topics
-from stream_processors.state import FigureReader, Keys
-from tests.conftest import (
-    REPO,
-    WorkerProcess,
-    run_cli,
-    service_settings,
-    settings_env,
-    spawn_worker,
-    wait_for,
-)
+from stream_processors.store.redis_lua import FigureReader, Keys
+from tests.conftest import WorkerProcess, run_cli, service_settings, spawn_seedloop, spawn_worker, wait_for
 from tests.integration.test_pipeline import produce_simulated
 
 # The optimizer, HTTP and monitoring are the subject here, not the broker: one tier is enough.
@@ -230,7 +221,7 @@ def test_kafka_sasl_settings_reach_both_clients(monkeypatch: pytest.MonkeyPatch)
         "KAFKA_SASL_PASSWORD": KAFKA_PASSWORD,
     }.items():
         monkeypatch.setenv(k, v)
-    settings = Settings(seeds_dir=REPO / "seeds")
+    settings = Settings(seeds_dir=REPO_SEEDS)
 
     conf = settings.confluent_config()
     assert conf["security.protocol"].upper() == "SASL_PLAINTEXT"
@@ -342,19 +333,14 @@ def test_the_optimizer_listens_on_loopback_and_never_logs_its_token(
     token = "ctl-" + "t0k3n" * 6
     port = free_port()
     log_path = tmp_path / "optimizer.log"
-    with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "seedloop", "optimize"],
-            env=settings_env(
-                settings,
-                SEEDLOOP_OPTIMIZER_PORT=str(port),
-                SEEDLOOP_CONTROL_TOKEN=token,
-                SEEDLOOP_LOG_LEVEL="DEBUG",
-            ),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
+    proc = spawn_seedloop(
+        settings,
+        "optimize",
+        log_path,
+        SEEDLOOP_OPTIMIZER_PORT=str(port),
+        SEEDLOOP_CONTROL_TOKEN=token,
+        SEEDLOOP_LOG_LEVEL="DEBUG",
+    )
     try:
         wait_for(lambda: bool(listening_addresses(port)), 60, "the optimizer's HTTP listener")
         assert listening_addresses(port) == {"127.0.0.1"}, listening_addresses(port)
