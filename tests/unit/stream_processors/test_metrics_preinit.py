@@ -30,7 +30,8 @@ def reasons_in_processor() -> set[str]:
     `return "reason", detail` of its placement and catalogue checks."""
     source = Path(processor.__file__).read_text()
     found = set(re.findall(r'DeadLetter\(\s*[\w.]+,\s*"(\w+)"', source))
-    found |= set(re.findall(r'return "(\w+)", f?"', source))
+    # `return "reason", detail`, or the same tuple in parentheses over several lines.
+    found |= set(re.findall(r'return \(?\s*"(\w+)",\s*f?"', source))
     return found
 
 
