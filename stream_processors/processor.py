@@ -9,11 +9,9 @@ in microseconds.
 
 from __future__ import annotations
 
-import bisect
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
 
 from confluent_kafka import murmur2
 
@@ -25,25 +23,16 @@ from stream_processors.attribution.journey import (
     UserState,
     apply_events,
 )
-
-
-class RawMessage(NamedTuple):
-    """One consumed message (a tuple: built for every event, and cheaper than a frozen dataclass)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    # When the broker (or producer) stamped it, POSIX seconds: the start of event-to-Redis latency.
-    timestamp: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    message: RawMessage
-    reason: str
-    detail: str
+from stream_processors.messages import DeadLetter, Decoded, DecodedBatch, RawMessage
+from stream_processors.progress import (
+    WATERMARK_QUORUM,
+    KnownIds,
+    PartitionMeta,
+    TopicProgress,
+    observe_event_time,
+    robust_watermark,
+)
+from stream_processors.signals import BatchSignals, collect_signals
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,150 +60,6 @@ class ProcessingRules:
     engine: EngineConfig
     max_future_s: float
     catalogue: Catalogue
-
-
-class Decoded(NamedTuple):
-    message: RawMessage
-    event: UserAction
-    at: float  # event time, POSIX seconds (computed once: it is read several times per event)
-
-
-@dataclass(slots=True)
-class DecodedBatch:
-    partition: int
-    messages: list[RawMessage]
-    events: list[Decoded]
-    dead_letters: list[DeadLetter]
-
-    @property
-    def user_ids(self) -> list[str]:
-        return sorted({d.event.user_id for d in self.events})
-
-    @property
-    def event_ids(self) -> list[str]:
-        """The ids to look up in the partition's event-id sets (read_batch.lua)."""
-        return sorted({d.event.event_id for d in self.events})
-
-
-# The event-time watermark of a topic in a partition, the clock that lateness, pruning and the
-# optimizer's "now" read, is the WATERMARK_QUORUM-th latest event time accepted there: it takes
-# that many accepted events dated at or after T to move it to T. A client with a wrong clock
-# (or a forger) that gets a few events past the future bound therefore cannot make ordinary
-# traffic late: with fewer than WATERMARK_QUORUM such events the watermark stays where honest
-# traffic put it, and each jump is counted (`outliers` below, the seedloop_event_time_outliers
-# metric). The price is a lag: the watermark trails the latest event
-# by the time its topic takes to produce WATERMARK_QUORUM events (seconds for views, about an hour
-# for a partition's checkouts in the simulation), so lateness is that much more lenient.
-# Until a topic has had WATERMARK_QUORUM events in a partition, it has no watermark: none of its
-# events is late. The K latest times are stored with the partition's meta and offsets (same atomic
-# apply), so a replayed batch meets exactly the watermark its first attempt met.
-WATERMARK_QUORUM = 8
-
-
-def observe_event_time(latest: list[float], at: float, quorum: int = WATERMARK_QUORUM) -> None:
-    """Keep `latest` the `quorum` largest event times accepted so far, ascending."""
-    if len(latest) < quorum:
-        bisect.insort(latest, at)
-    elif at > latest[0]:
-        bisect.insort(latest, at)
-        del latest[0]
-
-
-def robust_watermark(latest: Sequence[float], floor: float, quorum: int = WATERMARK_QUORUM) -> float:
-    """The watermark given the largest accepted event times (ascending) and the stored watermark.
-
-    Monotone: a `quorum`-th largest of a growing set never decreases, and `floor` (the stored
-    watermark) keeps it so across a change of `quorum` or state written by an older version."""
-    if len(latest) >= quorum:
-        kth = latest[-quorum]
-        return kth if kth > floor else floor
-    return floor
-
-
-@dataclass(slots=True)
-class PartitionMeta:
-    """What Redis holds for a partition: owner epoch, and per topic the last applied offset, the
-    watermark and the latest accepted event times it is computed from."""
-
-    epoch: str | None = None
-    offsets: dict[str, int] = field(default_factory=dict)
-    watermarks: dict[str, float] = field(default_factory=dict)
-    latest: dict[str, list[float]] = field(default_factory=dict)
-
-    @classmethod
-    def from_hash(cls, raw: Mapping[Any, Any]) -> PartitionMeta:
-        meta = cls()
-        for k, v in raw.items():
-            key = k.decode() if isinstance(k, bytes) else k
-            val = v.decode() if isinstance(v, bytes) else v
-            if key == "epoch":
-                meta.epoch = val
-            elif key.startswith("off:"):
-                meta.offsets[key[4:]] = int(val)
-            elif key.startswith("wm:"):
-                meta.watermarks[key[3:]] = float(val)
-            elif key.startswith("top:"):
-                meta.latest[key[4:]] = sorted(float(t) for t in val.split(",") if t)
-        return meta
-
-
-# event_id -> [(topic, event time)] of the applied events with that id the partition remembers.
-KnownIds = Mapping[str, Sequence[tuple[str, float]]]
-
-
-@dataclass(slots=True)
-class TopicProgress:
-    expected_offset: int  # what Redis held when we read it (-1: nothing applied yet)
-    new_offset: int
-    watermark: float  # -inf: none yet (fewer than WATERMARK_QUORUM events accepted)
-    # The largest accepted event times of the topic in the partition, ascending (WATERMARK_QUORUM).
-    latest: list[float] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class BatchSignals:
-    """What the applied events add to reach and to the remarketing audiences (written with the
-    batch, see apply_batch.lua)."""
-
-    # (bucket, campaign, channel) -> users who viewed; (bucket, campaign) -> users with an engaged view
-    reach: dict[tuple[int, str, str], set[str]] = field(default_factory=dict)
-    engaged_reach: dict[tuple[int, str], set[str]] = field(default_factory=dict)
-    # user -> latest event time in the batch of: a checkout, an add-to-cart, an engagement
-    # (an engaged view or a follow)
-    checkouts: dict[str, float] = field(default_factory=dict)
-    carts: dict[str, float] = field(default_factory=dict)
-    engagements: dict[str, float] = field(default_factory=dict)
-
-
-def collect_signals(applied: Sequence[Decoded], bucket_s: int) -> BatchSignals:
-    out = BatchSignals()
-    reach, engaged_reach = out.reach, out.engaged_reach
-    for d in applied:
-        event, at = d.event, d.at
-        user = event.user_id
-        if type(event) is View:
-            bucket = int(at // bucket_s) * bucket_s
-            key = (bucket, event.campaign_id, event.channel)
-            users = reach.get(key)
-            if users is None:
-                reach[key] = {user}
-            else:
-                users.add(user)
-            if event.engaged:
-                engaged_reach.setdefault((bucket, event.campaign_id), set()).add(user)
-                _latest(out.engagements, user, at)
-        elif type(event) is Checkout:
-            _latest(out.checkouts, user, at)
-        elif type(event) is AddToCart:
-            _latest(out.carts, user, at)
-        else:
-            _latest(out.engagements, user, at)  # a follow
-    return out
-
-
-def _latest(times: dict[str, float], user: str, at: float) -> None:
-    if at > times.get(user, float("-inf")):
-        times[user] = at
 
 
 @dataclass(slots=True)
@@ -284,14 +129,20 @@ def _placement_problem(msg: RawMessage, event: UserAction, partitions: int | Non
     if msg.key != user:
         return "key_mismatch", f"message key {msg.key!r} is not the payload's user_id {event.user_id!r}"
     if partitions is not None and msg.partition != (expected := murmur2(user, partitions)):
-        return "wrong_partition", f"user {event.user_id!r} belongs to partition {expected}, not {msg.partition}"
+        return (
+            "wrong_partition",
+            f"user {event.user_id!r} belongs to partition {expected}, not {msg.partition}",
+        )
     return None
 
 
 def _catalogue_problem(event: UserAction, catalogue: Catalogue) -> tuple[str, str] | None:
     if isinstance(event, View):
         # The common case, a valid view, in one set lookup; the checks below name what is wrong.
-        if (event.campaign_id, event.channel) in catalogue.view_channels and event.currency == catalogue.base_currency:
+        if (
+            event.campaign_id,
+            event.channel,
+        ) in catalogue.view_channels and event.currency == catalogue.base_currency:
             return None
         channels = catalogue.campaign_channels.get(event.campaign_id)
         if channels is None:
@@ -368,50 +219,106 @@ def plan_batch(
 
     `wall_now` (injected clock) bounds how far in the future an event may claim to be: beyond both
     the wall clock and the partition's watermark (a simulation may run ahead of the wall clock).
+
+    Steps: the topics' progress (refusing a gap), the replayed messages skipped, each fresh event
+    admitted or dead-lettered (_admit), the admitted events attributed per user (_attribute).
     """
     lateness = rules.engine.lateness_s
-    progress: dict[str, TopicProgress] = {}
-    watermarks = dict(meta.watermarks)
-    replayed: Counter[str] = Counter()
-    dead = list(batch.dead_letters)
-    no_mark = float("-inf")
+    progress = _topic_progress(batch, meta)
+    _check_contiguous(batch, meta)
+    fresh, dead, replayed = _skip_replayed(batch, meta)
+    admitted = _admit(fresh, progress, meta, known_ids, rules, wall_now, dead)
+    horizon = min(admitted.watermarks.values(), default=_NO_MARK) - lateness
+    states, increments, paths = _attribute(
+        admitted.on_time, stored_states, rules, horizon, channel_weights, value_weights
+    )
+    return BatchPlan(
+        batch.partition,
+        progress,
+        states,
+        increments,
+        paths,
+        dead,
+        admitted.on_time,
+        admitted.duplicates,
+        replayed,
+        collect_signals(admitted.on_time, rules.engine.bucket_s),
+        admitted.new_ids,
+        admitted.outliers,
+        {t: tp.watermark - lateness for t, tp in progress.items() if tp.watermark != _NO_MARK},
+    )
 
+
+_NO_MARK = float("-inf")  # a topic without a watermark yet
+
+
+def _topic_progress(batch: DecodedBatch, meta: PartitionMeta) -> dict[str, TopicProgress]:
+    """Per topic of the batch: the stored offset and watermark, and the batch's last offset."""
+    progress: dict[str, TopicProgress] = {}
     for msg in batch.messages:
         tp = progress.get(msg.topic)
         if tp is None:
             stored = meta.offsets.get(msg.topic, -1)
             tp = progress[msg.topic] = TopicProgress(
-                stored, stored, watermarks.get(msg.topic, no_mark), list(meta.latest.get(msg.topic, ()))
+                stored, stored, meta.watermarks.get(msg.topic, _NO_MARK), list(meta.latest.get(msg.topic, ()))
             )
             if len(tp.latest) > WATERMARK_QUORUM:  # stored under a larger quorum
                 del tp.latest[: len(tp.latest) - WATERMARK_QUORUM]
         if msg.offset > tp.new_offset:
             tp.new_offset = msg.offset
-    _check_contiguous(batch, meta)
+    return progress
 
-    # Messages at or below the stored offset were applied before a crash or rebalance: skip them.
+
+def _skip_replayed(
+    batch: DecodedBatch, meta: PartitionMeta
+) -> tuple[list[Decoded], list[DeadLetter], Counter[str]]:
+    """Messages at or below the stored offset were applied before a crash or rebalance: skip them.
+    Returns the fresh events, the fresh dead letters, and the skipped events per topic."""
     stored_offsets = meta.offsets
-    if stored_offsets:
-        fresh = []
-        for d in batch.events:
-            if d.message.offset > stored_offsets.get(d.message.topic, -1):
-                fresh.append(d)
-            else:
-                replayed[d.message.topic] += 1
-        dead = [d for d in dead if d.message.offset > stored_offsets.get(d.message.topic, -1)]
-    else:
-        fresh = list(batch.events)
+    replayed: Counter[str] = Counter()
+    if not stored_offsets:
+        return list(batch.events), list(batch.dead_letters), replayed
+    fresh = []
+    for d in batch.events:
+        if d.message.offset > stored_offsets.get(d.message.topic, -1):
+            fresh.append(d)
+        else:
+            replayed[d.message.topic] += 1
+    dead = [d for d in batch.dead_letters if d.message.offset > stored_offsets.get(d.message.topic, -1)]
+    return fresh, dead, replayed
 
-    on_time: list[Decoded] = []
-    duplicates: list[UserAction] = []
-    outliers: Counter[tuple[str, str]] = Counter()
-    new_ids: dict[str, list[tuple[str, float]]] = {}
+
+@dataclass(slots=True)
+class _Admitted:
+    """What _admit decided: the events to apply and what the plan records about the others."""
+
+    watermarks: dict[str, float]
+    on_time: list[Decoded] = field(default_factory=list)
+    duplicates: list[UserAction] = field(default_factory=list)
+    outliers: Counter[tuple[str, str]] = field(default_factory=Counter)
+    new_ids: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+
+
+def _admit(
+    fresh: list[Decoded],
+    progress: dict[str, TopicProgress],
+    meta: PartitionMeta,
+    known_ids: KnownIds | None,
+    rules: ProcessingRules,
+    wall_now: float,
+    dead: list[DeadLetter],
+) -> _Admitted:
+    """Each fresh event, in (topic, offset) order: dead-lettered (appended to `dead`) as late,
+    future or duplicate, or admitted, moving its topic's watermark (in `progress`)."""
+    lateness = rules.engine.lateness_s
+    out = _Admitted(dict(meta.watermarks))
+    watermarks, new_ids = out.watermarks, out.new_ids
     # id -> [(topic, event time)] of applied events: stored, then this batch's, in order.
     remembered: dict[str, list[tuple[str, float]]] = {i: list(v) for i, v in (known_ids or {}).items()}
     # Watermarks only move forward, so the lead (the latest of them) is kept as it moves; so is
     # the latest event time the partition accepted (the newest of the stored `latest` lists).
-    lead = max(watermarks.values(), default=no_mark)
-    newest = max((times[-1] for times in meta.latest.values() if times), default=no_mark)
+    lead = max(watermarks.values(), default=_NO_MARK)
+    newest = max((times[-1] for times in meta.latest.values() if times), default=_NO_MARK)
     # Every decision below reads only the stored meta and id sets and the messages before it in
     # (topic, offset) order, so a batch replayed after a crash (before its apply) is decided the
     # same way; per topic it does not even depend on where the batches were cut.
@@ -420,37 +327,24 @@ def plan_batch(
         event = decoded.event
         topic = decoded.message.topic
         tp = progress[topic]
-        if tp.watermark != no_mark and at < tp.watermark - lateness:
-            dead.append(
-                DeadLetter(
-                    decoded.message,
-                    "late",
-                    f"event_time is {tp.watermark - at:.0f}s behind the watermark "
-                    f"(allowed lateness {lateness:.0f}s)",
-                )
-            )
+        if tp.watermark != _NO_MARK and at < tp.watermark - lateness:
+            behind = f"event_time is {tp.watermark - at:.0f}s behind the watermark"
+            dead.append(DeadLetter(decoded.message, "late", f"{behind} (allowed lateness {lateness:.0f}s)"))
             continue
         reference = max(wall_now, lead)
         if at > reference + rules.max_future_s:
-            outliers[(event.action, "dead_lettered")] += 1
-            dead.append(
-                DeadLetter(
-                    decoded.message,
-                    "future",
-                    f"event_time is {at - reference:.0f}s ahead of the clock and watermark "
-                    f"(max {rules.max_future_s:.0f}s): a skewed or forged clock",
-                )
-            )
+            out.outliers[(event.action, "dead_lettered")] += 1
+            dead.append(_future(decoded, at - reference, rules.max_future_s))
             continue
         event_id = event.event_id
         earlier = remembered.get(event_id)
         # Judged against the current watermarks, not against what the sets still hold: the sets are
         # trimmed only when a batch is applied, and the decision must not depend on where batches
         # were cut (a replay after a crash may cut them elsewhere).
-        if earlier is not None and any(t >= watermarks.get(tt, no_mark) - lateness for tt, t in earlier):
+        if earlier is not None and any(t >= watermarks.get(tt, _NO_MARK) - lateness for tt, t in earlier):
             # A duplicate counts once; the repeat is not silently dropped but dead-lettered, so a
             # producer's retries or replays can be audited.
-            duplicates.append(event)
+            out.duplicates.append(event)
             dead.append(DeadLetter(decoded.message, "duplicate", f"event_id {event_id!r} already applied"))
             continue
         if earlier is None:
@@ -458,8 +352,8 @@ def plan_batch(
         else:
             earlier.append((topic, at))
         if at > newest:
-            if lead != no_mark and at > newest + lateness:  # newest >= lead: ahead of both
-                outliers[(event.action, "counted")] += 1
+            if lead != _NO_MARK and at > newest + lateness:  # newest >= lead: ahead of both
+                out.outliers[(event.action, "counted")] += 1
             newest = at
         observe_event_time(tp.latest, at)
         mark = robust_watermark(tp.latest, tp.watermark)
@@ -472,9 +366,29 @@ def plan_batch(
             new_ids[topic] = [(event_id, at)]
         else:
             ids.append((event_id, at))
-        on_time.append(decoded)
+        out.on_time.append(decoded)
+    return out
 
-    horizon = min(watermarks.values(), default=no_mark) - lateness
+
+def _future(decoded: Decoded, ahead: float, max_future_s: float) -> DeadLetter:
+    return DeadLetter(
+        decoded.message,
+        "future",
+        f"event_time is {ahead:.0f}s ahead of the clock and watermark "
+        f"(max {max_future_s:.0f}s): a skewed or forged clock",
+    )
+
+
+def _attribute(
+    on_time: list[Decoded],
+    stored_states: Mapping[str, str | bytes | None],
+    rules: ProcessingRules,
+    horizon: float,
+    channel_weights: Mapping[str, float] | None,
+    value_weights: Mapping[str, float] | None,
+) -> tuple[dict[str, bytes], Increments, Counter[str]]:
+    """Run each user's admitted events through the journey engine: the users' new states, the
+    figures' increments and the journey path counts."""
     by_user: dict[str, list[Decoded]] = {}
     for decoded in on_time:
         user_events = by_user.get(decoded.event.user_id)
@@ -487,7 +401,6 @@ def plan_batch(
     paths: Counter[str] = Counter()
     states: dict[str, bytes] = {}
     base_currency = rules.catalogue.base_currency
-    engine = rules.engine
     for user_id, decoded_events in by_user.items():
         state = UserState.from_json(stored_states.get(user_id))
         events: list[UserAction] = []
@@ -499,7 +412,7 @@ def plan_batch(
         result = apply_events(
             state,
             events,
-            engine,
+            rules.engine,
             increments,
             horizon=horizon,
             channel_weights=channel_weights,
@@ -515,19 +428,4 @@ def plan_batch(
                 # removal effects (attribution/markov.py `weights_from_path_counts`).
                 if journey.converted and journey.value_minor:
                     paths[f"{path}|v"] += journey.value_minor
-
-    return BatchPlan(
-        batch.partition,
-        progress,
-        states,
-        increments,
-        paths,
-        dead,
-        on_time,
-        duplicates,
-        replayed,
-        collect_signals(on_time, engine.bucket_s),
-        new_ids,
-        outliers,
-        {t: tp.watermark - lateness for t, tp in progress.items() if tp.watermark != no_mark},
-    )
+    return states, increments, paths

@@ -23,7 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from stream_processors.processor import BatchPlan, KnownIds, PartitionMeta
+from stream_processors.processor import BatchPlan
+from stream_processors.progress import KnownIds, PartitionMeta
 
 AUDIENCES = ("cart_abandoners", "engaged", "buyers")
 

@@ -21,7 +21,8 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from stream_processors.processor import BatchPlan, KnownIds, PartitionMeta
+from stream_processors.processor import BatchPlan
+from stream_processors.progress import KnownIds, PartitionMeta
 from stream_processors.store.base import (
     AUDIENCES,
     FencedError,

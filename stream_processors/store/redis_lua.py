@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from importlib import resources
 from itertools import chain
 
-from stream_processors.processor import BatchPlan, KnownIds, PartitionMeta
+from stream_processors.processor import BatchPlan
+from stream_processors.progress import KnownIds, PartitionMeta
 from stream_processors.redis_connect import AsyncClient, SyncClient
 from stream_processors.store.base import (
     AUDIENCES,
