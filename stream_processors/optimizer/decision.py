@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from schemas.decisions import ReasonCode
 from stream_processors.optimizer.control_types import ChannelState, ControlPolicy, Decision, Observation
-from stream_processors.optimizer.efficiency import Estimate, choose_window, estimate, log_error
+from stream_processors.optimizer.efficiency import Estimate, choose_window, log_error, round_estimate
 
 
 def _clamp(x: float, lo: float, hi: float) -> float:
@@ -67,7 +67,7 @@ def decide(obs: Observation, policy: ControlPolicy, state: ChannelState | None =
             ("pacing_ahead" if m < 1.0 else "pacing_behind") if moved_by_pacing else "cooldown"
         )
         return _finish(obs, policy, st, paced, held_reason, never_raise=True)
-    return _efficiency_round(obs, policy, st, m, estimate(obs, st, policy, chosen), starved)
+    return _efficiency_round(obs, policy, st, m, round_estimate(obs, st, policy, chosen), starved)
 
 
 def _remember_bid(obs: Observation, policy: ControlPolicy, st: ChannelState) -> None:

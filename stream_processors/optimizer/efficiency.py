@@ -166,7 +166,7 @@ class Estimate:
     evidence_half: float  # ... and the evidence at which it is half that
 
 
-def estimate(
+def round_estimate(
     obs: Observation, st: ChannelState, policy: ControlPolicy, chosen: WindowEstimate | None
 ) -> Estimate:
     """From the variable-memory window `chosen` when there is one, else from the single window."""
