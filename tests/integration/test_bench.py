@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from seedloop.bench import BenchPlan, format_bench, run_bench
+from seedloop.bench import QUICK, format_bench, run_bench
 from seedloop.bench_peers.runner import quix_python
 
 pytestmark = pytest.mark.integration
+
+# --quick's plan on a tiny load: one drain each, seconds for latency and memory.
+TINY = replace(QUICK, events=3000, latency_s=2.0, memory_users=1000, memory_s=4.0, drain_timeout_s=60)
 
 KEYS = (
     "baseline_eps",
@@ -38,16 +42,7 @@ PEER_KEYS = ("quix_eps", "plain_eps", "quix_runs_eps", "plain_runs_eps", "pipeli
 
 
 def test_bench_harness_runs_on_a_tiny_load_and_writes_the_json_keys(tmp_path: Path) -> None:
-    plan = BenchPlan(
-        events=3000,
-        repeats=1,
-        latency_s=2.0,
-        memory_users=1000,
-        memory_s=4.0,
-        scaleout=False,
-        drain_timeout_s=60,
-        peers=True,
-    )
+    plan = replace(TINY, scaleout=False, peers=True)
     out = tmp_path / "bench.json"
     result = run_bench(out, quick=True, plan=plan, log_dir=tmp_path / "logs")
     written = json.loads(out.read_text())
