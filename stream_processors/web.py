@@ -319,22 +319,20 @@ def register_pages(
         async def get(self, request: Request) -> Response:
             return self.html(page, headers={"Cache-Control": "no-store"})
 
-    @app.page("/api/campaigns")
-    class Campaigns(View):
-        async def get(self, request: Request) -> Response:
-            return self.json(await api.campaigns(request))
+    for path, name, body in (
+        ("/api/campaigns", "Campaigns", api.campaigns),
+        ("/api/campaigns/{campaign_id}", "Campaign", api.campaign),
+        ("/api/history", "History", api.history),
+        ("/api/creators", "Creators", api.creators),
+    ):
+        serve_json(app, path, name, body)
 
-    @app.page("/api/campaigns/{campaign_id}")
-    class Campaign(View):
-        async def get(self, request: Request, campaign_id: str) -> Response:
-            return self.json(await api.campaign(request, campaign_id))
 
-    @app.page("/api/history")
-    class History(View):
-        async def get(self, request: Request) -> Response:
-            return self.json(await api.history(request))
+def serve_json(app: faust.App, path: str, name: str, body: Callable[..., Awaitable[dict[str, Any]]]) -> None:
+    """GET `path` answers `body(request, **the path's parameters)` as JSON."""
 
-    @app.page("/api/creators")
-    class Creators(View):
-        async def get(self, request: Request) -> Response:
-            return self.json(await api.creators(request))
+    class JsonPage(View):
+        async def get(self, request: Request, **params: Any) -> Response:
+            return self.json(await body(request, **params))
+
+    app.page(path, name=name)(JsonPage)
