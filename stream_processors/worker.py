@@ -25,8 +25,7 @@ import os
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn
 
 import faust
@@ -34,28 +33,25 @@ from faust.types import TP, EventT
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from schemas.events import ACTION_MODELS
 from stream_processors.attribution.markov import weights_from_path_counts
+from stream_processors.batch_metrics import AppliedBatchMetrics
 from stream_processors.faust_transport import install_transport
 from stream_processors.metrics import PipelineMetrics
 from stream_processors.monitoring import install_monitoring
 from stream_processors.processor import (
-    BatchPlan,
     DeadLetter,
     DecodedBatch,
-    ProcessingRules,
     RawMessage,
     decode_batch,
     plan_batch,
 )
-from stream_processors.redis_connect import RedisMode, async_client, resolve_mode
-from stream_processors.store.base import AudienceExpiry, FencedError, OffsetConflict, PartitionStateStore
-from stream_processors.store.redis_lua import Keys, RedisPartitionStore
+from stream_processors.redis_connect import resolve_mode
+from stream_processors.store.base import FencedError, OffsetConflict, PartitionStateStore
 from stream_processors.web import FigureView
+from stream_processors.worker_config import WorkerConfig, redis_store
 
 log = logging.getLogger("seedloop.worker")
 
-ACTION_OF = {model: action for action, model in ACTION_MODELS.items()}
 EXIT_APPLY_FAILED = 70
 # A Redis outage longer than this (doubling back-off, about 25 s in all) ends the worker loudly.
 REDIS_RETRY_LIMIT_S = 12.8
@@ -71,57 +67,6 @@ def exit_process(exc: BaseException) -> NoReturn:
     batch; the supervisor restarts the worker and the replay is skipped by offset."""
     logging.shutdown()
     os._exit(EXIT_APPLY_FAILED)
-
-
-def redis_store(cfg: WorkerConfig) -> RedisPartitionStore:
-    """The worker's Redis store (no connection is opened until first used)."""
-    return RedisPartitionStore(
-        async_client(cfg.redis_url, cluster=cfg.redis_mode == "cluster"),
-        Keys(cfg.topic_prefix),
-        cfg.user_ttl_s,
-        cfg.bucket_ttl_s,
-        reach_ttl_s=cfg.reach_ttl_s,
-        audience_expiry_s=AudienceExpiry().as_mapping(),
-        partitions=cfg.partitions,
-        bucket_s=cfg.rules.engine.bucket_s,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerConfig:
-    app_id: str
-    worker_id: str
-    faust_broker_options: Mapping[str, Any]
-    redis_url: str
-    topic_prefix: str
-    partitions: int
-    rules: ProcessingRules
-    batch_max: int
-    batch_within_s: float
-    user_ttl_s: int
-    bucket_ttl_s: int
-    rebalance_timeout_s: float
-    web_host: str
-    web_port: int
-    metrics_refresh_s: float = 5.0
-    markov_refresh_s: float = 30.0
-    # Campaigns and creators exported by name (top N by all-time spend); the rest are `other`.
-    metrics_top_n: int = 50
-    # Wall-clock expiry of the reach HyperLogLogs (one per partition, minute, campaign, channel).
-    reach_ttl_s: int = 3 * 3600
-    fetch_max_wait_ms: int = 50
-    # Whether REDIS_URL names a Redis Cluster node. `auto` is resolved by `run_worker` before the
-    # app is built (one INFO round trip), since no constructor here makes a network call; a store
-    # built from an unresolved `auto` talks to a single server.
-    redis_mode: RedisMode = "auto"
-
-    @property
-    def action_topics(self) -> dict[str, str]:
-        return {f"{self.topic_prefix}.{a}": a for a in ("view", "follow", "add_to_cart", "checkout")}
-
-    @property
-    def dead_letter_topic(self) -> str:
-        return f"{self.topic_prefix}.dead_letters"
 
 
 def dead_letter_headers(dl: DeadLetter, worker_id: str) -> dict[str, bytes]:
@@ -158,7 +103,11 @@ class AttributionRuntime:
         self.fatal: BaseException | None = None
         engine = cfg.rules.engine
         self.figure_view = FigureView(
-            engine.models, cfg.rules.catalogue.campaign_channels, engine.bucket_s, cfg.partitions, cfg.metrics_top_n
+            engine.models,
+            cfg.rules.catalogue.campaign_channels,
+            engine.bucket_s,
+            cfg.partitions,
+            cfg.metrics_top_n,
         )
         self.epochs: dict[int, str] = {}
         # Partitions revoked from us, or claimed by another worker since we were last assigned
@@ -177,8 +126,7 @@ class AttributionRuntime:
         self.dead_letter_topic = app.topic(
             cfg.dead_letter_topic, value_serializer="raw", key_serializer="raw"
         )
-        self.last_offsets: dict[tuple[str, int], int] = {}
-        self.watermarks: dict[int, float] = {}
+        self.applied_metrics = AppliedBatchMetrics(app, metrics)
         # Batches in flight (see submit): per partition the task of its latest batch, and the
         # batches in arrival order.
         self._chains: dict[int, asyncio.Future[None]] = {}
@@ -237,24 +185,35 @@ class AttributionRuntime:
             entry = by_partition.get(msg.partition)
             if entry is None:
                 entry = by_partition[msg.partition] = ([], [])
-            entry[0].append(RawMessage(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.timestamp))
+            entry[0].append(
+                RawMessage(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.timestamp)
+            )
             entry[1].append(event)
         for topic, n in consumed.items():
             self.metrics.events_consumed.labels(topic).inc(n)
         tasks = []
         for partition, (messages, partition_events) in by_partition.items():
             started = time.perf_counter()
-            batch = decode_batch(partition, messages, self.cfg.action_topics, self.cfg.rules, self.cfg.partitions)
+            batch = decode_batch(
+                partition, messages, self.cfg.action_topics, self.cfg.rules, self.cfg.partitions
+            )
             task = asyncio.ensure_future(
                 self._apply_in_order(
-                    self._chains.get(partition), partition, batch, partition_events, ack, started,
+                    self._chains.get(partition),
+                    partition,
+                    batch,
+                    partition_events,
+                    ack,
+                    started,
                     self.generations[partition],
                 )
             )
             self._chains[partition] = task
             tasks.append(task)
         self._inflight.append(asyncio.gather(*tasks))
-        while len(self._inflight) > self.max_inflight_batches or (self._inflight and self._inflight[0].done()):
+        while len(self._inflight) > self.max_inflight_batches or (
+            self._inflight and self._inflight[0].done()
+        ):
             await self._inflight.popleft()
 
     def cancel_inflight(self) -> None:
@@ -278,8 +237,10 @@ class AttributionRuntime:
             if previous is not None:
                 await previous
             if generation != self.generations[partition]:
-                log.info("stale batch dropped: fetched before a rebalance or a dropped batch",
-                         extra={"partition": partition})
+                log.info(
+                    "stale batch dropped: fetched before a rebalance or a dropped batch",
+                    extra={"partition": partition},
+                )
                 return
             # After a fatal error (in any partition) nothing more is applied or acknowledged: a
             # later batch of the partition would skip the failed one, and its acknowledgement
@@ -309,14 +270,22 @@ class AttributionRuntime:
             attempt += 1
             try:
                 if partition in self.not_ours:
-                    log.warning("batch dropped for a partition revoked mid-batch", extra={"partition": partition})
+                    log.warning(
+                        "batch dropped for a partition revoked mid-batch", extra={"partition": partition}
+                    )
                     self.generations[partition] += 1
                     return False
                 epoch = self.epochs.get(partition) or await self._claim_late(partition)
                 meta, states, known_ids = await self.store.read(partition, batch.user_ids, batch.event_ids)
                 plan = plan_batch(
-                    batch, meta, states, self.cfg.rules, self.channel_weights, wall_now=time.time(),
-                    known_ids=known_ids, value_weights=self.value_weights,
+                    batch,
+                    meta,
+                    states,
+                    self.cfg.rules,
+                    self.channel_weights,
+                    wall_now=time.time(),
+                    known_ids=known_ids,
+                    value_weights=self.value_weights,
                 )
                 # Dead letters are durable before the batch counts as applied: a crash in between
                 # replays the batch and may repeat a dead letter (each names its source offset), never lose one.
@@ -334,30 +303,37 @@ class AttributionRuntime:
                 await asyncio.sleep(backoff)
                 backoff *= 2
             except FencedError as exc:
-                if exc.current_epoch == "":
-                    # The epoch vanished: Redis restarted empty or was flushed. Exit; the startup
-                    # check compares Redis with Kafka's committed offsets and stops or rebuilds.
-                    raise RuntimeError(f"partition {partition}: Redis lost this partition's state") from exc
-                # Another worker claimed the partition: the group reassigned it (we were revoked
-                # mid-batch, or evicted while busy or frozen and not told yet). Redis refused the
-                # whole write, so dropping the batch unacknowledged is safe: the new owner reads
-                # these messages again from the committed offsets. Claiming it back would fence the
-                # rightful owner, so the partition waits for the group's next assignment.
-                if self.epochs.get(partition) == epoch:
-                    self.owned.discard(partition)
-                    self.epochs.pop(partition, None)
-                    self.not_ours.add(partition)
-                    self.generations[partition] += 1
-                log.warning(
-                    "batch dropped: partition %d was claimed by another worker (epoch %s superseded by %s)",
-                    partition, epoch, exc.current_epoch,
-                    extra={"partition": partition, "worker": self.cfg.worker_id},
-                )
+                self._drop_superseded(partition, epoch, exc)
                 return False
             if attempt >= 10:
                 raise RuntimeError(f"partition {partition}: offsets kept moving under us")
-        self._record(plan, time.perf_counter() - started)
+        self.applied_metrics.record(plan, time.perf_counter() - started)
         return True
+
+    def _drop_superseded(self, partition: int, epoch: str, exc: FencedError) -> None:
+        """The partition's epoch is no longer ours: the batch is dropped (raises if Redis lost the
+        partition's state instead)."""
+        if exc.current_epoch == "":
+            # The epoch vanished: Redis restarted empty or was flushed. Exit; the startup
+            # check compares Redis with Kafka's committed offsets and stops or rebuilds.
+            raise RuntimeError(f"partition {partition}: Redis lost this partition's state") from exc
+        # Another worker claimed the partition: the group reassigned it (we were revoked
+        # mid-batch, or evicted while busy or frozen and not told yet). Redis refused the
+        # whole write, so dropping the batch unacknowledged is safe: the new owner reads
+        # these messages again from the committed offsets. Claiming it back would fence the
+        # rightful owner, so the partition waits for the group's next assignment.
+        if self.epochs.get(partition) == epoch:
+            self.owned.discard(partition)
+            self.epochs.pop(partition, None)
+            self.not_ours.add(partition)
+            self.generations[partition] += 1
+        log.warning(
+            "batch dropped: partition %d was claimed by another worker (epoch %s superseded by %s)",
+            partition,
+            epoch,
+            exc.current_epoch,
+            extra={"partition": partition, "worker": self.cfg.worker_id},
+        )
 
     async def _claim_late(self, partition: int) -> str:
         self.epochs[partition] = await self.store.claim(partition)
@@ -381,42 +357,6 @@ class AttributionRuntime:
                 self.metrics.late_events.labels(self.cfg.action_topics.get(dl.message.topic, "unknown")).inc()
         await asyncio.gather(*futures)
         log.info("dead-lettered", extra={"count": len(dead), "reasons": sorted({d.reason for d in dead})})
-
-    def _record(self, plan: BatchPlan, elapsed: float) -> None:
-        m = self.metrics
-        m.batch_seconds.observe(elapsed)
-        now = time.time()
-        m.last_applied.set(now)
-        applied = Counter(type(d.event) for d in plan.applied)
-        # Latency from the broker's timestamp (produce time) to now, when the batch is visible.
-        m.latency.observe_many(
-            [now - d.message.timestamp if d.message.timestamp < now else 0.0 for d in plan.applied if d.message.timestamp]
-        )
-        for event_type, n in applied.items():
-            m.events_applied.labels(ACTION_OF[event_type]).inc(n)
-        for action, n in Counter(e.action for e in plan.duplicates).items():
-            m.duplicates.labels(action).inc(n)
-        for (kind, outcome), n in plan.outliers.items():
-            m.event_time_outliers.labels(kind, outcome).inc(n)
-        for topic, n in plan.replayed.items():
-            m.replayed.labels(topic).inc(n)
-        for topic, tp in plan.progress.items():
-            self.last_offsets[(topic, plan.partition)] = tp.new_offset
-        watermark = max((tp.watermark for tp in plan.progress.values()), default=None)
-        if watermark is not None and watermark > self.watermarks.get(plan.partition, float("-inf")):
-            self.watermarks[plan.partition] = watermark
-            m.watermark.labels(str(plan.partition)).set(watermark)
-        self._update_lag()
-
-    def _update_lag(self) -> None:
-        consumer = self.app.consumer
-        for (topic, partition), offset in self.last_offsets.items():
-            try:
-                high = consumer.highwater(TP(topic, partition))
-            except Exception:  # highwater unknown before the first fetch
-                continue
-            if high is not None:
-                self.metrics.consumer_lag.labels(topic, str(partition)).set(max(0, high - 1 - offset))
 
     async def refresh_markov(self) -> None:
         """Re-learn the Markov weights (conversions, and value by value-weighted removal effects)

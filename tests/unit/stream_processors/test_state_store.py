@@ -290,7 +290,8 @@ def _events(messages: list[RawMessage]) -> list[Any]:
 
 def test_a_failing_apply_calls_the_fatal_policy_and_acks_nothing(with_store: StoreRun) -> None:
     from stream_processors.metrics import PipelineMetrics
-    from stream_processors.worker import AttributionRuntime, WorkerConfig
+    from stream_processors.worker import AttributionRuntime
+    from stream_processors.worker_config import WorkerConfig
 
     cfg = WorkerConfig(
         app_id="t",
