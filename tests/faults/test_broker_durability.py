@@ -24,7 +24,7 @@ from seedloop.settings import Settings
 from seedloop.topics import caught_up, ensure_topics
 from stream_processors.store.redis_lua import FigureReader, Keys
 from tests.conftest import REPO, WorkerProcess, wait_for, worker_starter
-from tests.faults.test_rebalance import owned_partitions
+from tests.faults.test_rebalance import two_workers_applying
 from tests.faults.test_worker_crashes import BackgroundProducer, assert_redis_equals_recount, scrape_counter
 from tests.services import redis_server_binary
 
@@ -61,16 +61,8 @@ def run_through_fault(
     client = redis.Redis.from_url(settings.redis_url_value)
     reader = FigureReader(client, Keys(settings.topic_prefix), settings.partitions, settings.bucket_s)
     with worker_starter(settings, tmp_path) as start_worker:
-        workers = [start_worker("worker-1"), start_worker("worker-2")]
-        wait_for(
-            lambda: sum(owned_partitions(w) or 0 for w in workers) == settings.partitions,
-            90,
-            "the two workers to split the partitions",
-        )
+        workers, producer = two_workers_applying(start_worker, settings, reader, 90, 60)
         pids = [w.proc.pid for w in workers]
-        producer = BackgroundProducer(settings, sim_seconds=5 * 3600, rate=2000).start()
-        before = reader.totals().get("t|views", 0)
-        wait_for(lambda: reader.totals().get("t|views", 0) > before + 2000, 60, "events being applied")
         struck = time.monotonic()
         strike()
         assert producer.thread.is_alive(), f"{what} should strike while the producer still has events"

@@ -22,8 +22,8 @@ from seedloop.settings import Settings
 from seedloop.topics import caught_up, ensure_topics
 from stream_processors.store.redis_lua import FigureReader, Keys
 from tests.conftest import WorkerProcess, wait_for
-from tests.faults.test_rebalance import owned_partitions
-from tests.faults.test_worker_crashes import BackgroundProducer, assert_redis_equals_recount, scrape_counter
+from tests.faults.test_rebalance import owned_partitions, two_workers_applying
+from tests.faults.test_worker_crashes import assert_redis_equals_recount, scrape_counter
 
 pytestmark = pytest.mark.integration
 
@@ -38,16 +38,8 @@ def test_broker_unreachable_mid_stream_then_everything_recovers_without_restarts
 ) -> None:
     ensure_topics(settings)
     reader = FigureReader(redis_client, Keys(settings.topic_prefix), settings.partitions, settings.bucket_s)
-    workers = [start_worker("worker-1"), start_worker("worker-2")]
-    wait_for(
-        lambda: sum(owned_partitions(w) or 0 for w in workers) == settings.partitions,
-        60,
-        "the two workers to split the partitions",
-    )
+    workers, producer = two_workers_applying(start_worker, settings, reader, 60, 30)
     pids = [w.proc.pid for w in workers]
-    producer = BackgroundProducer(settings, sim_seconds=5 * 3600, rate=2000).start()
-    before = reader.totals().get("t|views", 0)
-    wait_for(lambda: reader.totals().get("t|views", 0) > before + 2000, 30, "events being applied")
 
     assert stack.broker.proc is not None
     stack.broker.proc.send_signal(signal.SIGSTOP)

@@ -16,7 +16,7 @@ from seedloop.topics import ensure_topics
 from stream_processors.store.redis_lua import FigureReader, Keys
 from stream_processors.worker import EXIT_APPLY_FAILED
 from tests.conftest import WorkerProcess, wait_for
-from tests.faults.test_rebalance import owned_partitions
+from tests.faults.test_rebalance import owned_partitions, wait_split
 from tests.faults.test_worker_crashes import BackgroundProducer, assert_redis_equals_recount
 
 pytestmark = pytest.mark.integration
@@ -37,15 +37,7 @@ def test_frozen_worker_is_fenced_when_it_wakes_and_nothing_counts_twice(
     reader = FigureReader(redis_client, Keys(settings.topic_prefix), settings.partitions, settings.bucket_s)
     w1 = start_worker("worker-1")
     w2 = start_worker("worker-2")
-    wait_for(
-        lambda: (
-            (owned_partitions(w1) or 0) > 0
-            and (owned_partitions(w2) or 0) > 0
-            and owned_partitions(w1) + owned_partitions(w2) == settings.partitions
-        ),  # type: ignore[operator]
-        60,
-        "the two workers to split the partitions",
-    )
+    wait_split([w1, w2], settings.partitions, 60)
     producer = BackgroundProducer(settings, sim_seconds=6 * 3600, rate=2000).start()
     # Freeze worker-2 while it is busy, so it holds fetched but unapplied messages.
     before = reader.totals().get("t|views", 0)

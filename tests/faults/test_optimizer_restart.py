@@ -10,9 +10,7 @@ from collections.abc import Callable
 
 import pytest
 import redis
-from confluent_kafka import Consumer, KafkaError
 
-from producers.kafka_sink import assign_all
 from producers.scheduler import AdScheduler
 from schemas.codec import decode_bid_adjustment
 from schemas.decisions import BidAdjustment
@@ -22,7 +20,7 @@ from seedloop.topics import caught_up, ensure_topics
 from stream_processors.store.redis_lua import FigureReader, Keys
 from tests.conftest import WorkerProcess, wait_for
 from tests.faults.test_worker_crashes import assert_redis_equals_recount
-from tests.integration.test_pipeline import produce_simulated
+from tests.integration.test_pipeline import produce_simulated, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -33,31 +31,10 @@ def read_bid_adjustments(
     settings: Settings, expected: int, timeout: float = 30
 ) -> list[tuple[int, int, BidAdjustment]]:
     """Every message of the topic as (partition, offset, decision), read without a consumer group."""
-    consumer = Consumer(
-        {
-            **settings.confluent_config(),
-            "group.id": f"audit-{settings.topic_prefix}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    assign_all(consumer, settings.topic("bid_adjustments"))
-    out: list[tuple[int, int, BidAdjustment]] = []
-
-    def more() -> bool:
-        for m in consumer.consume(500, timeout=0.5):
-            if m.error() is None:
-                out.append((m.partition(), m.offset(), decode_bid_adjustment(m.value())))
-            elif m.error().code() != KafkaError._PARTITION_EOF:
-                raise RuntimeError(str(m.error()))
-        return len(out) >= expected
-
-    try:
-        wait_for(more, timeout, f"{expected} bid adjustments")
-        consumer.consume(500, timeout=1.0)  # nothing more may follow
-    finally:
-        consumer.close()
-    return out
+    return [
+        (m.partition(), m.offset(), decode_bid_adjustment(m.value()))
+        for m in read_topic(settings, "bid_adjustments", expected, timeout)
+    ]
 
 
 def test_restarted_optimizer_continues_rounds_without_duplicate_or_conflicting_decisions(

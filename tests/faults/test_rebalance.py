@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 import redis
@@ -24,6 +24,32 @@ def owned_partitions(worker: WorkerProcess) -> int | None:
         return int(scrape_counter(worker.port, "seedloop_owned_partitions"))
     except OSError:
         return None
+
+
+def wait_split(workers: Sequence[WorkerProcess], partitions: int, timeout: float) -> None:
+    """Every worker owns some partitions and together they own all of them."""
+
+    def split() -> bool:
+        owned = [owned_partitions(w) or 0 for w in workers]
+        return all(owned) and sum(owned) == partitions
+
+    wait_for(split, timeout, f"the {len(workers)} workers to split the partitions")
+
+
+def two_workers_applying(
+    start_worker: Callable[..., WorkerProcess],
+    settings: Settings,
+    reader: FigureReader,
+    split_timeout: float,
+    apply_timeout: float,
+) -> tuple[list[WorkerProcess], BackgroundProducer]:
+    """worker-1 and worker-2 split the partitions, and a producer's events are being applied."""
+    workers = [start_worker("worker-1"), start_worker("worker-2")]
+    wait_split(workers, settings.partitions, split_timeout)
+    producer = BackgroundProducer(settings, sim_seconds=5 * 3600, rate=2000).start()
+    before = reader.totals().get("t|views", 0)
+    wait_for(lambda: reader.totals().get("t|views", 0) > before + 2000, apply_timeout, "events being applied")
+    return workers, producer
 
 
 def applied_offsets(reader: FigureReader) -> dict[tuple[int, str], int]:
@@ -56,11 +82,7 @@ def test_workers_join_and_leave_mid_stream_without_stalls_or_double_counts(
     # Scale out: worker-2 joins while events flow and takes some partitions.
     w2 = start_worker("worker-2")
     wait_for(lambda: (owned_partitions(w2) or 0) > 0, 45, "worker-2 to be assigned partitions")
-    wait_for(
-        lambda: (owned_partitions(w1) or 0) + (owned_partitions(w2) or 0) == settings.partitions,
-        30,
-        "the two workers to split the partitions",
-    )
+    wait_split([w1, w2], settings.partitions, 30)
     wait_all_partitions_move(reader, settings.partitions, 30, "every partition to move with two workers")
 
     # Scale in gracefully: SIGTERM; worker-1 takes every partition back and they all move again.

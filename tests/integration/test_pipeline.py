@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
-from confluent_kafka import Consumer, Producer, murmur2
+from confluent_kafka import Consumer, KafkaError, Message, Producer, murmur2
 
 from producers.kafka_sink import assign_all
 from seedloop import runtime
@@ -43,29 +43,36 @@ def produce_simulated(settings: Settings, sim_seconds: float, start_after: float
     return events
 
 
-def read_dead_letters(settings: Settings, expected: int, timeout: float = 20) -> list:
+def read_topic(settings: Settings, action: str, expected: int, timeout: float) -> list[Message]:
+    """The topic's messages from the start, read without committing, until `expected` arrived."""
     consumer = Consumer(
         {
             **settings.confluent_config(),
-            "group.id": f"dlq-reader-{settings.topic_prefix}",
+            "group.id": f"reader-{action}-{settings.topic_prefix}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
         }
     )
-    assign_all(consumer, settings.topic("dead_letters"))
-    out: list = []
+    assign_all(consumer, settings.topic(action))
+    out: list[Message] = []
+
+    def more() -> bool:
+        for m in consumer.consume(500, timeout=0.5):
+            if m.error() is None:
+                out.append(m)
+            elif m.error().code() != KafkaError._PARTITION_EOF:
+                raise RuntimeError(str(m.error()))
+        return len(out) >= expected
+
     try:
-        wait_for(
-            lambda: (
-                bool(out.extend(m for m in consumer.consume(100, timeout=0.5) if not m.error()))
-                or len(out) >= expected
-            ),
-            timeout,
-            f"{expected} dead letters",
-        )
+        wait_for(more, timeout, f"{expected} messages of {settings.topic(action)}")
     finally:
         consumer.close()
     return out
+
+
+def read_dead_letters(settings: Settings, expected: int, timeout: float = 20) -> list[Message]:
+    return read_topic(settings, "dead_letters", expected, timeout)
 
 
 def test_worker_figures_equal_independent_recount(

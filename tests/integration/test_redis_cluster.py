@@ -7,8 +7,6 @@ partitions spread over the masters."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ from seedloop.settings import Settings
 from seedloop.topics import ensure_topics
 from stream_processors.redis_connect import is_cluster, sync_client
 from stream_processors.store.redis_lua import FigureReader, Keys
-from tests.conftest import REPO, settings_env, worker_starter
+from tests.conftest import REPO, run_cli, worker_starter
 from tests.faults.test_worker_crashes import BackgroundProducer, assert_redis_equals_recount
 from tests.services import RedisCluster
 
@@ -72,18 +70,9 @@ def test_worker_report_optimizer_and_http_on_a_three_master_cluster(
             with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/api/campaigns", timeout=10) as r:
                 return json.load(r)
 
-        env = settings_env(settings)
-        report = json.loads(
-            subprocess.run(
-                [sys.executable, "-m", "seedloop", "report", "--json"],
-                env=env,
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=True,
-            ).stdout
-        )
+        reported = run_cli(settings, "report", "--json", timeout=120)
+        assert reported.returncode == 0, reported.stderr[-2000:]
+        report = json.loads(reported.stdout)
         by_campaign = {c["campaign_id"]: c["models"]["last"] for c in api()["campaigns"]}
         compared = 0
         for row in report["campaigns"]:
@@ -96,15 +85,7 @@ def test_worker_report_optimizer_and_http_on_a_three_master_cluster(
         assert sum(r["views"] for r in report["campaigns"]) == reader.totals()["t|views"]
 
         # One optimizer round reads the cluster's windows and publishes its decisions.
-        optimize = subprocess.run(
-            [sys.executable, "-m", "seedloop", "optimize", "--once"],
-            env=env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        optimize = run_cli(settings, "optimize", "--once", timeout=120)
         assert optimize.returncode == 0, optimize.stdout[-2000:] + optimize.stderr[-2000:]
         assert int(client.hget(keys.optimizer(), "round") or 0) >= 1
         assert worker.proc.poll() is None, worker.log_text()[-2000:]
