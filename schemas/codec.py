@@ -74,7 +74,9 @@ def decode_action(payload: bytes, expected_action: str | None = None) -> UserAct
             pass  # decode step by step below, for the precise reason
         else:
             if expected_action is not None and event.action != expected_action:
-                raise DecodeError("action_topic_mismatch", f"{event.action!r} on the {expected_action!r} topic")
+                raise DecodeError(
+                    "action_topic_mismatch", f"{event.action!r} on the {expected_action!r} topic"
+                )
             return event
     return _decode_action_slow(payload, expected_action)
 

@@ -88,6 +88,7 @@ def report(problems: Sequence[Problem], settings: Settings | None = None) -> int
 
 # --- Redis ---------------------------------------------------------------------------------
 
+
 def redis_client(settings: Settings, timeout_s: float) -> redis.Redis:
     """A client that gives up after `timeout_s`: one connection attempt, no retries (redis-py
     retries a refused or timed-out connection 10 times by default). Raises ValueError for a
@@ -159,12 +160,19 @@ def redis_problem(settings: Settings, exc: BaseException, timeout_s: float | Non
         # redis-py's words here are the server's ("invalid username-password pair"), no secret.
         return Problem(
             f"Redis at {where} refused the credentials: {text} (check the user and password in REDIS_URL)",
-            EXIT_REDIS, "redis", name, text,
+            EXIT_REDIS,
+            "redis",
+            name,
+            text,
         )
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
         within = f" within {timeout_s:g}s" if timeout_s is not None else ""
-        return Problem(f"cannot reach Redis at {where}{within} (check REDIS_URL)", EXIT_REDIS, "redis", name, text)
-    return Problem(f"Redis at {where} answered an error: {name} (check REDIS_URL)", EXIT_REDIS, "redis", name, text)
+        return Problem(
+            f"cannot reach Redis at {where}{within} (check REDIS_URL)", EXIT_REDIS, "redis", name, text
+        )
+    return Problem(
+        f"Redis at {where} answered an error: {name} (check REDIS_URL)", EXIT_REDIS, "redis", name, text
+    )
 
 
 def check_redis(settings: Settings, timeout_s: float) -> Problem | None:
@@ -179,6 +187,7 @@ def check_redis(settings: Settings, timeout_s: float) -> Problem | None:
 
 
 # --- Kafka ---------------------------------------------------------------------------------
+
 
 class _FailureMemo(KafkaClientLog):
     """The preflight's librdkafka log: every line at DEBUG (the check reports the outcome itself),
@@ -211,25 +220,36 @@ def kafka_problem(
         return Problem(
             f"Kafka at {where} refused the SASL login{': ' + reason if reason else ''} (check "
             "KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD)",
-            EXIT_KAFKA, "kafka", name, detail,
+            EXIT_KAFKA,
+            "kafka",
+            name,
+            detail,
         )
     if code == KafkaError._SSL or re.search(r"SSL|TLS|certificate", last_failure):
         return Problem(
             f"the TLS handshake with Kafka at {where} failed{': ' + reason if reason else ''} (check "
             "KAFKA_SECURITY_PROTOCOL and KAFKA_SSL_CAFILE)",
-            EXIT_KAFKA, "kafka", name, detail,
+            EXIT_KAFKA,
+            "kafka",
+            name,
+            detail,
         )
     if code == KafkaError._INVALID_ARG:
         return Problem(
             "the Kafka client rejected its configuration (check KAFKA_BOOTSTRAP_SERVERS and KAFKA_*)",
-            EXIT_CONFIG, "config", name, detail,
+            EXIT_CONFIG,
+            "config",
+            name,
+            detail,
         )
     within = f" within {timeout_s:g}s" if timeout_s is not None else ""
     check = "KAFKA_BOOTSTRAP_SERVERS"
     if settings.kafka_security_protocol != "PLAINTEXT":
         # A TLS client against a plaintext listener (or the reverse) just hangs: no reason is logged.
         check += f" and KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}"
-    return Problem(f"cannot reach Kafka at {where}{within} (check {check})", EXIT_KAFKA, "kafka", name, detail)
+    return Problem(
+        f"cannot reach Kafka at {where}{within} (check {check})", EXIT_KAFKA, "kafka", name, detail
+    )
 
 
 def check_kafka(settings: Settings, timeout_s: float) -> Problem | None:
@@ -252,6 +272,7 @@ def check_kafka(settings: Settings, timeout_s: float) -> Problem | None:
 
 
 # --- both ----------------------------------------------------------------------------------
+
 
 def preflight(settings: Settings, *, kafka: bool = True, redis_needed: bool = True) -> None:
     """Raise ServiceError listing every problem: configuration first (no connection is tried

@@ -254,9 +254,13 @@ class SeedloopConsumer(faust_aiokafka.Consumer):
                                 # One long-lived waiter for "flow suspended, consumer stopped or
                                 # crashed" serves every blocked delivery until it fires.
                                 if suspended is None or suspended.done():
-                                    suspended = asyncio.ensure_future(self.wait_first(self.suspend_flow.wait()))
+                                    suspended = asyncio.ensure_future(
+                                        self.wait_first(self.suspend_flow.wait())
+                                    )
                                 try:
-                                    await asyncio.wait((blocked, suspended), return_when=asyncio.FIRST_COMPLETED)
+                                    await asyncio.wait(
+                                        (blocked, suspended), return_when=asyncio.FIRST_COMPLETED
+                                    )
                                 except BaseException:
                                     blocked.cancel()  # as wait_first's cleanup does when it is cancelled
                                     raise

@@ -64,8 +64,10 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def graph_of_a_fresh_interpreter() -> dict[str, set[str]]:
-    code = "import json; from tests.unit.stream_processors.test_import_graph import import_graph as g; " \
+    code = (
+        "import json; from tests.unit.stream_processors.test_import_graph import import_graph as g; "
         "print(json.dumps({k: sorted(v) for k, v in g().items()}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     return {k: set(v) for k, v in json.loads(out.stdout).items()}
 
@@ -78,7 +80,14 @@ def test_no_import_cycle() -> None:
 
 def test_readers_depend_on_the_interface_not_the_worker() -> None:
     graph = graph_of_a_fresh_interpreter()
-    for reader in ("monitoring", "web", "optimizer.service", "optimizer.evaluate", "store.base", "store.memory"):
+    for reader in (
+        "monitoring",
+        "web",
+        "optimizer.service",
+        "optimizer.evaluate",
+        "store.base",
+        "store.memory",
+    ):
         assert "stream_processors.worker" not in graph[f"stream_processors.{reader}"], reader
     for reader in ("monitoring", "web", "store.memory", "optimizer.evaluate"):
         assert "stream_processors.store.redis_lua" not in graph[f"stream_processors.{reader}"], reader

@@ -36,7 +36,9 @@ PARTITIONS = 4
 VIEW_TOPIC = "t.view"
 TOPIC_ACTIONS = {VIEW_TOPIC: "view", "t.checkout": "checkout"}
 RULES = ProcessingRules(
-    engine=EngineConfig(lookback=Lookback(view_s=DAY, engaged_s=7 * DAY), half_life_s=3600, lateness_s=LATENESS),
+    engine=EngineConfig(
+        lookback=Lookback(view_s=DAY, engaged_s=7 * DAY), half_life_s=3600, lateness_s=LATENESS
+    ),
     max_future_s=DAY,
     catalogue=Catalogue({"c1": frozenset({"kol"})}, "CNY", {"CNY": 1.0}),
 )
@@ -66,7 +68,9 @@ class Partition:
     next_offset: Counter[str] = field(default_factory=Counter)
     wall_now: float = T0
 
-    def messages(self, events: Sequence[UserAction], topic: str = VIEW_TOPIC, key: str | None = None) -> list[RawMessage]:
+    def messages(
+        self, events: Sequence[UserAction], topic: str = VIEW_TOPIC, key: str | None = None
+    ) -> list[RawMessage]:
         out = []
         for e in events:
             out.append(RawMessage(topic, 0, self.next_offset[topic], (key or e.user_id).encode(), encode(e)))
@@ -264,7 +268,9 @@ def test_a_key_other_than_the_user_is_dead_lettered() -> None:
     batch = decode_batch(0, p.messages([e], key=USERS[1]), TOPIC_ACTIONS, RULES, PARTITIONS)
     assert [d.reason for d in batch.dead_letters] == ["key_mismatch"] and not batch.events
     keyless = RawMessage(VIEW_TOPIC, 0, 9, None, encode(e))
-    assert [d.reason for d in decode_batch(0, [keyless], TOPIC_ACTIONS, RULES).dead_letters] == ["key_mismatch"]
+    assert [d.reason for d in decode_batch(0, [keyless], TOPIC_ACTIONS, RULES).dead_letters] == [
+        "key_mismatch"
+    ]
 
 
 def test_a_correctly_keyed_message_in_another_partition_is_dead_lettered() -> None:
@@ -325,7 +331,9 @@ def test_decisions_do_not_depend_on_replays_or_where_batches_were_cut() -> None:
         cut.apply(plan)
         # ... and a replay after the apply (Kafka's committed offset was behind) changes nothing.
         replay = cut.plan(messages[max(0, start - 5) : end])
-        assert not replay.applied and sum(replay.replayed.values()) == min(end, len(messages)) - max(0, start - 5)
+        assert not replay.applied and sum(replay.replayed.values()) == min(end, len(messages)) - max(
+            0, start - 5
+        )
         plans.append(plan)
         start = end
     assert decisions(plans) == expected
