@@ -23,6 +23,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 
+from seedloop.embedded import stop_processes
 from stream_processors.metrics import OptimizerMetrics, PipelineMetrics
 from tests.deploy._support import ALERTMANAGER_CONFIG, ALERTS, PROM_CONFIG, binary
 
@@ -119,14 +120,7 @@ def write_test_configs(
 def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
     procs: list[subprocess.Popen[bytes]] = []
     yield procs
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_processes(procs, 10)
 
 
 @pytest.mark.integration

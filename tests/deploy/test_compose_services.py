@@ -31,7 +31,6 @@ import random
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -49,7 +48,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from prometheus_client.parser import text_string_to_metric_families
 
 from seedloop.apache_kafka import ApacheKafka
-from seedloop.embedded import redis_process
+from seedloop.embedded import redis_process, stop_processes
 from seedloop.settings import Settings
 from seedloop.topics import end_offsets, topic_specs
 from tests.deploy._support import COMPOSE, ROOT
@@ -347,12 +346,7 @@ class Service:
     def stop(self, timeout: float = 20.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        stop_processes([self.proc], timeout)
 
 
 def duration_s(text: str | int | float) -> float:

@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from seedloop.embedded import free_port
+from seedloop.embedded import free_port, stop_processes
 from seedloop.settings import Settings
 from seedloop.topics import ensure_topics
 from tests.conftest import REPO, WorkerProcess, settings_env, wait_for
@@ -178,15 +178,7 @@ class Processes:
             assert proc.poll() is None, f"{proc.args!r} exited:\n{log_path.read_text(errors='replace')[-3000:]}"
 
     def stop(self) -> None:
-        for proc, _ in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc, _ in self.procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_processes([proc for proc, _ in self.procs], 15)
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ import redis
 import yaml
 
 from seedloop import runtime
-from seedloop.embedded import free_port
+from seedloop.embedded import free_port, stop_processes
 from seedloop.settings import Settings
 from seedloop.topics import caught_up, ensure_topics
 from stream_processors.figures import (
@@ -102,13 +102,7 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[[list[str]], str]]:
         return url
 
     yield start
-    for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    stop_processes(procs, 10)
 
 
 def promql(base: str, expr: str) -> dict[str, float]:
