@@ -41,7 +41,16 @@ _SERVICE_COMMANDS: dict[str, Command] = {
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     configure_logging("console", "WARNING")
-    return cli_commands.cmd_evaluate(settings_from(args), args)
+    try:
+        settings = settings_from(args)
+    except ValidationError as exc:
+        return _invalid_settings(exc)
+    return cli_commands.cmd_evaluate(settings, args)
+
+
+def _invalid_settings(exc: ValidationError) -> int:
+    print(f"seedloop: invalid settings: {_settings_error(exc)}", file=sys.stderr)
+    return EXIT_CONFIG
 
 
 # Commands that need neither services nor the SEEDLOOP_* logging settings.
@@ -73,8 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from(args)
     except ValidationError as exc:
-        print(f"seedloop: invalid settings: {_settings_error(exc)}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _invalid_settings(exc)
     configure_logging(settings.log_format, settings.log_level, secrets_of(settings))
     services_set = settings.kafka_bootstrap_servers is not None and settings.redis_url is not None
     if args.command in ("stack", "soak") or (args.command == "demo" and not services_set):

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from seedloop.cli import build_parser, settings_from
+from seedloop.cli import build_parser, main, settings_from
 from stream_processors.attribution.models import MODEL_NAMES
 
 
@@ -67,3 +67,13 @@ def test_seeds_dir_default_is_a_real_scenario() -> None:
     # The help promises "the seeds shipped with seedloop" when the flag is absent.
     settings = settings_from(build_parser().parse_args(["evaluate"]))
     assert (settings.seeds_dir / "campaigns.json").is_file()
+
+
+@pytest.mark.parametrize("command", [["evaluate", "--days", "1"], ["report"]])
+def test_an_invalid_setting_is_one_line_and_exit_2_for_offline_and_service_commands(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SEEDLOOP_PARTITIONS", "abc")
+    assert main(command) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("seedloop: invalid settings: SEEDLOOP_PARTITIONS"), err
