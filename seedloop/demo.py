@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -42,6 +43,15 @@ from stream_processors.store.redis_lua import FigureReader, Keys
 log = logging.getLogger("seedloop.demo")
 
 
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 class WorkerPool:
     """Worker subprocesses, restarted if one dies (as a supervisor would in production)."""
 
@@ -56,15 +66,18 @@ class WorkerPool:
     def _env(self, worker_id: str, port: int) -> dict[str, str]:
         return self.settings.child_env(SEEDLOOP_WORKER_ID=worker_id, SEEDLOOP_WEB_PORT=str(port))
 
-    def start(self, worker_id: str) -> None:
-        port = self.ports.get(worker_id) or (self.settings.web_port if not self.ports else free_port())
-        with contextlib.suppress(OSError):
-            # The default port may be taken (another demo, a test): fall back to a free one.
-            import socket
+    def web_port(self, worker_id: str) -> int:
+        """The first worker serves on SEEDLOOP_WEB_PORT, the others on free ports; a restarted
+        worker keeps its port. 0, or a port that is taken (another demo, a test), means a free
+        one: Faust's web server needs a real port, and the demo prints where each worker is."""
+        if worker_id in self.ports:
+            return self.ports[worker_id]
+        host = self.settings.web_host
+        wanted = self.settings.web_port if not self.ports else 0
+        return wanted if wanted and port_is_free(host, wanted) else free_port(host)
 
-            with socket.socket() as sock:
-                sock.bind((self.settings.web_host, port))
-        self.ports[worker_id] = port
+    def start(self, worker_id: str) -> None:
+        port = self.ports[worker_id] = self.web_port(worker_id)
         logfile = open(self.log_dir / f"{worker_id}.log", "ab")  # noqa: SIM115 - owned by the child
         self.procs[worker_id] = subprocess.Popen(
             [sys.executable, "-m", "seedloop", "worker"],
