@@ -42,6 +42,7 @@ from typing import Any
 
 from producers.scenario import Scenario, load_scenario
 from stream_processors.optimizer import scorecard
+from stream_processors.optimizer.evaluation.attribution_truth import SCORED_ON
 from stream_processors.optimizer.evaluation.config import POLICIES, SHOCKED, EvalConfig
 from stream_processors.optimizer.evaluation.evidence import (
     evidence_by_round,
@@ -57,7 +58,7 @@ __all__ = ["EvalConfig", "format_evaluations", "parse_seeds", "run_evaluate", "r
 
 Runs = Mapping[tuple[str, bool], Mapping[str, Any]]
 # the run's keys that are not figures: left out of the JSON
-_NOT_FIGURES = ("trace", "policy", "shock")
+_NOT_FIGURES = ("trace", "policy", "shock", "attribution_vs_truth")
 
 
 def run_evaluate(
@@ -77,6 +78,8 @@ def run_evaluate(
     by = _run_policies(seeds_dir, cfg, workers, say)
     result = _result(seeds_dir, cfg, by, say)
     _score_policies(seeds_dir, cfg, result, by[("optimizer", False)]["rounds"])
+    # every attribution model against the GMV each campaign's ads truly caused (a new key, last)
+    result["attribution_vs_truth"] = by[(SCORED_ON, False)]["attribution_vs_truth"]
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result, indent=1))
@@ -99,15 +102,22 @@ def _run_policies(seeds_dir: Path, cfg: EvalConfig, workers: int, say: Callable[
     finished: dict[tuple[str, bool], dict[str, Any]] = {}
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(run_policy, seeds_dir, cfg, p, s): (p, s) for p, s in jobs}
+            futures = {
+                pool.submit(run_policy, seeds_dir, cfg, p, s, _scores_attribution(p, s)): (p, s)
+                for p, s in jobs
+            }
             for future in as_completed(futures):
                 finished[futures[future]] = future.result()
                 done(futures[future], len(finished))
     else:
         for p, s in jobs:
-            finished[(p, s)] = run_policy(seeds_dir, cfg, p, s)
+            finished[(p, s)] = run_policy(seeds_dir, cfg, p, s, _scores_attribution(p, s))
             done((p, s), len(finished))
     return {job: finished[job] for job in jobs}
+
+
+def _scores_attribution(policy: str, shock: bool) -> bool:
+    return policy == SCORED_ON and not shock
 
 
 def _figures(run: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,8 @@ the table of every policy (scorecard.format_policy_table)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stream_processors.optimizer import scorecard
@@ -155,4 +156,45 @@ def format_evaluations(out: Mapping[str, Any]) -> str:
     """Each seed's full report, then the optimizer's headline figures per seed and across seeds."""
     parts = [format_evaluation(r) for r in out["seeds"].values()]
     table = scorecard.format_policy_table(out["summary"].get("field") or {})
-    return "\n\n".join([*parts, format_summary(out["summary"]), *([table] if table else [])])
+    truth = out["summary"].get("attribution_vs_truth")
+    tables = [*([table] if table else []), *([format_attribution_vs_truth(truth)] if truth else [])]
+    return "\n\n".join([*parts, format_summary(out["summary"]), *tables])
+
+
+def format_attribution_vs_truth(block: Mapping[str, Any]) -> str:
+    """Each attribution model's GMV per campaign, and per channel of it, against the GMV its ads truly
+    caused: the bias and error of each model (attribution_truth.score_models)."""
+    campaigns = block["campaigns"]
+    models = list(next(iter(campaigns.values()))["models"])
+    seeds = f"{block['seeds']} seeds, " if "seeds" in block else ""
+    lines = [
+        f"attribution against causal truth ({seeds}{block['days']} days of the {block['scored_on']} run): "
+        "bias = (attributed - true) / true GMV; err = RMS of the daily differences / mean true day",
+        f"{'campaign / channel':<20} {'true gmv':>9} | " + " | ".join(f"{m:^13}" for m in models),
+        f"{'':<20} {'':>9} | " + " | ".join(f"{'bias':>6} {'err':>6}" for _ in models),
+    ]
+    for cid, row in campaigns.items():
+        lines.append(_truth_row(cid, row, models))
+        if len(row["by_channel"]) > 1:
+            lines += [_truth_row(f"  {ch}", c, models) for ch, c in row["by_channel"].items()]
+    means = []
+    for m in models:
+        scores = [row["models"][m] for row in campaigns.values() if row["models"][m]["bias"] is not None]
+        mean_bias = math.fsum(abs(s["bias"]) for s in scores) / len(scores) if scores else None
+        mean_err = math.fsum(s["error"] for s in scores) / len(scores) if scores else None
+        means.append(f"{_pct(mean_bias, sign=False)} {_pct(mean_err, sign=False)}")
+    lines.append(f"{'campaigns: mean |bias|, mean err':<32} | " + " | ".join(means))
+    return "\n".join(lines)
+
+
+def _truth_row(label: str, row: Mapping[str, Any], models: Sequence[str]) -> str:
+    cells = [
+        f"{_pct(row['models'][m]['bias'])} {_pct(row['models'][m]['error'], sign=False)}" for m in models
+    ]
+    return f"{label:<20} {row['true_gmv']:>9.0f} | " + " | ".join(cells)
+
+
+def _pct(v: float | None, sign: bool = True) -> str:
+    if v is None:
+        return f"{'-':>6}"
+    return f"{v:>+6.1%}" if sign else f"{v:>6.1%}"

@@ -17,6 +17,7 @@ from schemas.decisions import BidAdjustment
 from schemas.events import Channel
 from stream_processors.optimizer.baselines import CONTROLLED, make_controller
 from stream_processors.optimizer.controller import ChannelFigures, RoundInput
+from stream_processors.optimizer.evaluation.attribution_truth import CausalLedger, CauseRecordingSimulator
 from stream_processors.optimizer.evaluation.config import DAY_S, EvalConfig
 from stream_processors.optimizer.evaluation.figure_store import FigureStore
 from stream_processors.optimizer.evaluation.market import Economics
@@ -29,13 +30,17 @@ from stream_processors.processor import Catalogue
 class _PolicyRun:
     """The simulated market, the policy's controller (none for static and oracle) and the trace."""
 
-    def __init__(self, seeds_dir: Path, cfg: EvalConfig, policy: str, shock: bool) -> None:
+    def __init__(
+        self, seeds_dir: Path, cfg: EvalConfig, policy: str, shock: bool, score_attribution: bool
+    ) -> None:
         self.cfg = cfg
         self.policy = policy
         self.econ = econ = Economics.load(seeds_dir, cfg.volume)
         self.scenario, self.traffic = econ.scenario, econ.traffic
         self.scheduler = AdScheduler(self.scenario)
-        self.sim = Simulator(
+        # the same simulator, also recording each checkout's true cause, where attribution is scored
+        simulator = CauseRecordingSimulator if score_attribution else Simulator
+        self.sim = simulator(
             self.scenario,
             self.traffic,
             self.scheduler,
@@ -60,6 +65,7 @@ class _PolicyRun:
         self.store = (
             FigureStore(int(cfg.round_s), catalogue, products) if self.controller is not None else None
         )
+        self.ledger = CausalLedger(self.scenario, products) if score_attribution else None
         if policy == "oracle":
             self._set_bids({c.campaign_id: self.oracle[c.campaign_id][0] for c in self.scenario.campaigns})
         self.trace: dict[str, Trace] = {
@@ -74,6 +80,8 @@ class _PolicyRun:
                 self._shock()
             t = self.start + r * self.cfg.round_s
             events = self.sim.advance(t)
+            if self.ledger is not None:
+                self.ledger.apply(events, t, cast(CauseRecordingSimulator, self.sim).cause_of_order)
             day_start = (t // DAY_S) * DAY_S if (t % DAY_S) else t - DAY_S
             if self.store is not None:
                 self.store.apply(events, t)
@@ -168,11 +176,14 @@ def _by_campaign(window: Mapping[tuple[str, str], ChannelFigures]) -> dict[str, 
     return dict(out)
 
 
-def run_policy(seeds_dir: Path, cfg: EvalConfig, policy: str, shock: bool) -> dict[str, Any]:
-    """One policy's run, shocked or not: its figures, scored by the truth, and its trace."""
-    run = _PolicyRun(seeds_dir, cfg, policy, shock)
+def run_policy(
+    seeds_dir: Path, cfg: EvalConfig, policy: str, shock: bool, score_attribution: bool = False
+) -> dict[str, Any]:
+    """One policy's run, shocked or not: its figures, scored by the truth, and its trace; with
+    `score_attribution`, also every attribution model against the causal truth (attribution_truth)."""
+    run = _PolicyRun(seeds_dir, cfg, policy, shock, score_attribution)
     run.play()
-    return run_figures(
+    result = run_figures(
         run.scenario,
         cfg,
         run.sim.truth,
@@ -183,3 +194,6 @@ def run_policy(seeds_dir: Path, cfg: EvalConfig, policy: str, shock: bool) -> di
         n_rounds=run.n_rounds,
         reasons=dict(run.reasons),
     )
+    if run.ledger is not None:
+        result["attribution_vs_truth"] = run.ledger.report()
+    return result

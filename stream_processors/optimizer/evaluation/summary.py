@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stream_processors.optimizer import scorecard
+from stream_processors.optimizer.evaluation import attribution_truth
 
 
 def seed_row(result: Mapping[str, Any]) -> dict[str, Any]:
@@ -46,6 +47,10 @@ def summarize(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
         "evidence": next(iter(per_seed.values()))["evidence"],
         # every policy on every figure, and the targets (scorecard.py)
         "field": scorecard.policy_summary(per_seed),
+        # every attribution model against the GMV each campaign's ads truly caused, all seeds pooled
+        "attribution_vs_truth": attribution_truth.pooled(
+            [r["attribution_vs_truth"] for r in per_seed.values() if "attribution_vs_truth" in r]
+        ),
     }
 
 

@@ -31,6 +31,7 @@ def test_run_evaluate_smoke(tmp_path: Path) -> None:
     # the field's controllers are shocked alike, beside the keys that were there before
     assert {"optimizer", "static", "pid", "pacing", "settle_rounds_after_shock"} <= set(data["shock"])
     assert set(data["policy_rows"]) == set(data["policies"])
+    assert set(data["attribution_vs_truth"]["campaigns"]) == {c["campaign_id"] for c in p["campaigns"]}
     assert data["evidence"]["mean_bound_after_20"] is None  # 5 rounds: none counted from round 20
     assert "shock" in data and "settle_rounds_after_shock" in data["shock"]
     # the hard cap: never more than 2% over a day's budget
@@ -64,6 +65,18 @@ def test_several_seeds_report_each_and_a_summary(tmp_path: Path) -> None:
     text = format_evaluations(result)
     assert "across seeds" in text and "median" in text and "P<=" in text
     assert "every policy across seeds" in text and "pid" in text
+    # every attribution model against the causal truth, both seeds pooled (a new key of the summary)
+    truth = summary["attribution_vs_truth"]
+    assert (truth["seeds"], truth["scored_on"]) == (2, "static")
+    assert set(truth["campaigns"]["c_pmpm_launch"]["models"]) == {
+        "last",
+        "first",
+        "linear",
+        "time_decay",
+        "position",
+        "markov",
+    }
+    assert "attribution against causal truth" in text
 
 
 def test_one_seed_keeps_the_single_json_shape(tmp_path: Path) -> None:
