@@ -3,8 +3,8 @@ the evidence each one uses. Pure.
 
 The share of evidence used is a policy's share of campaign-rounds in band from round 20 on,
 divided by the mean over the same campaign-rounds of the Cramer-Rao bound on being in band
-(evaluate.mean_in_band_bound: of the add-to-carts expected by that round at the oracle's bids): 1 is
-as well as any controller that has to learn the conversion rates could do on average; it can
+(evaluation.evidence.mean_in_band_bound: of the add-to-carts expected by that round at the
+oracle's bids): 1 is as well as any controller that has to learn the conversion rates could do on average; it can
 exceed 1 by luck, or by a prior that happens to be right (a held bid that was near the
 reference from the start). Nor does it bound a pacer: where the budget binds (7 of the 10 seeded
 campaigns) the reference is the budget-limited efficiency, which spend alone, observed directly and
@@ -70,7 +70,7 @@ FIGURES: tuple[tuple[str, bool, bool], ...] = (
 def rank_best_first(vals: Sequence[Any], higher_is_better: bool, never_is_worst: bool) -> list[Any]:
     """Values ordered best first, worst last. With `never_is_worst` a None (never settled) ranks
     after every number (lower is better there); otherwise Nones (no figure) are left out. Shared
-    with evaluate.summarize, so a policy's median and the optimizer's summary rank alike."""
+    with evaluation.summary.summarize, so a policy's median and the optimizer's summary rank alike."""
     if never_is_worst:
         return sorted(vals, key=lambda v: math.inf if v is None else v)
     ranked = sorted(v for v in vals if v is not None)
@@ -95,7 +95,7 @@ def _median(vals: Sequence[Any], higher_is_better: bool, never_is_worst: bool) -
 def policy_summary(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     """Per policy, its figures per seed and their median; and the issue's targets, met or not."""
     rows = {seed: r["policy_rows"] for seed, r in per_seed.items() if "policy_rows" in r}
-    # in the evaluation's order (evaluate.POLICIES), those every seed has
+    # in the evaluation's order (evaluation.config.POLICIES), those every seed has
     policies = [p for p in next(iter(rows.values())) if all(p in r for r in rows.values())] if rows else []
     out: dict[str, Any] = {}
     for p in policies:
