@@ -1,14 +1,14 @@
 """Every policy of `seedloop evaluate` on every figure, per seed and across seeds, and the share of
 the evidence each one uses. Pure.
 
-The share of evidence used is a policy's share of campaign-rounds in band from round 20 on,
-divided by the mean over the same campaign-rounds of the Cramer-Rao bound on being in band
-(evaluation.evidence.mean_in_band_bound: of the add-to-carts expected by that round at the
-oracle's bids): 1 is as well as any controller that has to learn the conversion rates could do on average; it can
-exceed 1 by luck, or by a prior that happens to be right (a held bid that was near the
-reference from the start). Nor does it bound a pacer: where the budget binds (7 of the 10 seeded
-campaigns) the reference is the budget-limited efficiency, which spend alone, observed directly and
-far richer than add-to-carts, steers to without learning any conversion rate.
+The share of evidence used is a policy's share of campaign-rounds in band from round 20 on, divided
+by the mean over the same campaign-rounds of the Cramer-Rao bound on being in band
+(evaluation.evidence.mean_in_band_bound: of the add-to-carts expected by that round at the oracle's
+bids): 1 is as well as any controller that has to learn the conversion rates could do on average; it
+can exceed 1 by luck, or by a prior that happens to be right (a held bid that was near the reference
+from the start). Nor does it bound a pacer: where the budget binds (7 of the 10 seeded campaigns)
+the reference is the budget-limited efficiency, which spend alone, observed directly and far richer
+than add-to-carts, steers to without learning any conversion rate.
 """
 
 from __future__ import annotations
