@@ -49,7 +49,8 @@
 -- Returns {"OK"}, {"FENCED", current_epoch} when a newer owner claimed the partition (this
 -- writer is a zombie), or {"CONFLICT", topic, current_offset} when the stored offset is not the
 -- one the caller read (someone applied in between); nothing is written in either case. A failed
--- check is an error reply starting "SEEDLOOP_UNAPPLIABLE"; nothing is written either.
+-- check is an error reply starting "SEEDLOOP_UNAPPLIABLE", arguments that are not exactly the
+-- named ones one starting "SEEDLOOP_BAD_ARGS"; nothing is written either.
 
 local APPLY_ARGS = {
   'epoch', 'prefix', 'offsets', 'user_ttl', 'state_index', 'states', 'bucket_ttl', 'increments',
@@ -60,7 +61,8 @@ for i = 1, #ARGV - 1, 2 do
   arg[ARGV[i]] = ARGV[i + 1]
 end
 if #ARGV ~= 2 * #APPLY_ARGS then
-  return redis.error_reply('SEEDLOOP_BAD_ARGS nothing written: ' .. #ARGV .. ' arguments, not name/value pairs of ' .. #APPLY_ARGS .. ' names')
+  return redis.error_reply('SEEDLOOP_BAD_ARGS nothing written: ' .. #ARGV
+    .. ' arguments, not name/value pairs of the ' .. #APPLY_ARGS .. ' names')
 end
 for _, name in ipairs(APPLY_ARGS) do
   if arg[name] == nil then
