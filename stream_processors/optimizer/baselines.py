@@ -164,7 +164,9 @@ class PidController:
 
     @staticmethod
     def _decision(c: CampaignSpec, ch: str, old: float, d: Decision, inp: RoundInput) -> ChannelDecision:
-        return ChannelDecision(c.campaign_id, ch, old, d, inp.window.get((c.campaign_id, ch), ChannelFigures()), None)
+        return ChannelDecision(
+            c.campaign_id, ch, old, d, inp.window.get((c.campaign_id, ch), ChannelFigures()), None
+        )
 
 
 def pooled_efficiency(target_kind: str, f: ChannelFigures) -> float | None:
@@ -224,7 +226,11 @@ class PacingController:
                 wanted = c.start_bids[ch] * k
                 new = guarded_bid(old, wanted, c.bid_floor, c.bid_cap, self.guard.max_step)
                 moving: ReasonCode = "pacing_ahead" if wanted < old else "pacing_behind"
-                out.append(ChannelDecision(cid, ch, old, Decision(new, _reason(old, new, wanted, c, moving), None), figs, pacing))
+                out.append(
+                    ChannelDecision(
+                        cid, ch, old, Decision(new, _reason(old, new, wanted, c, moving), None), figs, pacing
+                    )
+                )
         return out
 
 

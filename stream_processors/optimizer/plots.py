@@ -39,8 +39,15 @@ def _grid(campaigns: Sequence[Campaign]) -> tuple[list[Campaign | None], list[Ca
 def _mark_shock(ax: Axes, at_h: float, shocked: bool, text: str) -> None:
     ax.axvline(at_h, color="red", lw=1.2 if shocked else 0.8, ls=":", label=SHOCK_LABEL)
     if shocked:
-        ax.annotate(text, xy=(at_h, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -10),
-                    textcoords="offset points", color="red", fontsize=7)
+        ax.annotate(
+            text,
+            xy=(at_h, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -10),
+            textcoords="offset points",
+            color="red",
+            fontsize=7,
+        )
 
 
 def evaluation_figures(
@@ -66,9 +73,11 @@ def evaluation_figures(
         shock_round = run.get("shock_round")
         # What the optimizer is compared with: the same market without control (static) and with
         # perfect knowledge (oracle); under the shock only static saw the same shock.
-        others = {"static": runs.get("static"), "oracle": runs.get("oracle")} if name == "optimizer" else {
-            "static (shocked)": runs.get("static_shock")
-        }
+        others = (
+            {"static": runs.get("static"), "oracle": runs.get("oracle")}
+            if name == "optimizer"
+            else {"static (shocked)": runs.get("static_shock")}
+        )
         left, right = _grid(scenario.campaigns)
         rows = len(left)
         for what in WHATS:

@@ -104,7 +104,10 @@ def policy_summary(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
             "per_seed": per,
             "median": {k: _median([v[k] for v in per.values()], hi, never) for k, hi, never in FIGURES},
         }
-    return {"policies": out, "targets": targets(rows) if all(p in policies for p in ("optimizer", *FIELD)) else None}
+    return {
+        "policies": out,
+        "targets": targets(rows) if all(p in policies for p in ("optimizer", *FIELD)) else None,
+    }
 
 
 def targets(rows: Mapping[int, Mapping[str, Mapping[str, Any]]]) -> dict[str, Any]:
@@ -126,7 +129,8 @@ def targets(rows: Mapping[int, Mapping[str, Mapping[str, Any]]]) -> dict[str, An
     share_median = _median(shares, True, False)
     return {
         "beats_field": {
-            rival: {"seeds_won": w, "won": len(w), "of": n, "met": len(w) >= need} for rival, w in wins.items()
+            rival: {"seeds_won": w, "won": len(w), "of": n, "met": len(w) >= need}
+            for rival, w in wins.items()
         },
         "pacing_error_le_5pct": {"worst": max(pacing), "met": max(pacing) <= TARGET_PACING_ERROR},
         "evidence_share_ge_0_9": {
@@ -180,11 +184,12 @@ def format_policy_table(summary: Mapping[str, Any]) -> str:
                 f"seeds ({'met' if w['met'] else 'NOT met'})"
             )
         pe = t["pacing_error_le_5pct"]
-        lines.append(f"optimizer worst pacing error {pe['worst']:.1%} <= 5% ({'met' if pe['met'] else 'NOT met'})")
+        lines.append(
+            f"optimizer worst pacing error {pe['worst']:.1%} <= 5% ({'met' if pe['met'] else 'NOT met'})"
+        )
         ev = t["evidence_share_ge_0_9"]
         lines.append(
             f"optimizer share of evidence used: median {fmt(ev['median'], 'f')}, >= 0.9 on {ev['seeds_met']} of "
             f"{ev['of']} seeds ({'met' if ev['met'] else 'NOT met'})"
         )
     return "\n".join(lines)
-

@@ -28,7 +28,16 @@ GUARD = ControlPolicy()
 
 
 def _spec(kind: str = "cpa", target: float = 50.0, budget: float = 1e9) -> CampaignSpec:
-    return CampaignSpec("c1", kind, target, budget, 10.0, 400.0, ("search", "feed"), {"search": 80.0, "feed": 40.0})  # type: ignore[arg-type]
+    return CampaignSpec(
+        "c1",
+        kind,  # type: ignore[arg-type]
+        target,
+        budget,
+        10.0,
+        400.0,
+        ("search", "feed"),
+        {"search": 80.0, "feed": 40.0},
+    )
 
 
 def test_guarded_bid_limits_the_step_then_the_floor_and_cap() -> None:
@@ -79,7 +88,12 @@ def _plant_input(spec: CampaignSpec, bids: dict[tuple[str, str], float], k: floa
     cpa = k * mean_bid**1.4
     window = {key: ChannelFigures(spend=cpa * 50.0, conversions=50.0, gmv=50.0 * 200.0) for key in bids}
     return RoundInput(
-        seconds_into_day=12 * 3600.0, window=window, spent_today={}, recent_spend={}, recent_s=3600.0, bids=bids
+        seconds_into_day=12 * 3600.0,
+        window=window,
+        spent_today={},
+        recent_spend={},
+        recent_s=3600.0,
+        bids=bids,
     )
 
 
@@ -116,7 +130,12 @@ def test_pid_controller_holds_while_learning_and_when_exhausted() -> None:
     assert {d.decision.reason for d in pid.step(few)} == {"learning"}
     assert all(d.decision.new_bid == d.old_bid for d in pid.step(few))
     spent = RoundInput(
-        seconds_into_day=3600.0, window={}, spent_today={"c1": 100.0}, recent_spend={}, recent_s=3600.0, bids=bids
+        seconds_into_day=3600.0,
+        window={},
+        spent_today={"c1": 100.0},
+        recent_spend={},
+        recent_s=3600.0,
+        bids=bids,
     )
     assert {d.decision.reason for d in pid.step(spent)} == {"budget_exhausted"}
 
@@ -163,7 +182,9 @@ def test_pacing_lowers_bids_when_ahead_and_raises_them_back_when_behind() -> Non
 def test_make_controller() -> None:
     specs = [_spec()]
     assert isinstance(make_controller("optimizer", specs, GUARD, PacingPolicy()), BidOptimizer)
-    assert isinstance(make_controller("pid", specs, GUARD, PacingPolicy(), PidGains(0.1, 0.1, 0.0)), PidController)
+    assert isinstance(
+        make_controller("pid", specs, GUARD, PacingPolicy(), PidGains(0.1, 0.1, 0.0)), PidController
+    )
     assert isinstance(make_controller("pacing", specs, GUARD, PacingPolicy()), PacingController)
     with pytest.raises(ValueError):
         make_controller("static", specs, GUARD, PacingPolicy())
