@@ -22,9 +22,10 @@
 -- atomic call on Redis Cluster. Key names are built here rather than passed, because a batch
 -- touches ~1,000 keys and the client pays ~0.6 us per argument to encode each.
 --
--- Arguments are named: ARGV alternates name, value (RedisPartitionStore.apply_fields), read once
--- into the table `arg` below, which refuses a call whose names are not exactly APPLY_ARGS, so
--- neither side depends on the order. Lists travel as text, one argument each: the fields are
+-- Arguments are named (RedisPartitionStore.apply_fields, encoded by redis_lua.named_args): ARGV[1]
+-- lists the names, ARGV[2..] are the values in that order. They are read once into the table `arg`
+-- below, which refuses a call whose names are not exactly APPLY_ARGS, so neither side depends on
+-- an order. Lists travel as text, one argument each: the fields are
 -- identifiers ([A-Za-z0-9_.:-]), channel names, integers and Python float reprs, none of which
 -- contain spaces or newlines.
 --
@@ -56,13 +57,14 @@ local APPLY_ARGS = {
   'epoch', 'prefix', 'offsets', 'user_ttl', 'state_index', 'states', 'bucket_ttl', 'increments',
   'paths', 'reach_ttl', 'reach', 'checkouts', 'carts', 'engagements', 'audience_cutoffs', 'event_ids',
 }
-local arg = {}
-for i = 1, #ARGV - 1, 2 do
-  arg[ARGV[i]] = ARGV[i + 1]
+local arg, given = {}, 0
+for name in string.gmatch(ARGV[1], '%S+') do
+  given = given + 1
+  arg[name] = ARGV[given + 1]
 end
-if #ARGV ~= 2 * #APPLY_ARGS then
-  return redis.error_reply('SEEDLOOP_BAD_ARGS nothing written: ' .. #ARGV
-    .. ' arguments, not name/value pairs of the ' .. #APPLY_ARGS .. ' names')
+if given ~= #APPLY_ARGS or #ARGV ~= given + 1 then
+  return redis.error_reply('SEEDLOOP_BAD_ARGS nothing written: ' .. given .. ' names and '
+    .. (#ARGV - 1) .. ' values, not the ' .. #APPLY_ARGS .. ' named arguments')
 end
 for _, name in ipairs(APPLY_ARGS) do
   if arg[name] == nil then

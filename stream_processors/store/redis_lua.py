@@ -32,7 +32,6 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from itertools import chain
 
 from stream_processors.processor import BatchPlan
 from stream_processors.progress import KnownIds, PartitionMeta
@@ -201,7 +200,7 @@ class RedisPartitionStore:
         p = plan.partition
         keys = [self.keys.meta(p), self.keys.totals(p), self.keys.paths(p)]
         fields = self.apply_fields(plan, epoch)
-        result = await self._script(keys=keys, args=list(chain.from_iterable(fields.items())))
+        result = await self._script(keys=keys, args=named_args(fields))
         status = text(result[0])
         if status == "FENCED":
             raise FencedError.superseded(p, epoch, text(result[1]))
@@ -209,9 +208,8 @@ class RedisPartitionStore:
             raise OffsetConflict.moved(p, text(result[1]), text(result[2]))
 
     def apply_fields(self, plan: BatchPlan, epoch: str) -> dict[str, str | bytes | int]:
-        """apply_batch.lua's arguments by name (its header documents each). They travel as ARGV
-        pairs name, value, and the script refuses a call whose names are not exactly the ones it
-        reads, so neither side depends on an order."""
+        """apply_batch.lua's arguments by name (its header documents each); `named_args` encodes
+        them."""
         states = plan.user_states
         sig = plan.signals
         return {
@@ -351,6 +349,14 @@ class FigureReader:
     def bids(self) -> dict[str, float]:
         """The optimizer's current bids, `campaign|channel` -> bid."""
         return {text(k): float(v) for k, v in self.redis.hgetall(self.keys.bids()).items()}
+
+
+def named_args(fields: Mapping[str, str | bytes | int]) -> list[str | bytes | int]:
+    """A script's ARGV for named arguments: ARGV[1] the names, space-separated, then the values in
+    that order. The script reads them into a table by name and refuses a call whose names are not
+    exactly the ones it reads, so neither side depends on an order (one argument more than
+    positional ones: the client pays per argument encoded)."""
+    return [" ".join(fields), *fields.values()]
 
 
 def _offsets(plan: BatchPlan) -> str:

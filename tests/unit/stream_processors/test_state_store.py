@@ -31,7 +31,7 @@ from stream_processors.processor import (
 )
 from stream_processors.store.base import AudienceExpiry, FencedError, OffsetConflict, PartitionStateStore
 from stream_processors.store.memory import MemoryState, MemoryStore
-from stream_processors.store.redis_lua import FigureReader, Keys, RedisPartitionStore
+from stream_processors.store.redis_lua import FigureReader, Keys, RedisPartitionStore, named_args
 
 PARTITIONS = 4
 SETTINGS = Settings(partitions=PARTITIONS, topic_prefix="t")
@@ -404,7 +404,7 @@ def test_an_apply_with_a_missing_argument_is_refused_with_nothing_written(redis_
         del fields["reach"]
         script_keys = [keys.meta(0), keys.totals(0), keys.paths(0)]
         with pytest.raises(redis.ResponseError, match="SEEDLOOP_BAD_ARGS nothing written"):
-            await store._script(keys=script_keys, args=[x for pair in fields.items() for x in pair])
+            await store._script(keys=script_keys, args=named_args(fields))
         assert await client.keys(f"{keys.namespace}:*") == [keys.meta(0).encode()]
         await store.close()
 
