@@ -8,7 +8,7 @@ from producers.scenario import load_scenario
 from producers.scheduler import AdScheduler
 from stream_processors.optimizer.controller import ControlPolicy
 from stream_processors.optimizer.service import OptimizerConfig, OptimizerService
-from stream_processors.state import FigureReader, Keys
+from stream_processors.store.redis_lua import FigureReader, Keys
 
 SEEDS = Path(__file__).resolve().parents[4] / "seeds"
 
