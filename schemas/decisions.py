@@ -1,4 +1,4 @@
-"""What the optimizer decides, as published on `<prefix>.bid_adjustments` (key = campaign id)."""
+"""What the optimizer decides, as published on `<prefix>.bid_adjustments` (key = `<campaign_id>:<channel>`)."""
 
 from __future__ import annotations
 

@@ -58,11 +58,11 @@ _ACTION_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(7 * _DAY_MS), 
 
 TOPICS: tuple[TopicDefinition, ...] = (
     *(TopicDefinition(action, "user_id", _ACTION_CONFIG) for action in ACTIONS),
-    # Compacted, keyed by campaign id: the latest decision per key survives, which is what a
-    # restarting ad scheduler reads from the beginning.
+    # Compacted, keyed "<campaign_id>:<channel>" (a bid is per campaign and channel): the latest
+    # decision per key survives, which is what a restarting ad scheduler reads from the beginning.
     TopicDefinition(
         "bid_adjustments",
-        "campaign_id",
+        "campaign_id:channel",
         {
             "cleanup.policy": "compact",
             "min.compaction.lag.ms": "60000",
