@@ -11,8 +11,7 @@ from typing import Any
 
 from seedloop.bench_drain import SAMPLE_S
 from seedloop.topics import ACTIONS
-from stream_processors.faust_transport import FAUST_FETCH_MAX_WAIT_MS, install_transport
-from stream_processors.worker import consumer_app_options
+from stream_processors.faust_transport import FAUST_FETCH_MAX_WAIT_MS, consumer_app_options, install_transport
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:

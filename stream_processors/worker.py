@@ -6,9 +6,15 @@ journey is handled by one worker without a repartition (a `group_by` halves thro
 Cross-topic order is not guaranteed; the journey engine is order-independent
 within the allowed lateness, so that does not matter.
 
-Failure policy (crash-only): the agent takes batches without acknowledging them (`noack_take`)
-and acknowledges each event only once its batch is applied (see `AttributionRuntime.submit`, which
-overlaps one batch's Redis work with the next batch's fetching and decoding). Every exception
+How messages arrive: seedloop's Faust transport hands each fetch's messages of the four topics
+to `deliver` as one list (batch delivery, `stream_processors/faust_transport.py`), not one Faust
+event at a time through the agent's stream; the agent subscribes the topics and owns the batches
+in flight. On a Faust the transport's delivery loop was not written for, the agent's stream
+gets the events (`noack_take`) and hands them to the same `deliver`.
+
+Failure policy (crash-only): a message is acknowledged only once its batch is applied (see
+`AttributionRuntime.submit`, which overlaps one batch's Redis work with the next batch's fetching
+and decoding). Every exception
 that could leave a batch neither applied nor dead-lettered goes to the fatal-error policy
 (`AttributionRuntime(on_fatal=...)`) before any of its events is acknowledged. The default policy
 ends the process at once (`os._exit`), so Faust cannot commit past it; a supervisor (the demo,
@@ -22,20 +28,19 @@ import asyncio
 import dataclasses
 import logging
 import os
-import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import faust
-from faust.types import TP, EventT
+from faust.types import TP, Message
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream_processors.attribution.markov import weights_from_path_counts
 from stream_processors.batch_metrics import AppliedBatchMetrics
-from stream_processors.faust_transport import install_transport
+from stream_processors.faust_transport import BatchDelivery, consumer_app_options, install_transport
 from stream_processors.metrics import PipelineMetrics
 from stream_processors.monitoring import install_monitoring
 from stream_processors.processor import (
@@ -165,7 +170,7 @@ class AttributionRuntime:
             self.generations[partition] += 1
         self.metrics.owned_partitions.set(len(self.owned))
 
-    async def submit(self, events: Sequence[EventT], ack: Callable[[EventT], Awaitable[object]]) -> None:
+    async def submit(self, messages: Sequence[Message], ack: Callable[[Sequence[Message]], object]) -> None:
         """Decode a batch and chain each partition's apply behind that partition's previous batch.
 
         Returns without waiting for Redis, so that Faust fetches and buffers the next batch (and
@@ -173,14 +178,13 @@ class AttributionRuntime:
         while valkey runs a batch's script. What keeps it exactly-once:
         * per partition, batches apply strictly in order (each task awaits its predecessor, and a
           batch is read and planned only after the previous one is applied);
-        * an event is acknowledged to Faust (so its offset can be committed) only once its batch is
-          applied; a batch that fails ends the process before any of its events is acknowledged.
+        * a message is acknowledged to Faust (`ack`, so its offset can be committed) only once its
+          batch is applied; a batch that fails ends the process before any of it is acknowledged.
         At most `max_inflight_batches` batches are in flight; the next waits for the oldest.
         """
-        by_partition: dict[int, tuple[list[RawMessage], list[EventT]]] = {}
+        by_partition: dict[int, tuple[list[RawMessage], list[Message]]] = {}
         consumed: Counter[str] = Counter()
-        for event in events:
-            msg = event.message
+        for msg in messages:
             consumed[msg.topic] += 1
             entry = by_partition.get(msg.partition)
             if entry is None:
@@ -188,21 +192,19 @@ class AttributionRuntime:
             entry[0].append(
                 RawMessage(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.timestamp)
             )
-            entry[1].append(event)
+            entry[1].append(msg)
         for topic, n in consumed.items():
             self.metrics.events_consumed.labels(topic).inc(n)
         tasks = []
-        for partition, (messages, partition_events) in by_partition.items():
+        for partition, (raw, partition_messages) in by_partition.items():
             started = time.perf_counter()
-            batch = decode_batch(
-                partition, messages, self.cfg.action_topics, self.cfg.rules, self.cfg.partitions
-            )
+            batch = decode_batch(partition, raw, self.cfg.action_topics, self.cfg.rules, self.cfg.partitions)
             task = asyncio.ensure_future(
                 self._apply_in_order(
                     self._chains.get(partition),
                     partition,
                     batch,
-                    partition_events,
+                    partition_messages,
                     ack,
                     started,
                     self.generations[partition],
@@ -228,8 +230,8 @@ class AttributionRuntime:
         previous: asyncio.Future[None] | None,
         partition: int,
         batch: DecodedBatch,
-        events: Sequence[EventT],
-        ack: Callable[[EventT], Awaitable[object]],
+        messages: Sequence[Message],
+        ack: Callable[[Sequence[Message]], object],
         started: float,
         generation: int,
     ) -> None:
@@ -247,8 +249,7 @@ class AttributionRuntime:
             # would let Faust commit past it.
             applied = self.fatal is None and await self._apply_partition(partition, batch, started)
             if applied and self.fatal is None:
-                for event in events:
-                    await ack(event)
+                ack(messages)
         except asyncio.CancelledError:
             raise  # stopping: nothing acknowledged, the batch is read again after a restart
         except BaseException as exc:
@@ -370,25 +371,6 @@ class AttributionRuntime:
             await self.store.save_channel_weights(weights, value_weights)
 
 
-def consumer_app_options(rebalance_timeout_s: float, datadir_prefix: str) -> dict[str, Any]:
-    """faust.App options of every consuming app we run: the worker and the benchmark's stock
-    counting agent share them, so the benchmark's baseline differs from the worker only in what
-    the agent does per event."""
-    return {
-        "value_serializer": "raw",
-        "key_serializer": "raw",
-        "topic_disable_leader": True,
-        "broker_rebalance_timeout": rebalance_timeout_s,
-        "broker_session_timeout": max(10.0, rebalance_timeout_s),
-        "broker_heartbeat_interval": 1.0,
-        "broker_commit_interval": 1.0,
-        "consumer_auto_offset_reset": "earliest",
-        "stream_wait_empty": False,
-        "datadir": tempfile.mkdtemp(prefix=datadir_prefix),
-        "store": "memory://",
-    }
-
-
 def build_app(cfg: WorkerConfig) -> faust.App:
     app = faust.App(
         cfg.app_id,
@@ -401,30 +383,42 @@ def build_app(cfg: WorkerConfig) -> faust.App:
         web_port=cfg.web_port,
         web_host=cfg.web_host,
     )
-    # Before anything uses the app's transport: our consumer (fetch wait, eager delivery) for this
-    # app only.
-    install_transport(app, fetch_max_wait_ms=cfg.fetch_max_wait_ms, eager_delivery=True)
+    # Before anything uses the app's transport: our consumer (fetch wait, eager and batch
+    # delivery) for this app only.
+    transport = install_transport(app, fetch_max_wait_ms=cfg.fetch_max_wait_ms, eager_delivery=True)
     metrics = PipelineMetrics()
     runtime = AttributionRuntime(app, cfg, metrics)
     app.seedloop_runtime = runtime  # type: ignore[attr-defined]
     source = app.topic(*cfg.action_topics, value_serializer="raw", key_serializer="raw")
 
+    def acknowledge(messages: Sequence[Message]) -> None:
+        consumer = app.consumer
+        for message in messages:
+            consumer.ack(message)
+
+    async def deliver(messages: list[Message]) -> None:
+        try:
+            await runtime.submit(messages, acknowledge)
+        except Exception as exc:
+            log.critical(
+                "batch could not be decoded or scheduled; exiting before it is acknowledged",
+                exc_info=exc,
+                extra={"worker": cfg.worker_id},
+            )
+            logging.shutdown()
+            os._exit(EXIT_APPLY_FAILED)
+
+    if transport.eager_delivery:  # batch delivery lives in the same (copied) delivery loop
+        transport.batch_delivery = BatchDelivery(deliver, frozenset(cfg.action_topics), cfg.batch_max)
+
     @app.agent(source, concurrency=1)
     async def attribute(stream: faust.StreamT) -> None:
-        # noack_take: Faust does not acknowledge a batch when the body returns; submit() acks each
-        # event once its batch is applied (and the next batch is taken meanwhile).
+        # Empty under batch delivery; it subscribes the topics, and stopping it cancels the batches
+        # in flight (unacknowledged: read again). noack_take: Faust does not acknowledge a batch
+        # when the body returns; `deliver` acks each message once its batch is applied.
         try:
             async for events in stream.noack_take(cfg.batch_max, within=cfg.batch_within_s):  # type: ignore[attr-defined]
-                try:
-                    await runtime.submit(events, stream.ack)
-                except Exception as exc:
-                    log.critical(
-                        "batch could not be decoded or scheduled; exiting before it is acknowledged",
-                        exc_info=exc,
-                        extra={"worker": cfg.worker_id},
-                    )
-                    logging.shutdown()
-                    os._exit(EXIT_APPLY_FAILED)
+                await deliver([event.message for event in events])
         finally:
             runtime.cancel_inflight()
 

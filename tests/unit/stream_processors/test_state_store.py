@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -282,12 +282,6 @@ class _App:
         return _Topic()
 
 
-def _events(messages: list[RawMessage]) -> list[Any]:
-    from types import SimpleNamespace
-
-    return [SimpleNamespace(message=m) for m in messages]
-
-
 def test_a_failing_apply_calls_the_fatal_policy_and_acks_nothing(with_store: StoreRun) -> None:
     from stream_processors.metrics import PipelineMetrics
     from stream_processors.worker import AttributionRuntime
@@ -315,13 +309,13 @@ def test_a_failing_apply_calls_the_fatal_policy_and_acks_nothing(with_store: Sto
         fatal: list[BaseException] = []
         acked: list[Any] = []
 
-        async def ack(event: Any) -> None:
-            acked.append(event)
+        def ack(messages: Sequence[Any]) -> None:
+            acked.extend(messages)
 
         worker = AttributionRuntime(_App(), cfg, PipelineMetrics(), store=store, on_fatal=fatal.append)  # type: ignore[arg-type]
 
         async def submit(messages: list[RawMessage]) -> None:
-            await worker.submit(_events(messages), ack)
+            await worker.submit(messages, ack)  # type: ignore[arg-type]  # what it reads of a Message
             await asyncio.gather(*worker._chains.values())
 
         await submit(first)
