@@ -13,10 +13,10 @@ from typing import Any, cast
 
 from producers.scheduler import AdScheduler
 from producers.simulator import SimConfig, Simulator
-from schemas.decisions import BidAdjustment
-from schemas.events import Channel
+from stream_processors.optimizer.adjustments import bid_adjustment
 from stream_processors.optimizer.baselines import CONTROLLED, make_controller
-from stream_processors.optimizer.controller import ChannelFigures, RoundInput
+from stream_processors.optimizer.control_types import efficiency_window, spend_by_campaign
+from stream_processors.optimizer.controller import RoundInput
 from stream_processors.optimizer.evaluation.attribution_truth import CausalLedger, CauseRecordingSimulator
 from stream_processors.optimizer.evaluation.config import DAY_S, EvalConfig
 from stream_processors.optimizer.evaluation.figure_store import FigureStore
@@ -104,21 +104,7 @@ class _PolicyRun:
         for d in self.controller.step(self._round_input(t, day_start, store)):
             self.reasons[d.decision.reason] += 1
             c = self.scenario.campaign(d.campaign_id)
-            self.scheduler.apply(
-                BidAdjustment(
-                    decision_id=f"{d.campaign_id}:{d.channel}:{r}",
-                    campaign_id=d.campaign_id,
-                    channel=cast(Channel, d.channel),
-                    decided_at=at,
-                    as_of=at,
-                    round=r,
-                    old_bid=d.old_bid,
-                    new_bid=d.decision.new_bid,
-                    reason=d.decision.reason,
-                    target_kind=c.target_kind,
-                    target=c.target,
-                )
-            )
+            self.scheduler.apply(bid_adjustment(d, c, r, at, at))
 
     def _round_input(self, t: float, day_start: float, store: FigureStore) -> RoundInput:
         """What the live service would read from Redis at `t`: conversions over the window, spend
@@ -126,20 +112,15 @@ class _PolicyRun:
         cfg = self.cfg
         lagged = store.window(t - cfg.window_s - cfg.conversion_lag_s, t - cfg.conversion_lag_s)
         convs = store.window(t - cfg.window_s, t)
-        window = {
-            k: ChannelFigures(lagged.get(k, ChannelFigures()).spend, v.conversions, v.gmv, v.add_to_carts)
-            for k, v in convs.items()
-        }
-        for k, v in lagged.items():
-            window.setdefault(k, ChannelFigures(v.spend, 0.0, 0.0))
+        window = efficiency_window(convs, lagged)
         optimizer = (
             self.policy == "optimizer"
         )  # only the optimizer reads these: the baselines are spared (run time)
         return RoundInput(
             seconds_into_day=t - day_start,
             window=window,
-            spent_today=_by_campaign(store.window(day_start, t)),
-            recent_spend=_by_campaign(store.window(t - cfg.pace_window_s, t)),
+            spent_today=spend_by_campaign(store.window(day_start, t)),
+            recent_spend=spend_by_campaign(store.window(t - cfg.pace_window_s, t)),
             recent_s=cfg.pace_window_s,
             bids=dict(self.scheduler.bids),
             long_window=store.window(t - cfg.long_window_s, t) if optimizer else {},
@@ -167,13 +148,6 @@ class _PolicyRun:
         for cid, per in bids.items():
             for ch, b in per.items():
                 self.scheduler.bids[(cid, ch)] = b
-
-
-def _by_campaign(window: Mapping[tuple[str, str], ChannelFigures]) -> dict[str, float]:
-    out: dict[str, float] = defaultdict(float)
-    for (cid, _), f in window.items():
-        out[cid] += f.spend
-    return dict(out)
 
 
 def run_policy(
