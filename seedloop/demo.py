@@ -37,6 +37,7 @@ from seedloop.topics import caught_up, ensure_topics
 from stream_processors.attribution.models import MODEL_NAMES
 from stream_processors.figures import campaign_figures
 from stream_processors.optimizer.http import ControlServer
+from stream_processors.optimizer.service import OptimizerService
 from stream_processors.redis_connect import sync_client
 from stream_processors.store.redis_lua import FigureReader, Keys
 
@@ -217,6 +218,99 @@ def print_report(console: Console, markdown: str) -> None:
     console.print(markdown, soft_wrap=True, markup=False, highlight=False, emoji=False)
 
 
+def _optimizer_thread(
+    settings: Settings, scenario: Scenario, stop: threading.Event
+) -> tuple[OptimizerService, ControlServer, threading.Thread]:
+    """The optimizer's control rounds on a thread, and its HTTP endpoint."""
+    optimizer = runtime.optimizer_of(settings, scenario)
+    token = settings.control_token.get_secret_value() if settings.control_token else None
+    try:
+        control = ControlServer(optimizer, settings.web_host, settings.optimizer_port, token).start()
+    except OSError:  # the default port is taken (another demo): any free port will do
+        control = ControlServer(optimizer, settings.web_host, 0, token).start()
+    log.info("optimizer endpoint", extra={"url": f"http://{settings.web_host}:{control.port}/api/bids"})
+    thread = threading.Thread(
+        target=optimizer.run_forever,
+        name="optimizer",
+        args=(settings.optimizer_interval_s, stop.is_set),
+        daemon=True,
+    )
+    thread.start()
+    return optimizer, control, thread
+
+
+def _simulate(
+    settings: Settings,
+    scenario: Scenario,
+    args: argparse.Namespace,
+    pool: WorkerPool,
+    reader: FigureReader,
+    stop: threading.Event,
+) -> tuple[int, Any, Any, bool]:
+    """Run the simulation for the demo's duration (a live table on a terminal, progress logs
+    otherwise), supervising the workers; (events produced, the simulator, the sink, interrupted)."""
+    sim = runtime.simulator_of(settings, scenario)
+    sink = runtime.event_sink(settings, scenario)
+    reader_kafka = runtime.bid_reader(settings, f"demo-{os.getpid()}")
+    console = Console(stderr=False)
+    started = time.monotonic()
+    state: dict[str, Any] = {"produced": 0}
+    live: Live | None = None
+
+    def on_progress(produced: int, sim_now: float) -> None:
+        state["produced"] = produced
+        pool.supervise()
+        if live is not None:
+            live.update(live_table(scenario, reader, produced, sim_now, time.monotonic() - started))
+        else:
+            log.info("progress", extra={"produced": produced, "sim_time": sim_time_iso(sim_now)})
+
+    limits = RunLimits(duration_s=args.duration, rate=settings.rate, speed=settings.sim_speed)
+    use_live = not args.no_live and console.is_terminal
+    interrupted = False
+    with (
+        Live(console=console, refresh_per_second=2) if use_live else contextlib.nullcontext() as live_ctx,
+        logs_above_live(use_live),
+    ):
+        live = live_ctx if use_live else None
+        try:
+            produced = run_simulation(
+                sim, sink, reader_kafka, limits, should_stop=stop.is_set, on_progress=on_progress
+            )
+        except KeyboardInterrupt:
+            interrupted = True
+            produced = state["produced"]
+            sink.flush(30)
+    reader_kafka.close()
+    sink.close()
+    elapsed = time.monotonic() - started
+    log.info(
+        "simulation done; waiting for the workers to catch up",
+        extra={"produced": produced, "events_per_s": round(produced / elapsed, 1)},
+    )
+    return produced, sim, sink, interrupted
+
+
+def _wait_caught_up(
+    settings: Settings, reader: FigureReader, pool: WorkerPool, timeout_s: float = 90
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not caught_up(settings, reader):
+        if time.monotonic() > deadline:
+            log.error("workers did not catch up within 90 s; the report shows what was applied")
+            return
+        pool.supervise()
+        time.sleep(0.5)
+
+
+def _write_report(report_dir: Path, report: dict[str, Any]) -> None:
+    (report_dir / "report.json").write_text(json.dumps(report, indent=2))
+    (report_dir / "report.md").write_text(report_markdown(report))
+    console = Console(stderr=False)
+    print_report(console, report_markdown(report))
+    console.print(f"report written to {report_dir / 'report.json'} and {report_dir / 'report.md'}")
+
+
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     report_dir: Path = args.report_dir
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -225,7 +319,6 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     stack: EmbeddedStack | None = None
     pool: WorkerPool | None = None
     stop = threading.Event()
-    interrupted = False
     try:
         if settings.kafka_bootstrap_servers is None or settings.redis_url is None:
             stack = EmbeddedStack(log_dir=log_dir).start()
@@ -241,90 +334,25 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         ensure_topics(settings)
         pool = WorkerPool(settings, args.workers, log_dir)
         pool.start_all()
-
-        optimizer = runtime.optimizer_of(settings, scenario)
-        token = settings.control_token.get_secret_value() if settings.control_token else None
-        try:
-            control = ControlServer(optimizer, settings.web_host, settings.optimizer_port, token).start()
-        except OSError:  # the default port is taken (another demo): any free port will do
-            control = ControlServer(optimizer, settings.web_host, 0, token).start()
-        log.info("optimizer endpoint", extra={"url": f"http://{settings.web_host}:{control.port}/api/bids"})
-        opt_thread = threading.Thread(
-            target=optimizer.run_forever,
-            name="optimizer",
-            args=(settings.optimizer_interval_s, stop.is_set),
-            daemon=True,
-        )
-        opt_thread.start()
-
-        sim = runtime.simulator_of(settings, scenario)
-        sink = runtime.event_sink(settings, scenario)
-        reader_kafka = runtime.bid_reader(settings, f"demo-{os.getpid()}")
+        optimizer, control, opt_thread = _optimizer_thread(settings, scenario, stop)
         client = sync_client(settings.redis_url_value, settings.redis_mode)
         reader = FigureReader(client, Keys(settings.topic_prefix), settings.partitions, settings.bucket_s)
-        console = Console(stderr=False)
         started = time.monotonic()
-        state: dict[str, Any] = {"produced": 0}
-
-        def on_progress(produced: int, sim_now: float) -> None:
-            state["produced"] = produced
-            pool.supervise() if pool else None
-            if live is not None:
-                live.update(
-                    live_table(scenario, reader, produced, sim_now, time.monotonic() - started)
-                )
-            else:
-                log.info("progress", extra={"produced": produced, "sim_time": sim_time_iso(sim_now)})
-
-        limits = RunLimits(duration_s=args.duration, rate=settings.rate, speed=settings.sim_speed)
-        live: Live | None = None
-        use_live = not args.no_live and console.is_terminal
-        with (
-            Live(console=console, refresh_per_second=2) if use_live else contextlib.nullcontext() as live_ctx,
-            logs_above_live(use_live),
-        ):
-            live = live_ctx if use_live else None
-            try:
-                produced = run_simulation(
-                    sim, sink, reader_kafka, limits, should_stop=stop.is_set, on_progress=on_progress
-                )
-            except KeyboardInterrupt:
-                interrupted = True
-                produced = state["produced"]
-                sink.flush(30)
-        reader_kafka.close()
-        sink.close()
+        _, sim, sink, interrupted = _simulate(settings, scenario, args, pool, reader, stop)
         elapsed = time.monotonic() - started
-        log.info(
-            "simulation done; waiting for the workers to catch up",
-            extra={"produced": produced, "events_per_s": round(produced / elapsed, 1)},
-        )
-        deadline = time.monotonic() + 90
-        while not caught_up(settings, reader):
-            if time.monotonic() > deadline:
-                log.error("workers did not catch up within 90 s; the report shows what was applied")
-                break
-            pool.supervise()
-            time.sleep(0.5)
+        _wait_caught_up(settings, reader, pool)
         stop.set()
         opt_thread.join(timeout=30)
         optimizer.run_round()  # a last round on the final figures
         control.stop()
-        report = build_report(
-            settings,
-            scenario,
-            extra={
-                "events_produced": sink.totals.events,
-                "events_per_s_produced": round(sink.totals.events / elapsed, 1) if elapsed else None,
-                "worker_restarts": pool.restarts,
-                "simulated_until": sim.now,
-                "settings": settings.redacted(),
-            },
-        )
-        (report_dir / "report.json").write_text(json.dumps(report, indent=2))
-        (report_dir / "report.md").write_text(report_markdown(report))
-        print_report(console, report_markdown(report))
-        console.print(f"report written to {report_dir / 'report.json'} and {report_dir / 'report.md'}")
+        extra = {
+            "events_produced": sink.totals.events,
+            "events_per_s_produced": round(sink.totals.events / elapsed, 1) if elapsed else None,
+            "worker_restarts": pool.restarts,
+            "simulated_until": sim.now,
+            "settings": settings.redacted(),
+        }
+        _write_report(report_dir, build_report(settings, scenario, extra=extra))
         client.close()
         return 130 if interrupted else 0
     except KeyboardInterrupt:
