@@ -217,7 +217,7 @@ def test_topics() -> None:
         assert topic["key"] == "user_id" and topic["partitions"] >= 2
         assert topic["config"]["cleanup.policy"] == "delete"
     assert topics["seedloop.bid_adjustments"]["config"]["cleanup.policy"] == "compact"
-    assert topics["seedloop.bid_adjustments"]["key"] == "campaign_id"
+    assert topics["seedloop.bid_adjustments"]["key"] == "campaign_id:channel"
     assert "seedloop.dead_letters" in topics
     # Co-partitioned action topics: one user's journey lands on the same partition number.
     assert (
