@@ -15,7 +15,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Pro
 
 from schemas.codec import DecodeError, decode_action, decode_bid_adjustment
 from schemas.decisions import BidAdjustment
-from schemas.events import AddToCart, Checkout, UserAction, View
+from schemas.events import ACTIONS, AddToCart, Checkout, UserAction, View
 
 log = logging.getLogger("seedloop.producer")
 
@@ -130,7 +130,7 @@ class EventSink:
         chunk = _Chunk(self, len(events))
         rates = self._rates
         prefix = self._prefix
-        topics = {a: f"{prefix}.{a}" for a in ("view", "follow", "add_to_cart", "checkout")}
+        topics = {a: f"{prefix}.{a}" for a in ACTIONS}
         record = chunk.totals.record
         callback = chunk.on_delivery
         produce = producer.produce

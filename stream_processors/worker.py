@@ -143,7 +143,7 @@ class AttributionRuntime:
         return self.cfg.metrics_refresh_s
 
     async def on_assigned(self, assigned: set[TP]) -> None:
-        mine = {tp.partition for tp in assigned if tp.topic in self.cfg.action_topics}
+        mine = {tp.partition for tp in assigned if tp.topic in self.cfg.topic_actions}
         for partition in sorted(mine - self.owned):
             self.epochs[partition] = await self.store.claim(partition)
         for partition in self.owned - mine:
@@ -161,7 +161,7 @@ class AttributionRuntime:
         An assignment that gives a partition back claims a new epoch: the other worker may have
         owned it in between (we were evicted), and Faust seeks every partition back to its
         committed offset after a rebalance, so the dropped batches are read again."""
-        gone = {tp.partition for tp in revoked if tp.topic in self.cfg.action_topics}
+        gone = {tp.partition for tp in revoked if tp.topic in self.cfg.topic_actions}
         for partition in gone:
             self.epochs.pop(partition, None)
         self.owned -= gone
@@ -198,7 +198,7 @@ class AttributionRuntime:
         tasks = []
         for partition, (raw, partition_messages) in by_partition.items():
             started = time.perf_counter()
-            batch = decode_batch(partition, raw, self.cfg.action_topics, self.cfg.rules, self.cfg.partitions)
+            batch = decode_batch(partition, raw, self.cfg.topic_actions, self.cfg.rules, self.cfg.partitions)
             task = asyncio.ensure_future(
                 self._apply_in_order(
                     self._chains.get(partition),
@@ -355,7 +355,7 @@ class AttributionRuntime:
             )
             self.metrics.dead_letters.labels(dl.reason).inc()
             if dl.reason == "late":
-                self.metrics.late_events.labels(self.cfg.action_topics.get(dl.message.topic, "unknown")).inc()
+                self.metrics.late_events.labels(self.cfg.topic_actions.get(dl.message.topic, "unknown")).inc()
         await asyncio.gather(*futures)
         log.info("dead-lettered", extra={"count": len(dead), "reasons": sorted({d.reason for d in dead})})
 
@@ -389,7 +389,7 @@ def build_app(cfg: WorkerConfig) -> faust.App:
     metrics = PipelineMetrics()
     runtime = AttributionRuntime(app, cfg, metrics)
     app.seedloop_runtime = runtime  # type: ignore[attr-defined]
-    source = app.topic(*cfg.action_topics, value_serializer="raw", key_serializer="raw")
+    source = app.topic(*cfg.topic_actions, value_serializer="raw", key_serializer="raw")
 
     def acknowledge(messages: Sequence[Message]) -> None:
         consumer = app.consumer
@@ -409,7 +409,7 @@ def build_app(cfg: WorkerConfig) -> faust.App:
             os._exit(EXIT_APPLY_FAILED)
 
     if transport.eager_delivery:  # batch delivery lives in the same (copied) delivery loop
-        transport.batch_delivery = BatchDelivery(deliver, frozenset(cfg.action_topics), cfg.batch_max)
+        transport.batch_delivery = BatchDelivery(deliver, frozenset(cfg.topic_actions), cfg.batch_max)
 
     @app.agent(source, concurrency=1)
     async def attribute(stream: faust.StreamT) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from schemas.events import ACTIONS
 from stream_processors.processor import ProcessingRules
 from stream_processors.redis_connect import RedisMode, async_client
 from stream_processors.store.base import AudienceExpiry
@@ -41,8 +42,9 @@ class WorkerConfig:
     redis_mode: RedisMode = "auto"
 
     @property
-    def action_topics(self) -> dict[str, str]:
-        return {f"{self.topic_prefix}.{a}": a for a in ("view", "follow", "add_to_cart", "checkout")}
+    def topic_actions(self) -> dict[str, str]:
+        """topic -> action of the four action topics (Settings.action_topics is action -> topic)."""
+        return {f"{self.topic_prefix}.{a}": a for a in ACTIONS}
 
     @property
     def dead_letter_topic(self) -> str:

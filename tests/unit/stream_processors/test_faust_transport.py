@@ -243,7 +243,7 @@ def test_the_worker_app_takes_its_action_topics_in_batches(worker_app: faust.App
     batch = worker_app.transport.batch_delivery
     assert batch is not None
     cfg = worker_app.seedloop_runtime.cfg  # type: ignore[attr-defined]
-    assert batch.topics == frozenset(cfg.action_topics)
+    assert batch.topics == frozenset(cfg.topic_actions)
     assert batch.max_messages == cfg.batch_max
     # The dead-letter topic is produced to, never consumed: not in the batch topics either.
     assert cfg.dead_letter_topic not in batch.topics
