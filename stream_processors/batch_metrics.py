@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 
@@ -55,6 +56,15 @@ class AppliedBatchMetrics:
             self.watermarks[plan.partition] = watermark
             m.watermark.labels(str(plan.partition)).set(watermark)
         self.update_lag()
+
+    def forget(self, partitions: set[int]) -> None:
+        """Partitions revoked from this worker: their lag is another worker's to report now. Left
+        in place, the lag they had when revoked would stay on this worker's /metrics for good
+        (no batch of theirs updates it again), and the sum over workers would never return to 0."""
+        for topic, partition in [key for key in self.last_offsets if key[1] in partitions]:
+            del self.last_offsets[(topic, partition)]
+            with contextlib.suppress(KeyError):  # never set: no batch applied since the assignment
+                self.metrics.consumer_lag.remove(topic, str(partition))
 
     def update_lag(self) -> None:
         consumer = self.app.consumer

@@ -168,6 +168,7 @@ class AttributionRuntime:
         self.not_ours |= gone
         for partition in gone:
             self.generations[partition] += 1
+        self.applied_metrics.forget(gone)
         self.metrics.owned_partitions.set(len(self.owned))
 
     async def submit(self, messages: Sequence[Message], ack: Callable[[Sequence[Message]], object]) -> None:
