@@ -40,11 +40,11 @@ _SERVICE_COMMANDS: dict[str, Command] = {
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    configure_logging("console", "WARNING")
     try:
         settings = settings_from(args)
     except ValidationError as exc:
         return _invalid_settings(exc)
+    configure_logging("console", "WARNING")
     return cli_commands.cmd_evaluate(settings, args)
 
 
