@@ -22,7 +22,8 @@ from tests.conftest import WorkerProcess, wait_for
 from tests.faults.test_worker_crashes import assert_redis_equals_recount
 from tests.integration.test_pipeline import produce_simulated, read_topic
 
-pytestmark = pytest.mark.integration
+# The subject is the optimizer's restart (rounds, decisions), not the broker: one service tier.
+pytestmark = [pytest.mark.integration, pytest.mark.one_tier]
 
 ROUNDS = 3
 

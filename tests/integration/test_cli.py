@@ -14,7 +14,8 @@ import pytest
 from seedloop.settings import Settings
 from tests.conftest import REPO, settings_env
 
-pytestmark = pytest.mark.integration
+# The subject is the CLI (its output, exit codes, reports), not the broker: one service tier.
+pytestmark = [pytest.mark.integration, pytest.mark.one_tier]
 
 
 def test_demo_closes_the_loop_and_writes_reports(tmp_path: Path) -> None:

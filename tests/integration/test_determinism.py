@@ -20,7 +20,8 @@ from seedloop.settings import Settings
 from seedloop.topics import ACTIONS
 from tests.conftest import REPO, settings_env
 
-pytestmark = pytest.mark.integration
+# The subject is the simulator's determinism, not the broker: one service tier.
+pytestmark = [pytest.mark.integration, pytest.mark.one_tier]
 
 EVENTS = 4000
 
