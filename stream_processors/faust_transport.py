@@ -225,7 +225,9 @@ class SeedloopConsumer(faust_aiokafka.Consumer):
             await super()._drain_messages(fetcher)
             return
         # faust.transport.consumer.Consumer._drain_messages (faust-streaming 0.15.3), verbatim
-        # except for the marked statement, its `suspended` waiter, and two nested ifs joined.
+        # except for the marked changes (batch delivery: the `batch`/`pending` lines, the batch
+        # branch and the delivery after each fetch; eager delivery: `_deliver` and its `suspended`
+        # waiter) and two nested ifs joined.
         callback = self.callback
         getmany = self.getmany
         consumer_should_stop = self._stopped.is_set
