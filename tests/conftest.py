@@ -70,11 +70,15 @@ def session_containers() -> Iterator[Callable[[], tuple[str, str]]]:
 
 @pytest.hookimpl(tryfirst=True)  # before the fixture's own params are applied
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A test marked `one_tier` runs on the first selected tier only: its subject is seedloop's own
-    HTTP, CLI or optimizer, not the broker's semantics, and CI's time is better spent elsewhere."""
-    if "stack" in metafunc.fixturenames and metafunc.definition.get_closest_marker("one_tier"):
+    """A test marked `one_tier` runs on one selected tier only: its subject is seedloop's own HTTP,
+    CLI or optimizer, not the broker's semantics, and CI's time is better spent elsewhere. The
+    first selected tier, or the one the marker names (`one_tier("local")`) when it is selected."""
+    marker = metafunc.definition.get_closest_marker("one_tier")
+    if "stack" in metafunc.fixturenames and marker is not None:
+        preferred = [t for t in marker.args if t in SERVICE_TIERS]
+        tier = preferred[0] if preferred else SERVICE_TIERS[0]
         # As a marker, so pytest's own parametrization sees it instead of the fixture's params.
-        metafunc.definition.add_marker(pytest.mark.parametrize("stack", SERVICE_TIERS[:1], indirect=True))
+        metafunc.definition.add_marker(pytest.mark.parametrize("stack", [tier], indirect=True))
 
 
 @pytest.fixture(params=SERVICE_TIERS)

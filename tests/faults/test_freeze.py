@@ -19,7 +19,9 @@ from tests.conftest import WorkerProcess, wait_for
 from tests.faults.test_rebalance import owned_partitions, wait_split
 from tests.faults.test_worker_crashes import BackgroundProducer, assert_redis_equals_recount
 
-pytestmark = pytest.mark.integration
+# On Apache Kafka only: a frozen member's eviction is the group coordinator's session-timeout
+# logic, and Apache Kafka's is the one production runs (the embedded tier has its own fault tests).
+pytestmark = [pytest.mark.integration, pytest.mark.one_tier("local")]
 
 # Faust's broker_session_timeout is max(10 s, rebalance timeout): frozen longer than that, a worker
 # is evicted from the group and its partitions go to the other worker.
