@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -29,7 +28,7 @@ from rich.table import Table
 from producers.runner import RunLimits, run_simulation
 from producers.scenario import Scenario
 from seedloop import runtime
-from seedloop.embedded import EmbeddedStack, free_port, stop_processes
+from seedloop.embedded import EmbeddedStack, free_port, port_is_free, stop_processes
 from seedloop.preflight import preflight
 from seedloop.report import build_report, report_markdown
 from seedloop.settings import Settings
@@ -42,15 +41,6 @@ from stream_processors.redis_connect import sync_client
 from stream_processors.store.redis_lua import FigureReader, Keys
 
 log = logging.getLogger("seedloop.demo")
-
-
-def port_is_free(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 class WorkerPool:

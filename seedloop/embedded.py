@@ -29,6 +29,16 @@ from typing import Any
 log = logging.getLogger("seedloop.embedded")
 
 
+def port_is_free(host: str, port: int) -> bool:
+    """Whether a server could bind `port` on `host` now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free now, chosen below Linux's ephemeral range (32768-60999): a port the OS hands
     out for outgoing connections could be taken by a Kafka or Redis client before our server
@@ -36,11 +46,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     rng = random.SystemRandom()
     for _ in range(200):
         port = rng.randrange(20_000, 32_000)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
+        if port_is_free(host, port):
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))

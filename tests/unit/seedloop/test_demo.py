@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from seedloop.demo import WorkerPool, port_is_free
-from seedloop.embedded import free_port
+from seedloop.demo import WorkerPool
+from seedloop.embedded import free_port, port_is_free
 from seedloop.settings import Settings
 
 
