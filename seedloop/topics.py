@@ -221,18 +221,40 @@ def _check_min_insync(
     """Refuse a topic whose `min.insync.replicas` exceeds its replicas: seedloop's producers
     write with acks=all, which such a topic rejects (NOT_ENOUGH_REPLICAS) until the delivery
     timeout, so without this check the simulator and the workers' dead letters would hang."""
-    resources = [ConfigResource(ConfigResource.Type.TOPIC, t) for t in topics]
-    for resource, fut in admin.describe_configs(resources, request_timeout=timeout).items():
-        entry = fut.result().get("min.insync.replicas")
+    for name, configs in _describe_topic_configs(admin, topics, timeout).items():
+        entry = configs.get("min.insync.replicas")
         if entry is None or entry.value is None:
             continue  # a broker without the setting (the embedded one) requires one in-sync replica
-        replicas = min(len(p.replicas) for p in meta[resource.name].partitions.values())
+        replicas = min(len(p.replicas) for p in meta[name].partitions.values())
         if int(entry.value) > replicas:
             raise _config_error(
-                f"topic {resource.name} has {replicas} replica(s) but min.insync.replicas={entry.value}: "
+                f"topic {name} has {replicas} replica(s) but min.insync.replicas={entry.value}: "
                 "acks=all writes can never succeed (lower the topic's or broker's min.insync.replicas, or "
                 f"recreate the topics with SEEDLOOP_REPLICATION_FACTOR >= {entry.value})"
             )
+
+
+def _describe_topic_configs(admin: AdminClient, topics: Sequence[str], timeout: float) -> dict[str, Any]:
+    """Each topic's configs. A DescribeConfigs request goes to any broker, and one that has not
+    yet received a just-created topic's metadata answers UNKNOWN_TOPIC_OR_PART (seen on a
+    three-broker Apache Kafka cluster), so that answer is retried until `timeout`."""
+    deadline = time.monotonic() + timeout
+    configs: dict[str, Any] = {}
+    pending = list(topics)
+    while True:
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, t) for t in pending]
+        unknown: list[str] = []
+        for resource, fut in admin.describe_configs(resources, request_timeout=timeout).items():
+            try:
+                configs[resource.name] = fut.result()
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART or time.monotonic() >= deadline:
+                    raise
+                unknown.append(resource.name)
+        if not unknown:
+            return configs
+        pending = unknown
+        time.sleep(0.2)
 
 
 def end_offsets(settings: Settings, topics: list[str], timeout: float = 10.0) -> dict[tuple[str, int], int]:
