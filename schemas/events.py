@@ -64,6 +64,10 @@ class View(_Event):
     # True when the user engaged (opened the product link, liked, commented): platforms count
     # engaged touches over a longer lookback than plain impressions.
     engaged: bool = False
+    # True for a ghost view: the user is in the campaign's holdout group, so the scheduler won
+    # the impression but did not show the ad (and paid nothing: cost_minor is 0). Ghost views
+    # mark who *would* have been exposed, which conversion-lift figures compare against.
+    held_out: bool = False
 
 
 class Follow(_Event):
