@@ -125,11 +125,27 @@ class Settings(BaseSettings):
     reach_ttl_s: int = Field(
         default=3 * 3600, ge=60, description="wall-clock expiry of the per-minute reach HyperLogLogs"
     )
+    holdout_share: float = Field(
+        default=0.1,
+        ge=0,
+        le=0.5,
+        description=(
+            "share of each campaign's users held out of its ads (ghost views, no cost) to measure "
+            "conversion lift; 0 disables lift measurement"
+        ),
+    )
+    lift_window_s: float = Field(
+        default=7 * 86_400.0, gt=0, description="conversions counted for lift this long after a user's first exposure"
+    )
 
     # --- optimizer ---
     optimizer_interval_s: float = Field(default=5.0, gt=0, description="wall seconds between control rounds")
     optimizer_window_s: float = Field(default=3 * 3600.0, gt=0, description="event-time window it judges")
     optimizer_mode: Literal["live", "dry_run"] = "live"
+    optimizer_steer: Literal["attributed", "lift"] = Field(
+        default="attributed",
+        description="what the optimizer steers by: attributed figures, or attributed figures calibrated by measured lift",
+    )
     min_conversions: float = Field(default=5.0, ge=0, description="learning phase: conversions before acting")
     max_step: float = Field(default=0.25, gt=0, lt=1, description="largest relative bid move per round")
 
