@@ -11,6 +11,19 @@ see the same luck minute by minute (common random numbers), so their outcomes ca
 one seed. Every view makes the same number of draws whatever happened before (a draw is taken
 even where its outcome cannot matter).
 
+Holdout (ghost) groups: a user in a campaign's holdout group (producers.holdout, at
+SimConfig.holdout_share) is never shown its ads. Where the scheduler would serve such a user, the
+simulator emits a ghost view (held_out=True, cost_minor=0, not engaged): no spend, and nothing
+follows from it. The ghost view makes every draw an exposed user's view makes and then drops the
+outcomes, so the streams stay aligned across holdout shares as across bids: two runs at
+different shares differ only in what the holdout changes (and in what the unspent budget buys
+later in the day).
+
+Organic purchases: users of a campaign's audience buy one of its SPUs with no ad at the
+campaign's organic rate (seeds/truth.json), hour-shaped like traffic, whatever ads they saw and
+whatever their holdout group; each from its own stream per campaign and minute, so they do not
+move with bids or shares. They are what last-touch attribution wrongly credits to ads.
+
 The clock is simulated: `advance(until)` produces every event with event_time <= until. The Kafka
 runner maps wall time to simulated time (SEEDLOOP_SIM_SPEED); `seedloop evaluate` runs it as
 fast as the CPU allows.
@@ -27,12 +40,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypedDict
 
+from producers.ground_truth import GroundTruth as GroundTruth
+from producers.ground_truth import OrderCause
+from producers.holdout import in_holdout
 from producers.scenario import Campaign, Scenario
 from producers.scheduler import AdScheduler
 from producers.traffic import TrafficModel
 from schemas.events import AddToCart, Channel, Checkout, Follow, UserAction, View
 
 STREAM_SLOT_S = 60.0  # the random streams are reseeded once a simulated minute
+ORGANIC = "organic"  # the stream name of a campaign's organic purchases (no channel has it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,16 +59,10 @@ class SimConfig:
     start_ts: float = datetime(2026, 11, 11, tzinfo=UTC).timestamp()
     tick_s: float = 10.0
     creatives_per_channel: int = 3
-
-
-@dataclass(slots=True)
-class GroundTruth:
-    """What really caused each conversion: known to the simulator only, used by evaluations."""
-
-    caused_checkouts: dict[str, int] = field(default_factory=dict)
-    caused_gmv_minor: dict[str, int] = field(default_factory=dict)
-    spend_minor: dict[str, int] = field(default_factory=dict)
-    views: dict[str, int] = field(default_factory=dict)
+    # share of users held out of each campaign (ghost views); 0 shows every user every ad
+    holdout_share: float = 0.0
+    # organic purchases (seeds/truth.json's rates); False for the world before they existed
+    organic: bool = True
 
 
 def poisson(rng: random.Random, lam: float) -> int:
@@ -104,7 +115,7 @@ class Simulator:
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._ticks_per_slot = max(1, round(STREAM_SLOT_S / cfg.tick_s))
         self.now = cfg.start_ts
-        self.truth = GroundTruth()
+        self.truth = GroundTruth(users=cfg.users, holdout_share=cfg.holdout_share)
         self._pending: list[tuple[float, int, UserAction, str]] = []
         self._seq = 0
         self._follows: set[tuple[int, str]] = set()
@@ -190,10 +201,13 @@ class Simulator:
                 rng = self.stream(campaign.campaign_id, channel, tick)
                 for _ in range(poisson(rng, lam)):
                     at = start + rng.random() * dt
+                    # a ghost view stands for an impression the scheduler would have served, so it
+                    # needs the budget a real one needs (it then pays nothing)
                     if not self.scheduler.can_serve(campaign.campaign_id, cost_minor, at):
                         break
-                    self.scheduler.record_spend(campaign.campaign_id, cost_minor, at)
                     self._serve_view(campaign, channel, bid, cost_minor, at, rng)
+            if self.cfg.organic:
+                self._serve_organic(campaign, start, dt, tick)
 
     def _event_head(self, prefix: str, user_id: str, at: float) -> _EventHead:
         """The fields every event starts with; its id is taken now, before any the caller takes next."""
@@ -202,9 +216,12 @@ class Simulator:
     def _serve_view(
         self, campaign: Campaign, channel: Channel, bid: float, cost_minor: int, at: float, rng: random.Random
     ) -> None:
+        """A won impression: a view, or a ghost view for a held-out user. Both take the same draws;
+        a ghost's outcomes (engagement, follow, purchase) are dropped: the ad was not shown."""
         cid = campaign.campaign_id
         user, segment = self._pick_user(campaign, rng)
         user_id = f"u{user:07d}"
+        shown = not in_holdout(cid, user_id, self.cfg.holdout_share)
         rates = self.traffic.funnel(
             cid, channel, bid, segment, engaged=False, repeat_buyer=(user, cid) in self._buyers
         )
@@ -222,46 +239,81 @@ class Simulator:
             creative_id=creative,
             creator_id=creator,
             segment=segment,
-            cost_minor=cost_minor,
+            cost_minor=cost_minor if shown else 0,
             currency=campaign.currency,
-            engaged=engaged,
+            engaged=engaged and shown,
+            held_out=not shown,
         )
         self._schedule(at, view, cid)
-        self.truth.spend_minor[cid] = self.truth.spend_minor.get(cid, 0) + cost_minor
-        self.truth.views[cid] = self.truth.views.get(cid, 0) + 1
+        self.truth.record_view(cid, user, at, ghost=not shown)
+        if shown:
+            self.scheduler.record_spend(cid, cost_minor, at)
+            self.truth.spend_minor[cid] = self.truth.spend_minor.get(cid, 0) + cost_minor
         # Drawn whether or not the user already follows the creator: follows are shared across
         # campaigns (a creator can work for several), the stream's draws must not be.
         follow_draw, follow_delay = rng.random(), rng.expovariate(1 / self.traffic.delay_mean_s("follow"))
-        if creator and (user, creator) not in self._follows and follow_draw < rates.follow:
+        if shown and creator and (user, creator) not in self._follows and follow_draw < rates.follow:
             self._follows.add((user, creator))
             t = at + follow_delay
             self._schedule(
                 t, Follow(**self._event_head("f", user_id, t), creator_id=creator, note_id=creative), cid
             )
         if rng.random() < rates.add_to_cart:
-            self._serve_purchase(campaign, user, at, rates.checkout, rng)
+            spu_id, t_cart, t_buy = self._draw_purchase(campaign, at, rates.checkout, rng)
+            if shown:
+                self._purchase(campaign, user, spu_id, t_cart, t_buy, channel)
 
-    def _serve_purchase(
-        self, campaign: Campaign, user: int, view_at: float, checkout_rate: float, rng: random.Random
+    def _serve_organic(self, campaign: Campaign, start: float, dt: float, tick: int) -> None:
+        """The tick's organic purchases by the campaign's audience: no ad, so no channel and no
+        cause, and drawn from the campaign's own organic stream, so neither bids nor the holdout
+        move them."""
+        rate = self.traffic.organic_per_user_day(campaign.campaign_id)
+        if rate <= 0:
+            return
+        rng = self.stream(campaign.campaign_id, ORGANIC, tick)
+        lam = rate * self._audience(campaign) * self.traffic.day_shape(start) * dt / 86_400.0
+        for _ in range(poisson(rng, lam)):
+            at = start + rng.random() * dt
+            user, _segment = self._pick_user(campaign, rng)
+            spu_id, t_cart, t_buy = self._draw_purchase(campaign, at, 1.0, rng)
+            self._purchase(campaign, user, spu_id, t_cart, t_buy, None)
+
+    def _audience(self, campaign: Campaign) -> int:
+        """The number of users in the campaign's segments."""
+        return sum(hi - lo for s, (lo, hi) in self._segment_ranges.items() if s in campaign.segments)
+
+    def _draw_purchase(
+        self, campaign: Campaign, intent_at: float, checkout_rate: float, rng: random.Random
+    ) -> tuple[str, float, float | None]:
+        """The draws of a purchase: the SPU, the add-to-cart time and the checkout time (None when
+        the cart is abandoned). Taken whether or not the purchase happens (a ghost's are dropped)."""
+        spu_id = rng.choice(campaign.spus)
+        t_cart = intent_at + rng.expovariate(1 / self.traffic.delay_mean_s("add_to_cart"))
+        if rng.random() >= checkout_rate:
+            return spu_id, t_cart, None
+        return spu_id, t_cart, t_cart + rng.expovariate(1 / self.traffic.delay_mean_s("checkout"))
+
+    def _purchase(
+        self, campaign: Campaign, user: int, spu_id: str, t_cart: float, t_buy: float | None, channel: str | None
     ) -> None:
-        """A view led to an add-to-cart of one of the campaign's SPUs, and perhaps to its checkout."""
+        """Schedule an add-to-cart and, unless abandoned, its checkout, with the checkout's cause:
+        the campaign's view on `channel`, or organic (channel None)."""
         cid = campaign.campaign_id
         user_id = f"u{user:07d}"
-        spu = self._spus[rng.choice(campaign.spus)]
+        spu = self._spus[spu_id]
         product = _Product(spu_id=spu.spu_id, value_minor=spu.price_minor, currency=spu.currency)
-        t_cart = view_at + rng.expovariate(1 / self.traffic.delay_mean_s("add_to_cart"))
         self._schedule(t_cart, AddToCart(**self._event_head("a", user_id, t_cart), **product), cid)
-        if rng.random() >= checkout_rate:
+        if t_buy is None:
             return
-        t_buy = t_cart + rng.expovariate(1 / self.traffic.delay_mean_s("checkout"))
-        self._buyers.add((user, cid))
+        if channel is not None:
+            # a repeat buyer of the campaign converts more on its later ads: the ad's own effect
+            # (organic purchases do not count, so the holdout comparison sees only what ads cause)
+            self._buyers.add((user, cid))
         order = self._event_head("o", user_id, t_buy)
         self._schedule(t_buy, Checkout(**order, **product, order_id=self._next_id("order")), cid)
-        rate = self.scenario.fx.minor_rate(spu.currency) or 1.0
-        self.truth.caused_checkouts[cid] = self.truth.caused_checkouts.get(cid, 0) + 1
-        self.truth.caused_gmv_minor[cid] = self.truth.caused_gmv_minor.get(cid, 0) + round(
-            spu.price_minor * rate
-        )
+        gmv_minor = round(spu.price_minor * (self.scenario.fx.minor_rate(spu.currency) or 1.0))
+        cause = OrderCause(user_id, cid if channel is not None else None, channel, t_buy, gmv_minor)
+        self.truth.record_order(order["event_id"], cause, cid)
 
     def advance(self, until: float) -> list[UserAction]:
         """Run the simulated clock to `until`; return the events that happened, in event-time order."""

@@ -7,6 +7,9 @@ Shape of the market, per campaign and channel:
 - quality: the marginal users won by a higher bid convert less: conversion rates scale with
   (bid / bid_scale) ^ -quality_decay. So CPA rises and ROAS falls as the bid rises, and a
   campaign's target is reached at one bid: the thing a controller has to find.
+- organic purchases: per campaign, the rate (purchases per audience user per day, averaged over
+  the day and shaped by hour_shape) at which users of its segments buy one of its SPUs with no
+  ad at all. See Truth.organic_per_user_day for how the rates were chosen.
 """
 
 from __future__ import annotations
@@ -42,6 +45,13 @@ class Truth(BaseModel):
     engaged_boost: Annotated[float, Field(ge=1)]
     repeat_buyer_boost: Annotated[float, Field(ge=1)]
     campaigns: dict[str, dict[str, ChannelTruth]]
+    # Organic purchases per user of the campaign's audience per day (no ad involved). Chosen so that
+    # organic GMV is, on the static run of seeds 7/11/13, a realistic share of what last-touch
+    # attribution credits the campaign: about a third for search retargeting and search (people
+    # who search a product mostly meant to buy it), a quarter for brand/splash and cross-border
+    # search, 10-15% for feed and live, under 10% for creator seeding (seeding reaches people who
+    # did not know the product). Campaigns not listed have none.
+    organic_per_user_day: dict[str, Annotated[float, Field(ge=0)]] = {}
 
 
 def load_truth(seeds_dir: Path) -> Truth:
@@ -70,6 +80,14 @@ class TrafficModel:
 
     def hour_factor(self, at: float) -> float:
         return self.truth.hour_shape[int(at // 3600) % 24]
+
+    def day_shape(self, at: float) -> float:
+        """The hour's share of the day's activity relative to a flat day (its mean over a day is 1)."""
+        shape = self.truth.hour_shape
+        return shape[int(at // 3600) % 24] * len(shape) / sum(shape)
+
+    def organic_per_user_day(self, campaign_id: str) -> float:
+        return self.truth.organic_per_user_day.get(campaign_id, 0.0)
 
     def views_per_hour(self, campaign_id: str, channel: str, bid: float, at: float) -> float:
         ct = self.channel(campaign_id, channel)

@@ -1,13 +1,16 @@
 """Attribution scored against causal truth: the simulator knows which ad view caused each checkout
-(it schedules the checkout when it serves the view), so every attribution model's GMV per campaign
-can be set against the GMV the campaign's ads truly caused.
+(it schedules the checkout when it serves the view) and which checkouts no ad caused (organic
+purchases), and records it publicly (GroundTruth.orders), so every attribution model's GMV per
+campaign can be set against the GMV the campaign's ads truly caused.
 
 The evaluation's static run attributes its events with all six models, as the live worker would
 (per-campaign lookbacks, product scope, Markov weights re-learned each round from the finished
-journeys), and records the true cause of every checkout that happened in the run. Both sides count
-the same checkouts, at their base-currency value, by the day they happened: what differs is only
-which campaign gets the credit. Bias is (attributed - true) / true over the run; error is the
-root mean square of the daily differences over the mean true day (a normalised RMSE)."""
+journeys), and takes the true cause of every checkout that happened in the run from the record.
+Both sides count the checkouts that happened, at their base-currency value, by the day they
+happened; an organic checkout is true GMV of no campaign, so a model that credits it to an ad
+(last-touch does, whenever the buyer saw one in the lookback) over-credits by its value. Bias is
+(attributed - true) / true over the run; error is the root mean square of the daily differences
+over the mean true day (a normalised RMSE)."""
 
 from __future__ import annotations
 
@@ -16,9 +19,10 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from producers.ground_truth import OrderCause
 from producers.scenario import Scenario
 from producers.simulator import Simulator
-from schemas.events import Checkout, UserAction, View
+from schemas.events import Checkout, UserAction
 from stream_processors.attribution.journey import EngineConfig, Increments, UserState, apply_events
 from stream_processors.attribution.markov import weights_from_path_counts
 from stream_processors.attribution.models import MODEL_NAMES, Lookback
@@ -32,26 +36,13 @@ SCORED_ON = "static"
 
 
 class CauseRecordingSimulator(Simulator):
-    """The simulator, also keeping which campaign and channel's view caused each checkout (by order id).
+    """The simulator; `cause_of_order` is its public record, GroundTruth.orders (checkout event_id ->
+    OrderCause). Kept only so that callers written for the former hook (which overrode the
+    simulator's private _schedule) run unchanged: new code passes `sim.truth.orders`."""
 
-    It hooks Simulator._schedule, the one place an event's cause is known: the simulator schedules a
-    view and, in the same step, the add-to-cart and checkout it causes, so the checkout's channel is
-    that of the last view scheduled for its user. A public record in producers' GroundTruth would
-    make the hook unnecessary."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.cause_of_order: dict[str, tuple[str, str]] = {}
-        self._last_view: View | None = None
-
-    def _schedule(self, at: float, event: UserAction, cause: str) -> None:
-        if isinstance(event, View):
-            self._last_view = event
-        elif isinstance(event, Checkout):
-            view = self._last_view
-            assert view is not None and view.user_id == event.user_id and view.campaign_id == cause
-            self.cause_of_order[event.order_id] = (cause, view.channel)
-        super()._schedule(at, event, cause)
+    @property
+    def cause_of_order(self) -> Mapping[str, OrderCause]:
+        return self.truth.orders
 
 
 def campaign_lookbacks(scenario: Scenario) -> dict[str, Lookback]:
@@ -85,17 +76,19 @@ class CausalLedger:
         # (day start, campaign, channel) -> the GMV its views truly caused, in minor units
         self.true_minor: dict[tuple[int, str, str], int] = defaultdict(int)
 
-    def apply(
-        self, events: Sequence[UserAction], now: float, cause_of_order: Mapping[str, tuple[str, str]]
-    ) -> None:
-        """One round's events: attributed per user, and each checkout's value to its true cause."""
+    def apply(self, events: Sequence[UserAction], now: float, orders: Mapping[str, OrderCause]) -> None:
+        """One round's events: attributed per user, and each caused checkout's value to its true
+        cause (`orders`: the simulator's GroundTruth.orders; organic checkouts have no cause)."""
         by_user: dict[str, list[UserAction]] = defaultdict(list)
         for raw in events:
             e = _in_base_currency(raw, self.catalogue)
             by_user[e.user_id].append(e)
-            if isinstance(e, Checkout) and e.order_id in cause_of_order:
+            if not isinstance(e, Checkout):
+                continue
+            cause = orders.get(e.event_id)
+            if cause is not None and cause.campaign_id is not None and cause.channel is not None:
                 day = int(e.event_ts // DAY_S) * int(DAY_S)
-                self.true_minor[(day, *cause_of_order[e.order_id])] += e.value_minor
+                self.true_minor[(day, cause.campaign_id, cause.channel)] += e.value_minor
         counts, values = self.weights if self.weights is not None else (None, None)
         for user_id, user_events in by_user.items():
             result = apply_events(

@@ -6,13 +6,12 @@ import pytest
 
 from producers.scenario import load_scenario
 from producers.scheduler import AdScheduler
-from producers.simulator import SimConfig
+from producers.simulator import SimConfig, Simulator
 from producers.traffic import TrafficModel, load_truth
 from schemas.events import Checkout
 from stream_processors.attribution.models import MODEL_NAMES
 from stream_processors.optimizer.evaluation.attribution_truth import (
     CausalLedger,
-    CauseRecordingSimulator,
     pooled,
     score_models,
 )
@@ -53,25 +52,54 @@ def test_pooled_scores_every_seed_day_together() -> None:
     assert pooled([]) is None
 
 
-def test_every_checkout_is_credited_once_and_its_true_cause_is_a_channel_of_the_campaign() -> None:
+def _ledger_run(organic: bool) -> tuple[Simulator, CausalLedger, int]:
+    """Six hours of the static market, attributed by every model; and the GMV of all checkouts.
+    Organic rates are ten times the seeds' so that six night hours of 20k users have enough."""
     scenario, truth = load_scenario(SEEDS), load_truth(SEEDS)
-    scheduler = AdScheduler(scenario)
-    sim = CauseRecordingSimulator(scenario, TrafficModel(truth), scheduler, SimConfig(seed=7, users=20_000))
+    rates = {cid: 10 * r for cid, r in truth.organic_per_user_day.items()}
+    truth = truth.model_copy(update={"organic_per_user_day": rates})
+    cfg = SimConfig(seed=7, users=20_000, organic=organic)
+    sim = Simulator(scenario, TrafficModel(truth), AdScheduler(scenario), cfg)
     ledger = CausalLedger(scenario, scenario.campaign_products())
-    checkouts = 0
+    checkout_minor = 0
     for hour in range(1, 7):
         t = sim.cfg.start_ts + hour * 3600.0
         events = sim.advance(t)
-        checkouts += sum(1 for e in events if isinstance(e, Checkout))
-        ledger.apply(events, t, sim.cause_of_order)
-    assert checkouts > 20
-    channels = {c.campaign_id: set(c.channels) for c in scenario.campaigns}
-    assert all(ch in channels[cid] for cid, ch in sim.cause_of_order.values())
+        checkout_minor += sum(sim.truth.orders[e.event_id].gmv_minor for e in events if isinstance(e, Checkout))
+        ledger.apply(events, t, sim.truth.orders)
+    return sim, ledger, checkout_minor
+
+
+def test_without_organic_purchases_every_checkout_is_credited_once_to_some_campaign() -> None:
+    sim, ledger, checkout_minor = _ledger_run(organic=False)
+    assert checkout_minor > 20 * 5000
+    channels = {c.campaign_id: set(c.channels) for c in sim.scenario.campaigns}
+    causes = list(sim.truth.orders.values())
+    assert causes and all(o.campaign_id is not None and o.channel in channels[o.campaign_id] for o in causes)
     # only the checkouts that happened count as truth: fewer than the simulator's (scheduled) total
     report = ledger.report()
     true_total = sum(c["true_gmv"] for c in report["campaigns"].values())
+    assert true_total == pytest.approx(checkout_minor / 100, abs=0.05)
     assert 0 < true_total < sum(sim.truth.caused_gmv_minor.values()) / 100
     # every model hands out each checkout's value exactly once, to some campaign
     for model in MODEL_NAMES:
         credited = sum(c["models"][model]["attributed_gmv"] for c in report["campaigns"].values())
         assert credited == pytest.approx(true_total, abs=0.05)
+
+
+def test_organic_checkouts_are_no_campaigns_truth_and_last_touch_credits_them() -> None:
+    sim, ledger, checkout_minor = _ledger_run(organic=True)
+    organic = [o for o in sim.truth.orders.values() if o.campaign_id is None and o.at <= sim.now]
+    assert len(organic) > 20 and all(o.channel is None for o in organic)
+    report = ledger.report()
+    true_total = sum(c["true_gmv"] for c in report["campaigns"].values())
+    # the truth is the caused checkouts only: the organic ones that happened are left out of it
+    assert true_total < checkout_minor / 100
+    # no model credits a checkout twice, and every caused checkout follows a view of its campaign
+    # in the lookback (so it is credited to some campaign): the credit lies between the two, and
+    # last-touch credits organic checkouts of users who had seen an ad of the product
+    for model in MODEL_NAMES:
+        credited = sum(c["models"][model]["attributed_gmv"] for c in report["campaigns"].values())
+        assert true_total - 0.05 <= credited <= checkout_minor / 100 + 0.05
+    last = sum(c["models"]["last"]["attributed_gmv"] for c in report["campaigns"].values())
+    assert last > true_total + 100
