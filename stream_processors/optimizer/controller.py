@@ -9,6 +9,7 @@ one import for the service, the evaluation and the baselines.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from stream_processors.optimizer.control_types import (
 )
 from stream_processors.optimizer.decision import decide, guarded_bid
 from stream_processors.optimizer.efficiency import estimated_conversions, shrunk_efficiency
+from stream_processors.optimizer.lift_steer import calibrated_figures
 from stream_processors.optimizer.pacing import (
     DAY_S,
     PacingDecision,
@@ -85,6 +87,23 @@ class RoundInput:
     # the spend over the same span shifted back by the conversion lag: the variable-memory
     # estimate (ControlPolicy.change_*). Empty: the single `window` above.
     windows: Mapping[float, Mapping[tuple[str, str], ChannelFigures]] = field(default_factory=dict)
+    # campaign -> lift calibration factor k (lift_steer.py): every window's attributed checkouts and
+    # GMV of the campaign are multiplied by it before any efficiency is computed. Empty: steer by
+    # the attributed figures as they are.
+    calibration: Mapping[str, float] = field(default_factory=dict)
+
+    def calibrated(self) -> RoundInput:
+        """This round's input with the lift calibration applied to every window (itself if none)."""
+        k = self.calibration
+        if not k:
+            return self
+        return dataclasses.replace(
+            self,
+            window=calibrated_figures(self.window, k),
+            long_window=calibrated_figures(self.long_window, k),
+            windows={w: calibrated_figures(per, k) for w, per in self.windows.items()},
+            calibration={},
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +159,7 @@ class BidOptimizer:
                 self.channel_states[(c, ch)] = ChannelState.from_json(value)
 
     def step(self, inp: RoundInput) -> list[ChannelDecision]:
+        inp = inp.calibrated()
         paused = set(inp.paused)
         weight = self._traffic_weight(inp.seconds_into_day)
         out: list[ChannelDecision] = []
