@@ -43,6 +43,7 @@ DEAD_LETTER_REASONS: tuple[str, ...] = (
     "unknown_campaign",
     "unknown_channel",
     "unknown_currency",
+    "ghost_view_cost",
     "late",
     "future",
     "duplicate",

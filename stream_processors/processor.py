@@ -140,9 +140,10 @@ def _catalogue_problem(event: UserAction, catalogue: Catalogue) -> tuple[str, st
     if isinstance(event, View):
         # The common case, a valid view, in one set lookup; the checks below name what is wrong.
         if (
-            event.campaign_id,
-            event.channel,
-        ) in catalogue.view_channels and event.currency == catalogue.base_currency:
+            (event.campaign_id, event.channel) in catalogue.view_channels
+            and event.currency == catalogue.base_currency
+            and not (event.held_out and event.cost_minor)
+        ):
             return None
         channels = catalogue.campaign_channels.get(event.campaign_id)
         if channels is None:
@@ -151,6 +152,13 @@ def _catalogue_problem(event: UserAction, catalogue: Catalogue) -> tuple[str, st
             return "unknown_channel", f"campaign {event.campaign_id!r} does not buy channel {event.channel!r}"
         if event.currency != catalogue.base_currency:
             return "unknown_currency", f"view cost must be in {catalogue.base_currency}, got {event.currency}"
+        if event.held_out and event.cost_minor:
+            # A ghost view records an impression that was never shown: charging for it would put
+            # spend on the holdout group and bias every lift figure.
+            return (
+                "ghost_view_cost",
+                f"a ghost view (held_out) costs nothing, got cost_minor={event.cost_minor}",
+            )
     elif isinstance(event, AddToCart | Checkout) and event.currency not in catalogue.rates_to_base:
         return "unknown_currency", f"no rate for {event.currency!r}"
     return None
@@ -242,7 +250,7 @@ def plan_batch(
         admitted.on_time,
         admitted.duplicates,
         replayed,
-        collect_signals(admitted.on_time, rules.engine.bucket_s),
+        collect_signals(_shown(admitted.on_time), rules.engine.bucket_s),
         admitted.new_ids,
         admitted.outliers,
         {t: tp.watermark - lateness for t, tp in progress.items() if tp.watermark != _NO_MARK},
@@ -250,6 +258,11 @@ def plan_batch(
 
 
 _NO_MARK = float("-inf")  # a topic without a watermark yet
+
+
+def _shown(on_time: list[Decoded]) -> list[Decoded]:
+    """The events without ghost views: a ghost view reached nobody (no reach, no audience)."""
+    return [d for d in on_time if not (type(d.event) is View and d.event.held_out)]
 
 
 def _topic_progress(batch: DecodedBatch, meta: PartitionMeta) -> dict[str, TopicProgress]:

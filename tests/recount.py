@@ -2,7 +2,8 @@
 
 It shares only the attribution *models* (the arithmetic that tests/unit checks against the
 `channelattribution` library) with the pipeline; none of the journey engine, the batch planner,
-Redis or Kafka. Output uses the pipeline's integer field names so the comparison is exact.
+Redis or Kafka. Output uses the pipeline's integer field names (the lift ones from
+stream_processors/lift.py) so the comparison is exact.
 
 Identity: an event is its `event_id`; a repeat of an id counts once (the first one read). Ids are
 compared within the Kafka partition of the user (each user's events all reach that partition,
@@ -21,6 +22,7 @@ from producers.scenario import load_scenario
 from schemas.events import AddToCart, Checkout, Follow, UserAction, View
 from seedloop.settings import Settings
 from stream_processors.attribution.models import MODEL_NAMES, Lookback, Touch, allocate
+from stream_processors.lift import group_of, lift_field
 
 MICRO = 1_000_000
 KIND = {"follow": "follows", "add_to_cart": "add_to_carts", "checkout": "checkouts"}
@@ -35,6 +37,7 @@ def recount(
     retention_s: float = 86_400.0,
     campaign_products: Mapping[str, frozenset[str]] | None = None,
     partitions: int | None = None,
+    lift_window_s: float = 7 * 86_400.0,
 ) -> dict[str, int]:
     per_campaign = campaign_lookbacks or {}
     products = campaign_products or {}
@@ -51,7 +54,12 @@ def recount(
         n_checkouts = sum(1 for e in user_events if isinstance(e, Checkout))
         out["t|buyers"] += n_checkouts >= 1
         out["t|repeat_buyers"] += n_checkouts >= 2
-        views = [e for e in user_events if isinstance(e, View)]
+        all_views = [e for e in user_events if isinstance(e, View)]
+        # A ghost view (held_out) is no touch: no views, spend or credit; it counts for lift only.
+        views = [v for v in all_views if not v.held_out]
+        out["t|ghost_views"] += len(all_views) - len(views)
+        if lift_window_s:
+            _recount_lift(out, all_views, user_events, rates_to_base, products, lift_window_s)
         follows = [e for e in user_events if isinstance(e, Follow)]
         # Loyalty per campaign: conversions with an eligible touch of the campaign.
         campaign_checkouts: dict[str, int] = defaultdict(int)
@@ -116,6 +124,46 @@ def recount(
     return {k: v for k, v in out.items() if v}
 
 
+def _recount_lift(
+    out: dict[str, int],
+    views: list[View],
+    user_events: list[UserAction],
+    rates_to_base: Mapping[str, float],
+    products: Mapping[str, frozenset[str]],
+    window: float,
+) -> None:
+    """One user's lift cohorts, in event time: per campaign, an episode starts at the first view
+    (ghost or not, whose flag is the group), the next at the first view after its window closes;
+    each counts the checkouts of the campaign's products dated inside its window."""
+    checkouts = [e for e in user_events if isinstance(e, Checkout)]
+    by_campaign: dict[str, list[View]] = defaultdict(list)
+    for v in sorted(views, key=lambda v: (v.event_ts, v.event_id)):
+        by_campaign[v.campaign_id].append(v)
+    for campaign, seen in by_campaign.items():
+        starts: list[View] = []
+        for v in seen:
+            if not starts or v.event_ts > starts[-1].event_ts + window:
+                starts.append(v)
+        for first in starts:
+            begin = first.event_ts
+            counted = [
+                round(c.value_minor * rates_to_base[c.currency])
+                for c in checkouts
+                if begin <= c.event_ts <= begin + window
+                and (campaign not in products or c.spu_id in products[campaign])
+            ]
+            group = group_of(first.held_out)
+            n, g = len(counted), sum(counted)
+            for measure, amount in (
+                ("users", 1),
+                ("checkouts", n),
+                ("checkouts_sq", n * n),
+                ("gmv", g),
+                ("gmv_sq", g * g),
+            ):
+                out[lift_field(campaign, group, measure)] += amount
+
+
 def recount_for(settings: Settings, events: Iterable[UserAction]) -> dict[str, int]:
     """The recount under the same settings and scenario (lookbacks, rates) as the pipeline under test."""
     scenario = load_scenario(settings.seeds_dir)
@@ -125,5 +173,14 @@ def recount_for(settings: Settings, events: Iterable[UserAction]) -> dict[str, i
         if c.lookback_view_s is not None and c.lookback_engaged_s is not None
     }
     products = scenario.campaign_products() if settings.attribution_scope == "product" else {}
-    return recount(events, Lookback(settings.lookback_view_s, settings.lookback_engaged_s), settings.half_life_s,
-                   scenario.rates_to_base(), per_campaign, settings.retention_s, products, settings.partitions)
+    return recount(
+        events,
+        Lookback(settings.lookback_view_s, settings.lookback_engaged_s),
+        settings.half_life_s,
+        scenario.rates_to_base(),
+        per_campaign,
+        settings.retention_s,
+        products,
+        settings.partitions,
+        settings.lift_window_s,
+    )

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+from stream_processors.lift import group_of, lift_field
+
 
 class Increments:
     """Integer increments keyed by (bucket start or None for all-time totals, field).
 
     Views, by far the most common event, are first tallied per (bucket, campaign, channel,
     creator) and expanded into their field names once, when `by_key` is read: the same
-    figures at a fraction of the per-event dictionary work."""
+    figures at a fraction of the per-event dictionary work. So are first exposures of lift cohorts
+    (nearly every view of a new user is one), per (bucket, campaign, held out)."""
 
-    __slots__ = ("_by_key", "_views")
+    __slots__ = ("_by_key", "_lift_users", "_views")
 
     def __init__(self) -> None:
         self._by_key: dict[tuple[int | None, str], int] = {}
         # (bucket, campaign, channel, creator or None) -> [views, cost in minor units]
         self._views: dict[tuple[int, str, str, str | None], list[int]] = {}
+        # (cohort bucket, campaign, held out) -> users added (negative: taken back)
+        self._lift_users: dict[tuple[int, str, bool], int] = {}
 
     @property
     def by_key(self) -> dict[tuple[int | None, str], int]:
         if self._views:
             self._expand_views()
+        if self._lift_users:
+            self._expand_lift_users()
         return self._by_key
 
     def add(self, bucket: int | None, name: str, amount: int) -> None:
@@ -44,6 +51,16 @@ class Increments:
         else:
             tally[0] += 1
             tally[1] += cost
+
+    def add_lift_user(self, bucket: int, campaign: str, held_out: bool, sign: int) -> None:
+        """A user enters (+1) or leaves (-1) a campaign's lift cohort of `bucket` (lift.py names)."""
+        key = (bucket, campaign, held_out)
+        self._lift_users[key] = self._lift_users.get(key, 0) + sign
+
+    def _expand_lift_users(self) -> None:
+        users, self._lift_users = self._lift_users, {}
+        for (bucket, campaign, held_out), n in users.items():
+            self.add_windowed(bucket, lift_field(campaign, group_of(held_out), "users"), n)
 
     def _expand_views(self) -> None:
         views, self._views = self._views, {}

@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 from schemas.events import AddToCart, Checkout, Follow, UserAction, View
 from stream_processors.attribution.increments import Increments
+from stream_processors.attribution.lift_cohorts import lift_checkout, lift_view, prune_lift
 from stream_processors.attribution.loyalty import count_loyalty, emit_loyalty, loyalty_flags
 from stream_processors.attribution.models import Lookback, ModelName, Touch, allocate
 from stream_processors.attribution.user_state import (
@@ -89,6 +90,13 @@ def apply_events(
             state.last_at = at
         bucket = int(at // bucket_s) * bucket_s
         if isinstance(event, View):
+            if cfg.lift_window_s:
+                lift_view(state.lift, event.campaign_id, event.held_out, at, state.conversions, cfg, out)
+            if event.held_out:
+                # A ghost view: the user is in the campaign's holdout group and saw nothing. Not a
+                # touch (no credit, no views or spend); only the lift cohort above and this count.
+                out.add_windowed(bucket, "t|ghost_views", 1)
+                continue
             out.add_view(bucket, event.campaign_id, event.channel, event.creator_id, event.cost_minor)
             _insert_touch(state, event, at, cfg)
             if state.conversions:
@@ -100,6 +108,8 @@ def apply_events(
             if journey is not None:
                 journeys.append(journey)
     journeys.extend(_prune(state, horizon, cfg))
+    if state.lift:
+        prune_lift(state.lift, horizon, cfg)
     emit_loyalty(loyal_before, loyalty_flags(state, cfg.retention_s), out)
     return UserResult(state, journeys)
 
@@ -157,6 +167,8 @@ def _apply_purchase(
     _add_conversion(state, event.event_id, at, kind, event.value_minor, event.spu_id, cfg, out, weights)
     if kind != "checkout":
         return None
+    if state.lift:
+        lift_checkout(state.lift, at, event.spu_id, event.value_minor, cfg, out)
     path = _channel_path(_eligible(state, at, cfg, event.spu_id))
     return JourneyObservation(path, True, event.value_minor)
 

@@ -39,6 +39,9 @@ class EngineConfig:
     campaign_products: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     models: tuple[ModelName, ...] = MODEL_NAMES
+    # Conversion lift (attribution/lift_cohorts.py): checkouts count for a user's lift cohort this
+    # long after their first view of a campaign. 0 keeps no lift state and no lift figures.
+    lift_window_s: float = 7 * 86_400.0
     # Derived once (read for every user of every batch): the longest engaged lookback of any campaign.
     longest_lookback_s: float = field(init=False, repr=False, compare=False)
 
@@ -91,6 +94,9 @@ class UserState:
     loyal_checkouts: dict[str, int] = field(default_factory=dict)
     loyal_follow_at: dict[str, float] = field(default_factory=dict)
     last_at: float | None = None  # the user's latest event time (a max: order-independent)
+    # Conversion-lift episodes per campaign (attribution/lift_cohorts.py: first exposure, group,
+    # counted checkouts and GMV), as compact lists.
+    lift: dict[str, list[list[float]]] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         # orjson: the same JSON document as json.dumps (floats round-trip exactly), several times faster.
@@ -114,6 +120,8 @@ class UserState:
             doc["lc"] = self.loyal_checkouts
         if self.loyal_follow_at:
             doc["lf"] = self.loyal_follow_at
+        if self.lift:
+            doc["x"] = self.lift
         return orjson.dumps(doc)
 
     @classmethod
@@ -134,6 +142,7 @@ class UserState:
             loyal_checkouts=data.get("lc", {}),
             loyal_follow_at=data.get("lf", {}),
             last_at=data.get("l"),
+            lift=data.get("x", {}),
         )
 
 

@@ -338,3 +338,34 @@ def test_decisions_do_not_depend_on_replays_or_where_batches_were_cut() -> None:
         start = end
     assert decisions(plans) == expected
     assert cut.meta == whole.meta and cut.ids == whole.ids
+
+
+# ------------------------------------------------------------------ ghost views (conversion lift)
+
+
+def ghost(event_id: str, at: float, cost_minor: int = 0) -> View:
+    return view(event_id, at).model_copy(update={"held_out": True, "cost_minor": cost_minor})
+
+
+def test_a_ghost_view_joins_the_holdout_cohort_reaches_no_one_and_a_charged_one_is_dead_lettered() -> None:
+    p = Partition()
+    honest_start(p)
+    plan = p.run([ghost("g1", T0 + 100), ghost("g2", T0 + 100, cost_minor=30)])
+    assert applied_ids(plan) == ["g1"] and reasons(plan) == Counter({"ghost_view_cost": 1})
+    assert "cost_minor=30" in plan.dead_letters[0].detail
+    figures = {name: v for (bucket, name), v in plan.increments.by_key.items() if bucket is None and v}
+    assert figures == {"t|ghost_views": 1, "x|c1|held_out|users": 1}
+    assert not plan.signals.reach and not plan.signals.engaged_reach
+
+
+def test_a_repeated_or_replayed_ghost_view_adds_nothing() -> None:
+    p = Partition()
+    honest_start(p)
+    messages = p.messages([ghost("g1", T0 + 100)])
+    first = p.plan(messages)
+    p.apply(first)
+    assert first.increments.by_key
+    replay = p.plan(messages)  # Kafka redelivers what was applied: skipped by offset
+    assert not replay.applied and not replay.increments.by_key
+    repeat = p.run([ghost("g1", T0 + 100)])  # the same event again: dead-lettered by id
+    assert reasons(repeat) == Counter({"duplicate": 1}) and not repeat.increments.by_key
