@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from stream_processors.lift import GroupFigures, lift_estimates, lift_groups
 
 MICRO = 1_000_000
 MINOR = 100
@@ -139,15 +142,20 @@ def totals(fields: Mapping[str, int]) -> dict[str, float | int]:
 OTHER = "other"
 
 
-def campaign_spend(fields: Mapping[str, int]) -> dict[str, float]:
-    """Spend per campaign (over all channels) from `c|<campaign>|<channel>|spend` fields."""
-    out: dict[str, float] = {}
+def campaign_spend_minor(fields: Mapping[str, int]) -> dict[str, int]:
+    """Spend per campaign (over all channels) in minor units, from `c|<campaign>|<channel>|spend`."""
+    out: dict[str, int] = {}
     for name, amount in fields.items():
         if name.startswith("c|") and name.endswith("|spend"):
             parts = name.split("|")
             if len(parts) == 4:
-                out[parts[1]] = out.get(parts[1], 0.0) + amount / MINOR
+                out[parts[1]] = out.get(parts[1], 0) + int(amount)
     return out
+
+
+def campaign_spend(fields: Mapping[str, int]) -> dict[str, float]:
+    """Spend per campaign (over all channels) from `c|<campaign>|<channel>|spend` fields."""
+    return {campaign: minor / MINOR for campaign, minor in campaign_spend_minor(fields).items()}
 
 
 def creator_spend(fields: Mapping[str, int]) -> dict[str, float]:
@@ -277,3 +285,42 @@ def aipl_funnel(eff: Efficiency, reach: int | None = None, engaged_users: int | 
             "roas": _rate(eff.gmv, eff.spend),
         },
     }
+
+
+# --------------------------------------------------------------------------- conversion lift
+def _group_row(g: GroupFigures) -> dict[str, float | int | None]:
+    return {
+        "users": g.users,
+        "checkouts": g.checkouts,
+        "gmv": g.gmv_minor / MINOR,
+        "checkouts_per_user": _rate(g.checkouts, g.users),
+        "gmv_per_user": _rate(g.gmv_minor / MINOR, g.users),
+    }
+
+
+def _interval(bounds: tuple[float, float] | None, scale: float = 1.0) -> list[float] | None:
+    return None if bounds is None else [round(bounds[0] / scale, 6), round(bounds[1] / scale, 6)]
+
+
+def campaign_lift(fields: Mapping[str, int], confidence: float = 0.95) -> dict[str, dict[str, Any]]:
+    """Per campaign with lift figures (stream_processors/lift.py), in currency units: each group's
+    users, counted checkouts and GMV and their per-user rates, and, once both groups have 2 users,
+    incremental checkouts, incremental GMV and iROAS (over the campaign's spend in the same
+    `fields`) with their `confidence` intervals (None before)."""
+    spend = campaign_spend_minor(fields)
+    estimates = lift_estimates(fields, spend, confidence)
+    out: dict[str, dict[str, Any]] = {}
+    for campaign, groups in lift_groups(fields).items():
+        est = estimates.get(campaign)
+        out[campaign] = {
+            "exposed": _group_row(groups["exposed"]),
+            "held_out": _group_row(groups["held_out"]),
+            "spend": spend.get(campaign, 0) / MINOR,
+            "incremental_checkouts": None if est is None else round(est.incremental_checkouts, 6),
+            "incremental_checkouts_ci": None if est is None else _interval(est.incremental_checkouts_ci),
+            "incremental_gmv": None if est is None else round(est.incremental_gmv_minor / MINOR, 6),
+            "incremental_gmv_ci": None if est is None else _interval(est.incremental_gmv_ci, MINOR),
+            "iroas": None if est is None or est.iroas is None else round(est.iroas, 6),
+            "iroas_ci": None if est is None else _interval(est.iroas_ci),
+        }
+    return out

@@ -294,6 +294,50 @@ class PipelineMetrics(MetricSet):
         "retained: active again SEEDLOOP_RETENTION_S after)",
         labelnames=["campaign", "segment"],
     )
+    # Conversion lift (stream_processors/lift.py), all-time cohorts. Unlike the figures above, an
+    # estimate does not sum over partitions: every worker exports it computed from ALL partitions
+    # (the same value on each), so dashboards read `max by (campaign, ...)`, never `sum`.
+    campaign_lift_users = Metric(
+        Gauge,
+        "seedloop_campaign_lift_users",
+        "Users whose first view of the campaign was shown (group=exposed) or a ghost view of its "
+        "holdout group (held_out), all-time, all partitions (same on every worker: max by)",
+        labelnames=["campaign", "group"],
+    )
+    campaign_lift_checkouts_per_user = Metric(
+        Gauge,
+        "seedloop_campaign_lift_checkouts_per_user",
+        "Checkouts of the campaign's products within the lift window of a user's first exposure, "
+        "per user of the group (the group's conversion rate), all partitions",
+        labelnames=["campaign", "group"],
+    )
+    campaign_lift_gmv_per_user = Metric(
+        Gauge,
+        "seedloop_campaign_lift_gmv_per_user",
+        "GMV of those checkouts per user of the group, base currency, all partitions",
+        labelnames=["campaign", "group"],
+    )
+    campaign_incremental_checkouts = Metric(
+        Gauge,
+        "seedloop_campaign_incremental_checkouts",
+        "Checkouts the campaign's ads caused: exposed users x (exposed - held-out checkouts per "
+        "user); bound=estimate, low, high (95% interval), all partitions",
+        labelnames=["campaign", "bound"],
+    )
+    campaign_incremental_gmv = Metric(
+        Gauge,
+        "seedloop_campaign_incremental_gmv",
+        "GMV the campaign's ads caused (the same difference for GMV), base currency; bound=estimate, "
+        "low, high (95% interval), all partitions",
+        labelnames=["campaign", "bound"],
+    )
+    campaign_iroas = Metric(
+        Gauge,
+        "seedloop_campaign_iroas",
+        "Incremental ROAS: incremental GMV / the campaign's all-time spend; bound=estimate, low, "
+        "high (95% interval), all partitions",
+        labelnames=["campaign", "bound"],
+    )
     metrics_refresh = Metric(
         Gauge,
         "seedloop_metrics_refresh_timestamp_seconds",

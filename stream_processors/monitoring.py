@@ -26,6 +26,10 @@ cross-slot unions on a cluster; exporting reach from one worker would make that 
 Crashes. The reach writes are part of the batch's atomic apply, so a crash never loses or repeats
 a batch's reach (adding a user to a set is idempotent anyway).
 
+Conversion lift is the exception to summing: an estimate with an interval is no sum, so every worker
+exports each top campaign's lift computed from all partitions' totals (`_add_lift`), the same value
+on each worker; dashboards read it with `max by`.
+
 Monitoring reads figures through the store's read-only protocol (`AsyncFigureSource`) and knows
 of the worker only what `Monitored` names, so it imports neither the worker nor a backend.
 """
@@ -40,6 +44,7 @@ import faust
 
 from stream_processors.figures import (
     campaign_figures,
+    campaign_lift,
     campaign_loyalty,
     campaign_spend,
     creator_figures,
@@ -109,6 +114,8 @@ async def collect_snapshot(
     catalogue = view.campaign_channels
     labels = {c: label_of(c, keep_campaigns) for c in catalogue}
 
+    _add_lift(snap, all_time, keep_campaigns)
+
     mine = await reader.totals(owned)
     snap["buyers"][()] = mine.get("t|buyers", 0)
     snap["repeat_buyers"][()] = mine.get("t|repeat_buyers", 0)
@@ -160,6 +167,37 @@ async def collect_snapshot(
             if reach.campaign.get(campaign):
                 snap["campaign_engaged_reach"][(campaign, window)] = n
     return snap
+
+
+LIFT_GROUP_GAUGES = (
+    ("campaign_lift_users", "users"),
+    ("campaign_lift_checkouts_per_user", "checkouts_per_user"),
+    ("campaign_lift_gmv_per_user", "gmv_per_user"),
+)
+LIFT_ESTIMATE_GAUGES = (
+    ("campaign_incremental_checkouts", "incremental_checkouts"),
+    ("campaign_incremental_gmv", "incremental_gmv"),
+    ("campaign_iroas", "iroas"),
+)
+
+
+def _add_lift(snap: Snapshot, all_time: dict[str, int], keep: frozenset[str]) -> None:
+    """Lift of the top campaigns from ALL partitions' totals: an estimate with its interval does not
+    sum over workers (nor fold into `other`), so each worker exports the global one (metrics.py)."""
+    for campaign, row in campaign_lift(all_time).items():
+        if campaign not in keep:
+            continue
+        for gauge, key in LIFT_GROUP_GAUGES:
+            for group in ("exposed", "held_out"):
+                value = row[group][key]
+                if value is not None:
+                    snap[gauge][(campaign, group)] = value
+        for gauge, key in LIFT_ESTIMATE_GAUGES:
+            if row[key] is not None:
+                low, high = row[f"{key}_ci"]
+                snap[gauge].update(
+                    {(campaign, "estimate"): row[key], (campaign, "low"): low, (campaign, "high"): high}
+                )
 
 
 def apply_snapshot(metrics: PipelineMetrics, snap: Snapshot) -> None:

@@ -13,6 +13,10 @@
 /api/history               per-minute series per campaign over event time (`?minutes=60&model=last`,
                            1-360 minutes ending at the watermark): spend, GMV, checkouts, ROAS, CPA
                            of each event-time bucket; what /live draws on first load
+/api/lift                  conversion lift per campaign from its holdout group: exposed and held-out
+                           users, checkouts and GMV per user, incremental checkouts, incremental GMV
+                           and iROAS with intervals (`?window=all&confidence=0.95`; a window selects
+                           the users first exposed in it: cohorts, with their checkouts since)
 
 Every API figure reads ALL partitions from the store (its read-only protocol,
 `store.base.AsyncFigureSource`), whichever worker answers: any worker's API gives
@@ -41,6 +45,7 @@ from stream_processors.figures import (
     Efficiency,
     aipl_funnel,
     campaign_figures,
+    campaign_lift,
     campaign_loyalty,
     creator_figures,
     creator_followers,
@@ -57,6 +62,9 @@ WINDOWS = {f"{m}m": m for m in WINDOWS_MINUTES}
 # still a few milliseconds of Redis on the worker's event loop.
 HISTORY_MAX_MINUTES = 360
 HISTORY_FIELDS = ("spend", "gmv", "checkouts", "roas", "cpa")
+# /api/lift's windows of first exposures: the figure windows, longer ones up to the history's
+# span (a window reads every bucket of every partition), and all-time (the totals, one read).
+LIFT_WINDOWS = {**WINDOWS, "3h": 180, "6h": HISTORY_MAX_MINUTES, "all": 0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +309,29 @@ class FigureAPI:
         rows.sort(key=lambda r: (-float(r["spend"] or 0), r["creator_id"]))
         return {"watermark": now, "window": window, "model": model, "creators": rows}
 
+    async def lift(self, request: Request) -> dict[str, Any]:
+        window = pick(request, "window", LIFT_WINDOWS, "all")
+        raw = request.query.get("confidence", "0.95")  # type: ignore[attr-defined]
+        try:
+            confidence = float(raw)
+        except ValueError:
+            confidence = -1.0
+        if not 0.5 <= confidence <= 0.999:
+            raise View.ValidationError("confidence must be a number from 0.5 to 0.999")
+        now = await self.reader.watermark()
+        fields: dict[str, int] = {}
+        if window == "all":
+            fields = await self.reader.totals()
+        elif now is not None:
+            fields = await self.reader.window(*window_bounds(now, LIFT_WINDOWS[window]))
+        rows = campaign_lift(fields, confidence)
+        return {
+            "watermark": now,
+            "window": window,
+            "confidence": confidence,
+            "campaigns": [{"campaign_id": cid, **row} for cid, row in rows.items()],
+        }
+
 
 def register_pages(
     app: faust.App, reader: AsyncFigureSource, metrics: PipelineMetrics, view: FigureView
@@ -324,6 +355,7 @@ def register_pages(
         ("/api/campaigns/{campaign_id}", "Campaign", api.campaign),
         ("/api/history", "History", api.history),
         ("/api/creators", "Creators", api.creators),
+        ("/api/lift", "Lift", api.lift),
     ):
         serve_json(app, path, name, body)
 

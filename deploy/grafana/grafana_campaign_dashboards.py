@@ -37,6 +37,55 @@ def versus_target(title: str, value: str, target_kind: str, unit: str, descripti
     return timeseries(title, [(value, legend), (target, "{{campaign}} target")], unit, description)
 
 
+def with_interval(metric: str) -> list[tuple[str, str]]:
+    """A lift estimate per campaign and its 95% interval's bounds (metrics.py: every worker exports
+    the same all-partition value, hence `max by`, not `sum by`)."""
+    sel = 'campaign=~"$campaign",bound="{}"'
+    return [
+        (f"max by (campaign) ({metric}{{{sel.format(bound)}}})", f"{{{{campaign}}}}{suffix}")
+        for bound, suffix in (("estimate", ""), ("low", " low (95%)"), ("high", " high (95%)"))
+    ]
+
+
+def lift_sections() -> list[Section]:
+    """Conversion lift from holdout groups (stream_processors/lift.py), all-time cohorts."""
+    by_group = 'max by (campaign, group) (seedloop_campaign_lift_{}{{campaign=~"$campaign"}})'
+    note = (
+        "Holdout (ghost) groups: a share of each campaign's users is never shown its ads. "
+        "Exposed users x (exposed - held-out per-user figure), over users by their first view, "
+        "all-time; the band is the 95% interval. No series until both groups have 2 users."
+    )
+    return [
+        dash_b.Row("Conversion lift (holdout groups, all-time cohorts)"),
+        timeseries(
+            "Incremental GMV (95% interval)", with_interval("seedloop_campaign_incremental_gmv"), MONEY, note
+        ),
+        timeseries(
+            "iROAS (95% interval)",
+            with_interval("seedloop_campaign_iroas"),
+            "none",
+            "Incremental GMV / all-time spend: what each yuan of spend caused, not what attribution credited.",
+        ),
+        timeseries(
+            "Incremental checkouts (95% interval)",
+            with_interval("seedloop_campaign_incremental_checkouts"),
+            "short",
+        ),
+        timeseries(
+            "Checkouts per user: exposed vs held out",
+            [(by_group.format("checkouts_per_user"), "{{campaign}} {{group}}")],
+            "short",
+            "Each group's conversion rate: checkouts of the campaign's products within the lift window.",
+        ),
+        timeseries(
+            "GMV per user: exposed vs held out",
+            [(by_group.format("gmv_per_user"), "{{campaign}} {{group}}")],
+            MONEY,
+        ),
+        timeseries("Users per group", [(by_group.format("users"), "{{campaign}} {{group}}")], "short"),
+    ]
+
+
 def campaign_overview() -> dash_b.Dashboard:
     spend = f"seedloop_campaign_spend{{{C}}}"
     gmv = f"seedloop_campaign_gmv{{{CM}}}"
@@ -101,6 +150,7 @@ def campaign_overview() -> dash_b.Dashboard:
             "The same spend credited under each model; the Markov model is data-driven.",
             w=24,
         ),
+        *lift_sections(),
     ]
     dashboard = base(
         "seedloop-campaign-overview",

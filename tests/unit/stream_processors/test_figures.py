@@ -122,3 +122,40 @@ def test_ratios_without_a_denominator_are_none() -> None:
         1.25,
         5.0,
     )
+
+
+def test_campaign_lift_in_currency_units_with_and_without_an_estimate() -> None:
+    from stream_processors.figures import campaign_lift, campaign_spend_minor
+    from stream_processors.lift import lift_estimates, lift_field
+
+    def group(campaign: str, g: str, checkouts: list[int], gmv: list[int]) -> dict[str, int]:
+        sums = {"users": len(checkouts), "checkouts": sum(checkouts), "gmv": sum(gmv)}
+        sums |= {"checkouts_sq": sum(n * n for n in checkouts), "gmv_sq": sum(v * v for v in gmv)}
+        return {lift_field(campaign, g, m): v for m, v in sums.items()}  # type: ignore[arg-type]
+
+    fields = {
+        **FIELDS,
+        **group("a", "exposed", [0, 1, 2, 1], [0, 1000, 2500, 500]),
+        **group("a", "held_out", [0, 1, 0], [0, 800, 0]),
+        **group("b", "exposed", [1, 0], [300, 0]),  # no held-out user yet: no estimate
+    }
+    assert campaign_spend_minor(fields) == {"a": 600, "b": 300, "c": 300}
+    lift = campaign_lift(fields)
+    a = lift["a"]
+    assert a["exposed"] == {
+        "users": 4,
+        "checkouts": 4,
+        "gmv": 40.0,
+        "checkouts_per_user": 1.0,
+        "gmv_per_user": 10.0,
+    }
+    assert a["held_out"]["gmv_per_user"] == round(8 / 3, 6) and a["spend"] == 6.0
+    est = lift_estimates(fields, {"a": 600})["a"]
+    assert a["incremental_gmv"] == round(est.incremental_gmv_minor / 100, 6) == round(29.333333, 6)
+    assert a["incremental_gmv_ci"] == [round(b / 100, 6) for b in est.incremental_gmv_ci]
+    assert est.iroas is not None and a["iroas"] == round(est.iroas, 6)
+    assert a["iroas_ci"][0] < a["iroas"] < a["iroas_ci"][1]
+    b = lift["b"]
+    assert b["exposed"]["users"] == 2 and b["held_out"]["users"] == 0
+    assert b["held_out"]["checkouts_per_user"] is None
+    assert b["incremental_gmv"] is None and b["iroas_ci"] is None
