@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -15,9 +16,13 @@ import redis
 from confluent_kafka import Consumer, KafkaError, Message, Producer, murmur2
 
 from producers.kafka_sink import assign_all
+from producers.scenario import Scenario
+from producers.scheduler import AdScheduler
+from producers.simulator import Simulator
 from seedloop import runtime
 from seedloop.settings import Settings
 from seedloop.topics import caught_up, ensure_topics
+from stream_processors.lift import lift_groups
 from stream_processors.processor import WATERMARK_QUORUM
 from stream_processors.store.redis_lua import FigureReader, Keys
 from tests.conftest import REPO, WorkerProcess, settings_env, wait_for
@@ -26,10 +31,26 @@ from tests.recount import recount_for
 pytestmark = pytest.mark.integration
 
 
-def produce_simulated(settings: Settings, sim_seconds: float, start_after: float = 0.0) -> list:
-    """Produce the seeded simulation's events from `start_after` to `start_after + sim_seconds`."""
-    scenario = runtime.scenario_of(settings)
+def simulator_with_holdout(
+    settings: Settings, scenario: Scenario, share: float, seed: int | None = None
+) -> Simulator:
+    """The settings' simulator with `share` of each campaign's users held out (ghost views)."""
     sim = runtime.simulator_of(settings, scenario)
+    cfg = dataclasses.replace(sim.cfg, holdout_share=share, seed=sim.cfg.seed if seed is None else seed)
+    return Simulator(scenario, sim.traffic, AdScheduler(scenario), cfg)
+
+
+def produce_simulated(
+    settings: Settings,
+    sim_seconds: float,
+    start_after: float = 0.0,
+    holdout_share: float = 0.0,
+    seed: int | None = None,
+) -> list:
+    """Produce the seeded simulation's events from `start_after` to `start_after + sim_seconds`
+    (with `holdout_share` of each campaign's users held out: ghost views)."""
+    scenario = runtime.scenario_of(settings)
+    sim = simulator_with_holdout(settings, scenario, holdout_share, seed)
     if start_after:
         sim.advance(sim.now + start_after)
     events = sim.advance(sim.now + sim_seconds)
@@ -80,8 +101,10 @@ def test_worker_figures_equal_independent_recount(
 ) -> None:
     ensure_topics(settings)
     worker = start_worker()
-    events = produce_simulated(settings, sim_seconds=4 * 3600)
+    # A fifth of each campaign's users held out: ghost views, counted only in the lift figures.
+    events = produce_simulated(settings, sim_seconds=4 * 3600, holdout_share=0.2)
     assert len(events) > 5_000
+    assert any(e.action == "view" and e.held_out for e in events)
     # Replays of recent events (same event_id, within the allowed lateness) must count once.
     scenario = runtime.scenario_of(settings)
     sink = runtime.event_sink(settings, scenario)
@@ -101,6 +124,7 @@ def test_worker_figures_equal_independent_recount(
     # The recount is not trivially empty: attribution really happened.
     assert expected["t|checkouts"] > 0
     assert any(k.endswith("|last|checkouts") for k in expected)
+    assert_lift_served(worker, expected)
 
     # `seedloop report --json` reads the same state and agrees.
     out = subprocess.run(
@@ -114,17 +138,44 @@ def test_worker_figures_equal_independent_recount(
     )
     report = json.loads(out.stdout)
     counts = Counter(e.action for e in {e.event_id: e for e in events}.values())
-    assert report["totals"]["views"] == counts["view"]
+    ghosts = sum(1 for e in {e.event_id: e for e in events}.values() if e.action == "view" and e.held_out)
+    assert report["totals"]["views"] == counts["view"] - ghosts
     assert report["totals"]["checkouts"] == counts["checkout"]
-    assert report["events_processed"] == len({e.event_id for e in events})
+    # Ghost views are applied but are not views: the report's events_processed sums the four
+    # shown-event totals, and the ghost views are counted apart (t|ghost_views).
+    assert report["events_processed"] == len({e.event_id for e in events}) - ghosts
+    assert reader.totals()["t|ghost_views"] == ghosts > 0
     # The replayed duplicates are counted once and each repeat is dead-lettered as `duplicate`.
     assert report["dead_letters"] == len(events[-200::7])
     by_campaign = {c["campaign_id"]: c for c in report["campaigns"]}
     for cid in {e.campaign_id for e in events if e.action == "view"}:
         views = sum(
-            1 for e in {e.event_id: e for e in events}.values() if e.action == "view" and e.campaign_id == cid
+            1
+            for e in {e.event_id: e for e in events}.values()
+            if e.action == "view" and e.campaign_id == cid and not e.held_out
         )
         assert by_campaign[cid]["views"] == views
+
+
+def assert_lift_served(worker: WorkerProcess, expected: dict[str, int]) -> None:
+    """The worker's /api/lift serves the recount's lift groups, with an estimate wherever both
+    groups have 2 users (its interval around it)."""
+    body = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/api/lift", timeout=10).read())
+    served = {row["campaign_id"]: row for row in body["campaigns"]}
+    groups = lift_groups(expected)
+    assert set(served) == set(groups) and body["window"] == "all"
+    for campaign, by_group in groups.items():
+        for group, figures in by_group.items():
+            row = served[campaign][group]
+            assert (row["users"], row["checkouts"]) == (figures.users, figures.checkouts), (campaign, group)
+            assert row["gmv"] == figures.gmv_minor / 100
+    estimated = [
+        row for row in served.values() if row["held_out"]["users"] >= 2 and row["exposed"]["users"] >= 2
+    ]
+    assert estimated, served
+    for row in estimated:
+        low, high = row["incremental_gmv_ci"]
+        assert low <= row["incremental_gmv"] <= high
 
 
 def test_bad_input_is_dead_lettered_with_reason_and_processing_continues(
@@ -153,6 +204,7 @@ def test_bad_input_is_dead_lettered_with_reason_and_processing_continues(
         good.replace('"cost_minor":30', '"cost_minor":"thirty"').encode(): "invalid_fields",
         good.replace('"cost_minor":30', '"cost_minor":30,"surprise":1').encode(): "invalid_fields",
         good.replace('"view"', '"purchase"').encode(): "unknown_action",
+        good.replace('"cost_minor":30', '"cost_minor":30,"held_out":true').encode(): "ghost_view_cost",
     }
     # After the good events (the watermark needs WATERMARK_QUORUM of them): the same event again
     # (other bytes, same event_id), the same event_id under another user of the same partition,
