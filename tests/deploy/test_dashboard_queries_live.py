@@ -40,6 +40,7 @@ from seedloop.settings import Settings
 from seedloop.topics import ensure_topics
 from tests.conftest import REPO, WorkerProcess, settings_env, wait_for
 from tests.deploy._support import ALERTS, DASHBOARDS, PROM_CONFIG, binary
+from tests.integration.test_pipeline import produce_simulated
 
 pytestmark = pytest.mark.integration
 
@@ -237,6 +238,9 @@ def test_every_dashboard_query_and_alert_answers_on_a_healthy_pipeline(
     prometheus_bin = binary("prometheus", "/usr/bin/prometheus")
     ensure_topics(settings)
     worker = start_worker("worker-1", SEEDLOOP_METRICS_REFRESH_S="0.5")
+    # Twenty simulated minutes with a holdout (ghost views) first, so the conversion-lift panels
+    # have both groups; another seed than the simulator's below, so no event id repeats.
+    produce_simulated(settings, sim_seconds=1200, holdout_share=0.2, seed=101)
     opt_port, sim_port, prom_port = free_port(), free_port(), free_port()
     seedloop = [sys.executable, "-m", "seedloop"]
     processes.start(
