@@ -17,6 +17,7 @@ from seedloop.settings import Settings
 from seedloop.topics import caught_up, ensure_topics
 from stream_processors.store.redis_lua import FigureReader, Keys
 from tests.conftest import WorkerProcess, wait_for
+from tests.integration.test_pipeline import simulator_with_holdout
 from tests.recount import recount_for
 
 pytestmark = pytest.mark.integration
@@ -25,9 +26,11 @@ pytestmark = pytest.mark.integration
 class BackgroundProducer:
     """Produces the seeded simulation at a steady rate while the test breaks things."""
 
-    def __init__(self, settings: Settings, sim_seconds: float, rate: float) -> None:
+    def __init__(
+        self, settings: Settings, sim_seconds: float, rate: float, holdout_share: float = 0.0
+    ) -> None:
         scenario = runtime.scenario_of(settings)
-        sim = runtime.simulator_of(settings, scenario)
+        sim = simulator_with_holdout(settings, scenario, holdout_share)
         self.events: list[UserAction] = sim.advance(sim.now + sim_seconds)
         self.sink = runtime.event_sink(settings, scenario)
         self.rate = rate
@@ -78,6 +81,7 @@ def assert_redis_equals_recount(settings: Settings, client: redis.Redis, events:
     }
     assert not missing, f"{len(missing)} figures differ, e.g. {sorted(missing.items())[:5]}"
     assert expected["t|views"] > 1000
+    assert any(k.startswith("x|") for k in expected)  # lift figures are compared too
 
 
 def test_sigkill_mid_stream_three_times_with_two_workers_loses_and_doubles_nothing(
@@ -86,7 +90,8 @@ def test_sigkill_mid_stream_three_times_with_two_workers_loses_and_doubles_nothi
     ensure_topics(settings)
     workers = {"worker-1": start_worker("worker-1"), "worker-2": start_worker("worker-2")}
     reader = FigureReader(redis_client, Keys(settings.topic_prefix), settings.partitions, settings.bucket_s)
-    producer = BackgroundProducer(settings, sim_seconds=5 * 3600, rate=2500).start()
+    # With a holdout: the ghost views' lift figures must survive the kills exactly-once too.
+    producer = BackgroundProducer(settings, sim_seconds=5 * 3600, rate=2500, holdout_share=0.2).start()
     kills = 0
     for round_no in range(3):
         victim = f"worker-{round_no % 2 + 1}"
