@@ -111,7 +111,7 @@ def test_live_page_draws_server_history_on_first_load(
     started = time.monotonic()
     ensure_topics(settings)
     worker = start_worker()
-    produce_simulated(settings, sim_seconds=SIM_HOURS * 3600)
+    produce_simulated(settings, sim_seconds=SIM_HOURS * 3600, holdout_share=0.2)
     reader = FigureReader(redis_client, Keys(settings.topic_prefix), settings.partitions, settings.bucket_s)
     wait_for(lambda: caught_up(settings, reader), 60, "the worker to apply every message")
     base = f"http://127.0.0.1:{worker.port}"
@@ -177,6 +177,17 @@ def test_live_page_draws_server_history_on_first_load(
     assert labels and all(float(t.attrs["x"]) >= 6.6 * len(t.text) for t in labels), [
         (t.text, t.attrs["x"]) for t in labels
     ]
+    # The conversion-lift table: a row per campaign of /api/lift, estimates with their intervals.
+    with urllib.request.urlopen(f"{base}/api/lift", timeout=10) as resp:
+        lift = {row["campaign_id"]: row for row in json.loads(resp.read())["campaigns"]}
+    lift_rows = root.by_id("lift").find("tr", "lift")
+    assert {tr.attrs["data-campaign"] for tr in lift_rows} == set(lift) != set(), dom[-3000:]
+    for tr in lift_rows:
+        cells = {td.attrs["data-field"]: td.text for td in tr.find("td")}
+        served = lift[tr.attrs["data-campaign"]]
+        assert cells["held_out_users"] == f"{served['held_out']['users']:,}"
+        if served["incremental_gmv_ci"] is not None:
+            assert " to " in cells["incremental_gmv_ci"] and cells["incremental_gmv"] != "-", cells
     assert worker.proc.poll() is None, worker.log_text()[-3000:]
     print(
         f"live page: {len(medians)} ROAS series, y range {roas.attrs['data-y-min']}-{roas.attrs['data-y-max']},"
