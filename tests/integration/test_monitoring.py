@@ -39,6 +39,7 @@ from stream_processors.figures import (
     label_of,
     top_n,
 )
+from stream_processors.lift import lift_groups
 from stream_processors.monitoring import window_bounds, window_buckets
 from stream_processors.store.redis_lua import FigureReader, Keys
 from tests.browser import run_chromium
@@ -129,7 +130,12 @@ def redis_expected(
     start, end = window_bounds(now, window_min)
     figs = campaign_figures(reader.window(start, end), ("last",))
     out: dict[str, dict[str, float]] = {
-        "spend": {}, "views": {}, "checkouts": {}, "reach": {}, "buyers": {}, "retained_followers": {}
+        "spend": {},
+        "views": {},
+        "checkouts": {},
+        "reach": {},
+        "buyers": {},
+        "retained_followers": {},
     }
     for cid, fig in figs.items():
         eff = fig.total("last")
@@ -180,7 +186,8 @@ def test_two_workers_prometheus_sums_equal_redis_api_and_live_page(
 
     wait_for(lambda: owned() == [2.0, 2.0], 60, "both workers to own two partitions each")
 
-    events = produce_simulated(settings, sim_seconds=3 * 3600)
+    # With a holdout (ghost views): the lift gauges below need both groups.
+    events = produce_simulated(settings, sim_seconds=3 * 3600, holdout_share=0.2)
     assert len(events) > 3_000
     reader = FigureReader(redis_client, Keys(settings.topic_prefix), settings.partitions, settings.bucket_s)
     wait_for(lambda: caught_up(settings, reader), 90, "the workers to apply every message")
@@ -213,6 +220,45 @@ def test_two_workers_prometheus_sums_equal_redis_api_and_live_page(
         wait_for(prometheus_agrees, 30, "Prometheus sums to equal the Redis figures", interval=0.5)
     except AssertionError:
         pytest.fail(f"Prometheus {seen}\n!= Redis {expected}", pytrace=False)
+    # Lift is the exception to summing: each worker exports the top campaigns' lift computed from
+    # ALL partitions, so both export the same values, equal to Redis's (read with max by).
+    all_time = reader.totals()
+    keep = top_n(campaign_spend(all_time), TOP_N)
+    lift_want = {
+        f"{c}/{g}": float(f.users)
+        for c, groups in lift_groups(all_time).items()
+        if c in keep
+        for g, f in groups.items()
+        if f.users
+    }
+    lift_seen: dict[str, float] = {}
+
+    def lift_agrees() -> bool:
+        lift_seen.clear()
+        for expr in ("max", "min"):
+            rows = get_json(
+                f"{prom}/api/v1/query?"
+                + urllib.parse.urlencode(
+                    {"query": f"{expr} by (campaign, group) (seedloop_campaign_lift_users)"}
+                )
+            )["data"]["result"]
+            got = {f"{r['metric']['campaign']}/{r['metric']['group']}": float(r["value"][1]) for r in rows}
+            lift_seen.update({f"{expr} {k}": v for k, v in got.items()})
+            if got != lift_want:
+                return False
+        return True
+
+    assert len(lift_want) >= TOP_N, lift_want
+    try:
+        wait_for(lift_agrees, 30, "every worker's lift gauges to equal Redis's lift figures", interval=0.5)
+    except AssertionError:
+        pytest.fail(f"Prometheus lift {lift_seen}\n!= Redis {lift_want}", pytrace=False)
+    estimates = get_json(
+        f"{prom}/api/v1/query?"
+        + urllib.parse.urlencode({"query": "count by (campaign, bound) (seedloop_campaign_incremental_gmv)"})
+    )["data"]["result"]
+    assert estimates and all(r["value"][1] == "2" for r in estimates), estimates  # both workers
+
     # Both workers really contribute: each exports campaign series for its own partitions.
     instances = get_json(
         f"{prom}/api/v1/query?"
@@ -250,7 +296,9 @@ def test_two_workers_prometheus_sums_equal_redis_api_and_live_page(
     assert funnel["awareness"]["reach"] == expected["reach"][top]
     assert abs(funnel["awareness"]["spend"] - expected["spend"][top]) < 1e-6
     assert funnel["awareness"]["views"] == expected["views"][top]
-    assert one["loyalty"]["buyers"] > 0 and one["loyalty"]["followers"] >= one["loyalty"]["retained_followers"]
+    assert (
+        one["loyalty"]["buyers"] > 0 and one["loyalty"]["followers"] >= one["loyalty"]["retained_followers"]
+    )
     creators = get_json(f"{base}/api/creators?window=60m&model=last")["creators"]
     assert creators and creators[0]["spend"] > 0 and "followers" in creators[0]
 

@@ -278,6 +278,8 @@ WORKER_ROUTES = [
     "/api/campaigns/c_tea_kol",
     "/api/creators",
     "/api/history?minutes=60&model=last",
+    "/api/lift",
+    "/api/lift?window=60m&confidence=0.9",
 ]
 FAUST_PAGES = [
     "/",
