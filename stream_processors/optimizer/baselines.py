@@ -239,7 +239,7 @@ class Controller(Protocol):
 
 
 # the policies that move bids every round from the attributed figures (the others hold bids)
-CONTROLLED = ("optimizer", "pid", "pacing")
+CONTROLLED = ("optimizer", "optimizer_lift", "pid", "pacing")
 
 
 def make_controller(
@@ -249,8 +249,9 @@ def make_controller(
     pacing: PacingPolicy,
     gains: PidGains | None = None,
 ) -> Controller:
-    """The controller of one of the CONTROLLED policies, on the same campaigns and guardrails."""
-    if policy == "optimizer":
+    """The controller of one of the CONTROLLED policies, on the same campaigns and guardrails.
+    optimizer_lift is the optimizer itself: its rounds carry the lift calibration (RoundInput)."""
+    if policy in ("optimizer", "optimizer_lift"):
         return BidOptimizer(campaigns, control, pacing)
     if policy == "pid":
         return PidController(campaigns, gains or PidGains(), control)

@@ -43,12 +43,13 @@ from typing import Any
 from producers.scenario import Scenario, load_scenario
 from stream_processors.optimizer import scorecard
 from stream_processors.optimizer.evaluation.attribution_truth import SCORED_ON
-from stream_processors.optimizer.evaluation.config import POLICIES, SHOCKED, EvalConfig
+from stream_processors.optimizer.evaluation.config import DAY_S, POLICIES, SHOCKED, EvalConfig
 from stream_processors.optimizer.evaluation.evidence import (
     evidence_by_round,
     lever_report,
     mean_in_band_bound,
 )
+from stream_processors.optimizer.evaluation.lift_summary import seed_lift
 from stream_processors.optimizer.evaluation.report import format_evaluations
 from stream_processors.optimizer.evaluation.simulated_run import run_policy
 from stream_processors.optimizer.evaluation.summary import summarize
@@ -58,7 +59,7 @@ __all__ = ["EvalConfig", "format_evaluations", "parse_seeds", "run_evaluate", "r
 
 Runs = Mapping[tuple[str, bool], Mapping[str, Any]]
 # the run's keys that are not figures: left out of the JSON
-_NOT_FIGURES = ("trace", "policy", "shock", "attribution_vs_truth")
+_NOT_FIGURES = ("trace", "policy", "shock", "attribution_vs_truth", "lift", "calibration")
 
 
 def run_evaluate(
@@ -80,6 +81,10 @@ def run_evaluate(
     _score_policies(seeds_dir, cfg, result, by[("optimizer", False)]["rounds"])
     # every attribution model against the GMV each campaign's ads truly caused (a new key, last)
     result["attribution_vs_truth"] = by[(SCORED_ON, False)]["attribution_vs_truth"]
+    # the lift figures against the truth, and the lift-steered optimizer against the attributed one
+    lift = seed_lift({p: by[(p, False)] for p in POLICIES}, cfg.holdout_share)
+    if lift is not None:
+        result["lift"] = lift
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result, indent=1))
@@ -171,12 +176,14 @@ def _config(cfg: EvalConfig) -> dict[str, Any]:
         "scored_by": "ground truth (simulator-caused GMV and spend)",
         "volume": cfg.volume,
         "attribution_scope": cfg.attribution_scope,
+        "holdout_share": cfg.holdout_share,
+        "lift_window_days": cfg.lift_window_s / DAY_S,
     }
 
 
 def _score_policies(seeds_dir: Path, cfg: EvalConfig, result: dict[str, Any], rounds: int) -> None:
     """Every policy on every figure, and the share of evidence it uses (scorecard.py)."""
-    bound = mean_in_band_bound(seeds_dir, cfg.volume, cfg.round_s, rounds)
+    bound = mean_in_band_bound(seeds_dir, cfg.volume, cfg.round_s, rounds, cfg.holdout_share)
     result["evidence"]["mean_bound_after_20"] = round(bound, 4) if bound is not None else None
     result["policy_rows"] = scorecard.policy_rows(result, bound)
     for p, row in result["policy_rows"].items():

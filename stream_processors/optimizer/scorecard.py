@@ -164,17 +164,18 @@ def format_policy_table(summary: Mapping[str, Any]) -> str:
             return "-"
         return f"{v:.1%}" if kind == "%" else f"{v:.3f}"
 
-    head = f"{'seed':<7}{'policy':<10}" + "".join(f"{label:>9}" for _, label, _ in cols)
+    head = f"{'seed':<7}{'policy':<15}" + "".join(f"{label:>9}" for _, label, _ in cols)
     lines = ["every policy across seeds (settle/shock in rounds; evid: share of evidence used)", head]
     seeds = list(next(iter(pols.values()))["per_seed"])
     for seed in [*seeds, "median"]:
         for p, block in pols.items():
             row = block["median"] if seed == "median" else block["per_seed"][seed]
-            shock_run = p != "oracle"
+            # the oracle and optimizer_lift have no shocked run: n/a, not "never"
+            shock_run = all(r["shock_run"] for r in block["per_seed"].values())
             cells = [
                 fmt(row[k], kind, shock_run if k == "settle_after_shock" else True) for k, _, kind in cols
             ]
-            lines.append(f"{seed:<7}{p:<10}" + "".join(f"{c:>9}" for c in cells))
+            lines.append(f"{seed:<7}{p:<15}" + "".join(f"{c:>9}" for c in cells))
     t = summary.get("targets")
     if t:
         lines.append("")

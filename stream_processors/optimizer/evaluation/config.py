@@ -7,10 +7,13 @@ from typing import Literal
 
 from stream_processors.optimizer.baselines import PidGains
 from stream_processors.optimizer.controller import ControlPolicy
+from stream_processors.optimizer.lift_steer import LiftSteerPolicy
 
 DAY_S = 86_400.0
-# pid and pacing: the controllers the field uses (baselines.py), on the same seeds and draws
-POLICIES = ("static", "optimizer", "oracle", "pid", "pacing")
+# pid and pacing: the controllers the field uses (baselines.py), on the same seeds and draws;
+# optimizer_lift: the optimizer steered by lift-calibrated credit (lift_steer.py), last so that the
+# other policies keep their order in the tables
+POLICIES = ("static", "optimizer", "oracle", "pid", "pacing", "optimizer_lift")
 SHOCKED = ("optimizer", "static", "pid", "pacing")
 
 
@@ -37,3 +40,9 @@ class EvalConfig:
     volume: float = 1.0
     # the PID baseline's gains (tuned on seeds 3 and 5, never on the evaluation seeds: baselines.py)
     pid_gains: PidGains = field(default_factory=PidGains)
+    # Conversion lift: this share of each campaign's users is held out of its ads (ghost views, no
+    # cost), in every policy's run alike, so that policies compare at the same share.
+    holdout_share: float = 0.1
+    # conversions counted for lift this long after a user's first exposure (Settings.lift_window_s)
+    lift_window_s: float = 7 * DAY_S
+    lift_steer: LiftSteerPolicy = field(default_factory=LiftSteerPolicy)

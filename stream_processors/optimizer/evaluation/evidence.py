@@ -16,10 +16,11 @@ from stream_processors.optimizer.evaluation.settling import IN_BAND_FROM_ROUND, 
 
 
 def _round_checkouts(econ: Economics, c: Campaign, ch: str, bid: float, at: float, round_s: float) -> float:
-    """Expected checkouts a channel's ads cause in the control round starting at `at`."""
+    """Expected checkouts a channel's ads cause in the control round starting at `at` (of the
+    views shown: a held-out user's ghost view causes nothing)."""
     traffic = econ.traffic
     per_view = traffic.expected_checkouts_per_view(c.campaign_id, ch, bid, econ.weights[c.campaign_id])
-    views = traffic.views_per_hour(c.campaign_id, ch, bid, at) * round_s / 3600.0
+    views = traffic.views_per_hour(c.campaign_id, ch, bid, at) * round_s / 3600.0 * econ.shown
     return views * per_view
 
 
@@ -27,7 +28,7 @@ def evidence_by_round(seeds_dir: Path, cfg: EvalConfig, rounds: int = IN_BAND_FR
     """Expected add-to-carts and checkouts each campaign's ads cause in the first `rounds` control
     rounds at the oracle's bids (from the traffic model, the same for every seed), and the bound
     they put on being within +-10% of the reference at that round (`in_band_bound`)."""
-    econ = Economics.load(seeds_dir, cfg.volume)
+    econ = Economics.load(seeds_dir, cfg.volume, cfg.holdout_share)
     start = SimConfig(seed=cfg.seed).start_ts
     rows: dict[str, dict[str, float]] = {}
     everyone = 1.0
@@ -56,11 +57,13 @@ def evidence_by_round(seeds_dir: Path, cfg: EvalConfig, rounds: int = IN_BAND_FR
 
 
 @functools.lru_cache(maxsize=8)  # the same for every seed and policy: once per market and horizon
-def mean_in_band_bound(seeds_dir: Path, volume: float, round_s: float, rounds: int) -> float | None:
+def mean_in_band_bound(
+    seeds_dir: Path, volume: float, round_s: float, rounds: int, holdout_share: float = 0.0
+) -> float | None:
     """The mean, over campaigns and rounds IN_BAND_FROM_ROUND .. rounds-1 (the rounds the in-band
     share counts), of the bound on being within +-10% of the reference given the add-to-carts the
     campaign's ads cause by that round at the oracle's bids (evidence_by_round, per round)."""
-    econ = Economics.load(seeds_dir, volume)
+    econ = Economics.load(seeds_dir, volume, holdout_share)
     start = SimConfig().start_ts  # the simulation's clock starts here whatever the seed
     total = count = 0.0
     for c in econ.scenario.campaigns:

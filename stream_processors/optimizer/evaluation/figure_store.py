@@ -54,10 +54,19 @@ class FigureStore:
         return with_lagged_spend(self.window(start, end), self.window(start - lag, end - lag))
 
     def window(self, start: float, end: float) -> dict[tuple[str, str], ChannelFigures]:
-        fields = self.state.window(start, end)
-        out: dict[tuple[str, str], ChannelFigures] = {}
-        for cid, fig in campaign_figures(fields, ("last",)).items():
-            for ch, per_model in fig.by_channel.items():
-                e = per_model["last"]
-                out[(cid, ch)] = ChannelFigures(e.spend, e.checkouts, e.gmv, e.add_to_carts)
-        return out
+        return channel_figures(self.fields(start, end))
+
+    def fields(self, start: float, end: float) -> dict[str, int]:
+        """Every stored field summed over the buckets of [start, end): the attributed figures
+        (channel_figures) and the lift figures by cohort bucket (stream_processors.lift)."""
+        return self.state.window(start, end)
+
+
+def channel_figures(fields: Mapping[str, int]) -> dict[tuple[str, str], ChannelFigures]:
+    """(campaign, channel) -> its last-touch figures, from stored fields."""
+    out: dict[tuple[str, str], ChannelFigures] = {}
+    for cid, fig in campaign_figures(fields, ("last",)).items():
+        for ch, per_model in fig.by_channel.items():
+            e = per_model["last"]
+            out[(cid, ch)] = ChannelFigures(e.spend, e.checkouts, e.gmv, e.add_to_carts)
+    return out

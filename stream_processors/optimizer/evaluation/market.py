@@ -32,21 +32,26 @@ def scaled_market(scenario: Scenario, truth: Truth, volume: float) -> tuple[Scen
 
 
 class Economics:
-    """Expected daily spend, checkouts and GMV of a bid, from the traffic model (the hidden truth)."""
+    """Expected daily spend, checkouts and GMV of a bid, from the traffic model (the hidden truth).
 
-    def __init__(self, scenario: Scenario, traffic: TrafficModel) -> None:
+    With a holdout share h, a won impression is shown (and paid, and able to cause a purchase) only
+    for the 1 - h of users not held out: spend, checkouts and GMV of a bid are all (1 - h) times
+    the full market's, so efficiency is unchanged, but a budget binds at a higher bid."""
+
+    def __init__(self, scenario: Scenario, traffic: TrafficModel, holdout_share: float = 0.0) -> None:
         self.scenario = scenario
         self.traffic = traffic
+        self.shown = 1.0 - holdout_share
         self.day_mass = sum(traffic.truth.hour_shape)
         shares = {s.segment_id: s.share for s in scenario.segments}
         self.weights = {c.campaign_id: {g: shares[g] for g in c.segments} for c in scenario.campaigns}
         self.price = {c.campaign_id: catalogue_price(scenario, c) for c in scenario.campaigns}
 
     @classmethod
-    def load(cls, seeds_dir: Path, volume: float = 1.0) -> Economics:
+    def load(cls, seeds_dir: Path, volume: float = 1.0, holdout_share: float = 0.0) -> Economics:
         """The seeded market (scaled by `volume`, see scaled_market) and a fresh traffic model."""
         scenario, truth = scaled_market(load_scenario(seeds_dir), load_truth(seeds_dir), volume)
-        return cls(scenario, TrafficModel(truth))
+        return cls(scenario, TrafficModel(truth), holdout_share)
 
     def daily(
         self, cid: str, ch: str, bid: float, segment: str | None = None, hour: int | None = None
@@ -57,7 +62,7 @@ class Economics:
         weights = self.weights[cid]
         mass = self.day_mass if hour is None else self.traffic.truth.hour_shape[hour]
         share = 1.0 if segment is None else weights[segment] / sum(weights.values())
-        views = ct.inventory_per_hour * (1 - math.exp(-bid / ct.bid_scale)) * mass * share
+        views = ct.inventory_per_hour * (1 - math.exp(-bid / ct.bid_scale)) * mass * share * self.shown
         per_view = self.traffic.expected_checkouts_per_view(
             cid, ch, bid, weights if segment is None else {segment: 1.0}
         )

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stream_processors.optimizer import scorecard
+from stream_processors.optimizer.evaluation.lift_summary import format_lift
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:
@@ -157,7 +158,12 @@ def format_evaluations(out: Mapping[str, Any]) -> str:
     parts = [format_evaluation(r) for r in out["seeds"].values()]
     table = scorecard.format_policy_table(out["summary"].get("field") or {})
     truth = out["summary"].get("attribution_vs_truth")
-    tables = [*([table] if table else []), *([format_attribution_vs_truth(truth)] if truth else [])]
+    lift = out["summary"].get("lift")
+    tables = [
+        *([table] if table else []),
+        *([format_attribution_vs_truth(truth)] if truth else []),
+        *([format_lift(lift)] if lift else []),
+    ]
     return "\n\n".join([*parts, format_summary(out["summary"]), *tables])
 
 

@@ -31,6 +31,18 @@ def pacing_errors(tr: Trace, c: Campaign, budget_bound: bool, rounds_per_day: in
     return max(later), max(e for _, e in errs)
 
 
+def gmv_at_target(c: Campaign, spend: float, gmv: float, checkouts: int) -> float:
+    """The true GMV the campaign's target allows: all of it where its true efficiency over the run
+    meets the target, else that GMV times the efficiency's ratio to the target (a ROAS of 0.8 x the
+    target keeps 80%). To first order that is the GMV less the excess spend valued at the target
+    (GMV - T * (spend - GMV / T) for a ROAS target T): a controller cannot buy GMV above its target
+    by overspending, which is what credit an ad did not earn leads it to do."""
+    if spend <= 0:
+        return gmv
+    ratio = c.target * checkouts / spend if c.target_kind == "cpa" else gmv / spend / c.target
+    return gmv * min(1.0, ratio)
+
+
 def campaign_row(
     c: Campaign, cfg: EvalConfig, truth: GroundTruth, oracle: Oracle, tr: Trace, end: int
 ) -> dict[str, Any]:
@@ -51,6 +63,7 @@ def campaign_row(
         "checkouts": conv,
         "roas": round(gmv / spend, 4) if spend else None,
         "cpa": round(spend / conv, 2) if conv else None,
+        "gmv_at_target": round(gmv_at_target(c, spend, gmv, conv), 2),
         "budget_bound": bound,
         "reference": round(tr["ref"][0], 4),
         "settle_rounds": settle(tr["eff"][:end], tr["ref"][:end], c.target_kind),
@@ -100,6 +113,7 @@ def run_figures(
         "gmv": round(gmv, 2),
         "spend": round(spend, 2),
         "roas": round(gmv / spend, 4) if spend else None,
+        "gmv_at_target": round(sum(r["gmv_at_target"] for r in campaigns), 2),
         "settle_rounds": None if any(s is None for s in settles) else max(settles),
         "pacing_error": max(r["pacing_error"] for r in campaigns),
         "in_band_after_20": in_band_share(eff_after, ref_after),

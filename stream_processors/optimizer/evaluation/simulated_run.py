@@ -9,19 +9,29 @@ from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from producers.scheduler import AdScheduler
 from producers.simulator import SimConfig, Simulator
+from stream_processors.figures import MINOR
 from stream_processors.optimizer.adjustments import bid_adjustment
 from stream_processors.optimizer.baselines import CONTROLLED, make_controller
 from stream_processors.optimizer.control_types import efficiency_window, spend_by_campaign
 from stream_processors.optimizer.controller import RoundInput
-from stream_processors.optimizer.evaluation.attribution_truth import CausalLedger, CauseRecordingSimulator
+from stream_processors.optimizer.evaluation.attribution_truth import CausalLedger
 from stream_processors.optimizer.evaluation.config import DAY_S, EvalConfig
-from stream_processors.optimizer.evaluation.figure_store import FigureStore
+from stream_processors.optimizer.evaluation.figure_store import FigureStore, channel_figures
+from stream_processors.optimizer.evaluation.lift_scores import lift_report
+from stream_processors.optimizer.evaluation.lift_summary import LIFT_SCORED_ON
 from stream_processors.optimizer.evaluation.market import Economics
 from stream_processors.optimizer.evaluation.run_scores import Trace, run_figures
+from stream_processors.optimizer.lift_steer import (
+    Calibration,
+    attributed_gmv_minor,
+    calibrations,
+    factors_of,
+    trailing_window,
+)
 from stream_processors.optimizer.pacing import PacingPolicy, plan_fraction
 from stream_processors.optimizer.specs import campaign_specs
 from stream_processors.processor import Catalogue
@@ -35,16 +45,14 @@ class _PolicyRun:
     ) -> None:
         self.cfg = cfg
         self.policy = policy
-        self.econ = econ = Economics.load(seeds_dir, cfg.volume)
+        self.econ = econ = Economics.load(seeds_dir, cfg.volume, cfg.holdout_share)
         self.scenario, self.traffic = econ.scenario, econ.traffic
         self.scheduler = AdScheduler(self.scenario)
-        # the same simulator, also recording each checkout's true cause, where attribution is scored
-        simulator = CauseRecordingSimulator if score_attribution else Simulator
-        self.sim = simulator(
+        self.sim = Simulator(
             self.scenario,
             self.traffic,
             self.scheduler,
-            SimConfig(seed=cfg.seed, users=round(cfg.users * cfg.volume)),
+            SimConfig(seed=cfg.seed, users=round(cfg.users * cfg.volume), holdout_share=cfg.holdout_share),
         )
         self.start = self.sim.now
         self.n_rounds = max(1, round(cfg.days * DAY_S / cfg.round_s))
@@ -73,6 +81,8 @@ class _PolicyRun:
             for c in self.scenario.campaigns
         }
         self.reasons: dict[str, int] = defaultdict(int)
+        # optimizer_lift: each campaign's lift calibration of the latest round (lift_steer.py)
+        self.calibration: dict[str, Calibration] = {}
 
     def play(self) -> None:
         for r in range(1, self.n_rounds + 1):
@@ -81,7 +91,7 @@ class _PolicyRun:
             t = self.start + r * self.cfg.round_s
             events = self.sim.advance(t)
             if self.ledger is not None:
-                self.ledger.apply(events, t, cast(CauseRecordingSimulator, self.sim).cause_of_order)
+                self.ledger.apply(events, t, self.sim.truth.orders)
             day_start = (t // DAY_S) * DAY_S if (t % DAY_S) else t - DAY_S
             if self.store is not None:
                 self.store.apply(events, t)
@@ -113,9 +123,8 @@ class _PolicyRun:
         lagged = store.window(t - cfg.window_s - cfg.conversion_lag_s, t - cfg.conversion_lag_s)
         convs = store.window(t - cfg.window_s, t)
         window = efficiency_window(convs, lagged)
-        optimizer = (
-            self.policy == "optimizer"
-        )  # only the optimizer reads these: the baselines are spared (run time)
+        # only the optimizer reads these: the baselines are spared (run time)
+        optimizer = self.policy in ("optimizer", "optimizer_lift")
         return RoundInput(
             seconds_into_day=t - day_start,
             window=window,
@@ -127,7 +136,17 @@ class _PolicyRun:
             windows={w: store.window_with_lag(t - w, t, cfg.conversion_lag_s) for w in cfg.memory_windows_s}
             if optimizer
             else {},
+            calibration=self._calibration(t, store) if self.policy == "optimizer_lift" else {},
         )
+
+    def _calibration(self, t: float, store: FigureStore) -> dict[str, float]:
+        """optimizer_lift: each campaign's k over the trailing lift window (from the run's start)."""
+        policy = self.cfg.lift_steer
+        start, end = trailing_window(t, policy, self.start)
+        fields = store.fields(start, end)
+        campaigns = [c.campaign_id for c in self.scenario.campaigns]
+        self.calibration = calibrations(fields, channel_figures(fields), campaigns, policy)
+        return factors_of(self.calibration)
 
     def _record(self, t: float, day_start: float) -> None:
         """The round's trace: the true efficiency of the bids in force, its reference, spend and plan."""
@@ -170,4 +189,38 @@ def run_policy(
     )
     if run.ledger is not None:
         result["attribution_vs_truth"] = run.ledger.report()
+    if run.store is not None and policy == LIFT_SCORED_ON and not shock and cfg.holdout_share > 0:
+        # new keys: the lift figures of the run against the truth, and each campaign's calibration
+        result["lift"] = lift_report(
+            run.store.fields,
+            run.sim.truth,
+            [c.campaign_id for c in run.scenario.campaigns],
+            start=run.start,
+            end=run.start + run.n_rounds * cfg.round_s,
+            bucket_s=run.store.bucket_s,
+            lift_window_s=cfg.lift_window_s,
+            share=cfg.holdout_share,
+        )
+    if run.calibration and run.store is not None:
+        result["calibration"] = _calibration_vs_truth(run, run.store)
     return result
+
+
+def _calibration_vs_truth(run: _PolicyRun, store: FigureStore) -> dict[str, dict[str, float | None]]:
+    """Each campaign's last calibration, and the true k it estimates: the GMV the campaign's ads
+    caused by the end of the run over the GMV attributed to them."""
+    end = run.start + run.n_rounds * run.cfg.round_s
+    caused: dict[str, float] = defaultdict(float)
+    for order in run.sim.truth.orders.values():
+        if order.campaign_id is not None and order.at <= end:
+            caused[order.campaign_id] += order.gmv_minor / MINOR
+    attributed = attributed_gmv_minor(store.window(run.start, end + 1))
+    return {
+        cid: {
+            "k": round(c.factor, 4),
+            "raw": None if c.raw is None else round(c.raw, 4),
+            "standard_error": None if c.standard_error is None else round(c.standard_error, 4),
+            "true": round(caused[cid] * MINOR / attributed[cid], 4) if attributed.get(cid) else None,
+        }
+        for cid, c in run.calibration.items()
+    }

@@ -7,6 +7,7 @@ from typing import Any
 
 from stream_processors.optimizer import scorecard
 from stream_processors.optimizer.evaluation import attribution_truth
+from stream_processors.optimizer.evaluation.lift_summary import summarize_lift
 
 
 def seed_row(result: Mapping[str, Any]) -> dict[str, Any]:
@@ -51,6 +52,8 @@ def summarize(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
         "attribution_vs_truth": attribution_truth.pooled(
             [r["attribution_vs_truth"] for r in per_seed.values() if "attribution_vs_truth" in r]
         ),
+        # the lift figures against the truth and the lift-steered optimizer, all seeds (lift_summary)
+        "lift": summarize_lift(per_seed),
     }
 
 

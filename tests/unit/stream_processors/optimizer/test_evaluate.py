@@ -16,7 +16,7 @@ def test_run_evaluate_smoke(tmp_path: Path) -> None:
     out = tmp_path / "eval.json"
     result = run_evaluate(SEEDS, EvalConfig(days=0.1, seed=3), json_path=out, workers=1)
     data = json.loads(out.read_text())
-    assert set(data["policies"]) == {"static", "optimizer", "oracle", "pid", "pacing"}
+    assert set(data["policies"]) == {"static", "optimizer", "oracle", "pid", "pacing", "optimizer_lift"}
     for p in data["policies"].values():
         assert {
             "gmv",
@@ -26,7 +26,9 @@ def test_run_evaluate_smoke(tmp_path: Path) -> None:
             "pacing_error",
             "campaigns",
             "evidence_share",
+            "gmv_at_target",
         } <= set(p)
+        assert p["gmv_at_target"] <= p["gmv"]
         assert len(p["campaigns"]) == 10
     # the field's controllers are shocked alike, beside the keys that were there before
     assert {"optimizer", "static", "pid", "pacing", "settle_rounds_after_shock"} <= set(data["shock"])
@@ -39,6 +41,14 @@ def test_run_evaluate_smoke(tmp_path: Path) -> None:
         for c in p["campaigns"]:
             assert c["spend"] <= c["daily_budget"] * 1.02
     assert "optimizer" in format_evaluation(result)
+    # conversion lift (new keys): the lift-steered run's intervals against the truth, the holdout's
+    # cost, and the two modes side by side
+    lift = data["lift"]
+    assert lift["holdout_share"] == data["config"]["holdout_share"] == 0.1
+    assert set(lift["steer"]) >= {"optimizer", "optimizer_lift", "gmv_at_target_vs_attributed", "calibration"}
+    assert set(lift["steer"]["calibration"]) == {c["campaign_id"] for c in p["campaigns"]}
+    assert lift["coverage"]["campaign_days"] == len(lift["campaign_days"])
+    assert lift["holdout_cost"]["share_of_gmv"] == pytest.approx(0.1, abs=1e-3)
 
 
 def test_several_seeds_report_each_and_a_summary(tmp_path: Path) -> None:
@@ -48,7 +58,7 @@ def test_several_seeds_report_each_and_a_summary(tmp_path: Path) -> None:
     assert set(data["seeds"]) == {"3", "4"}
     for one in data["seeds"].values():
         # each seed keeps the single-seed shape
-        assert set(one["policies"]) == {"static", "optimizer", "oracle", "pid", "pacing"}
+        assert set(one["policies"]) == {"static", "optimizer", "oracle", "pid", "pacing", "optimizer_lift"}
         assert one["config"]["seed"] in (3, 4)
     summary = data["summary"]
     assert summary["seeds"] == [3, 4]
@@ -57,7 +67,7 @@ def test_several_seeds_report_each_and_a_summary(tmp_path: Path) -> None:
         assert set(summary[key]) == {"median", "worst"}
     assert summary["pacing_error"]["worst"] == max(r["pacing_error"] for r in summary["per_seed"].values())
     field = summary["field"]
-    assert set(field["policies"]) == {"static", "optimizer", "oracle", "pid", "pacing"}
+    assert set(field["policies"]) == {"static", "optimizer", "oracle", "pid", "pacing", "optimizer_lift"}
     assert set(field["targets"]) == {"beats_field", "pacing_error_le_5pct", "evidence_share_ge_0_9"}
     for block in field["policies"].values():
         assert set(block["per_seed"]) == {"3", "4"}
@@ -77,13 +87,16 @@ def test_several_seeds_report_each_and_a_summary(tmp_path: Path) -> None:
         "markov",
     }
     assert "attribution against causal truth" in text
+    lift = summary["lift"]
+    assert set(lift["per_seed"]) == {"3", "4"} and lift["targets"]["lift_at_least_attributed"]["of"] == 2
+    assert "conversion lift (holdout share 0.1)" in text
 
 
 def test_one_seed_keeps_the_single_json_shape(tmp_path: Path) -> None:
     out = tmp_path / "eval.json"
     run_evaluate_seeds(SEEDS, out, None, days=0.05, seeds=[3], workers=1)
     data = json.loads(out.read_text())
-    assert set(data["policies"]) == {"static", "optimizer", "oracle", "pid", "pacing"}
+    assert set(data["policies"]) == {"static", "optimizer", "oracle", "pid", "pacing", "optimizer_lift"}
     assert "seeds" not in data
 
 

@@ -62,10 +62,12 @@ def test_policy_summary_medians_and_table() -> None:
 
 
 def test_mean_bound_is_below_one_and_above_the_round_20_bound() -> None:
-    bound = mean_in_band_bound(SEEDS, 1.0, 1800.0, 96)
+    share = EvalConfig().holdout_share  # held-out users' ghost views carry no evidence
+    bound = mean_in_band_bound(SEEDS, 1.0, 1800.0, 96, share)
     assert bound is not None
     at_20 = evidence_by_round(SEEDS, EvalConfig())["campaigns"]
     first = sum(e["in_band_bound"] for e in at_20.values()) / len(at_20)
     # evidence only grows after round 20: the mean over rounds 20..95 is at least the bound at 20
     assert first - 1e-3 <= bound < 1.0
-    assert mean_in_band_bound(SEEDS, 1.0, 1800.0, 21) == pytest.approx(first, abs=1e-3)
+    assert mean_in_band_bound(SEEDS, 1.0, 1800.0, 21, share) == pytest.approx(first, abs=1e-3)
+    assert mean_in_band_bound(SEEDS, 1.0, 1800.0, 21) > first  # no holdout: more evidence
