@@ -24,6 +24,7 @@ from producers.scenario import Scenario
 from schemas.codec import encode
 from schemas.decisions import BidAdjustment
 from stream_processors.figures import campaign_figures
+from stream_processors.lift import PREFIX as LIFT_PREFIX
 from stream_processors.metrics import OptimizerMetrics
 from stream_processors.optimizer.adjustments import DecisionAudit, bid_adjustment
 from stream_processors.optimizer.controller import (
@@ -36,6 +37,7 @@ from stream_processors.optimizer.controller import (
     spend_by_campaign,
     with_lagged_spend,
 )
+from stream_processors.optimizer.lift_steer import LiftSteerPolicy, calibrations, factors_of, trailing_window
 from stream_processors.optimizer.pacing import PacingPolicy
 from stream_processors.optimizer.specs import campaign_specs
 from stream_processors.redis_connect import SyncClient
@@ -67,6 +69,20 @@ class OptimizerConfig:
     # A bucket older than this behind the watermark can no longer change (the pipeline's allowed
     # lateness plus a margin), so its figures are read once and cached.
     final_after_s: float = 3600.0 + 300.0
+    # What the optimizer steers by (Settings.optimizer_steer): "lift" multiplies each campaign's
+    # attributed checkouts and GMV by its lift calibration k (lift_steer.py), measured over the
+    # trailing `lift.window_s` of cohorts; "attributed" steers by the attributed figures as they are.
+    steer: Literal["attributed", "lift"] = "attributed"
+    lift: LiftSteerPolicy = field(default_factory=LiftSteerPolicy)
+
+
+@dataclass(frozen=True, slots=True)
+class _Bucket:
+    """One event-time bucket as the optimizer keeps it: its attributed figures per campaign and
+    channel, and its conversion-lift fields (lift.py: by cohort bucket), for steer = "lift"."""
+
+    figures: dict[tuple[str, str], ChannelFigures]
+    lift: dict[str, int]
 
 
 def _text(value: bytes | str) -> str:
@@ -95,8 +111,8 @@ class OptimizerService:
     ) -> None:
         self.scenario = scenario
         self.reader = reader
-        self._buckets: dict[int, dict[tuple[str, str], ChannelFigures]] = {}
-        self._round_buckets: dict[int, dict[tuple[str, str], ChannelFigures]] = {}
+        self._buckets: dict[int, _Bucket] = {}
+        self._round_buckets: dict[int, _Bucket] = {}
         self.redis = client
         self.keys = keys
         self.cfg = cfg
@@ -168,40 +184,62 @@ class OptimizerService:
     def recent_decisions(self, n: int = 100) -> list[dict[str, Any]]:
         return [json.loads(x) for x in self.redis.lrange(self._key("decisions"), 0, n - 1)]
 
-    def _bucket(self, bucket: int, now: float) -> dict[tuple[str, str], ChannelFigures]:
+    def _bucket(self, bucket: int, now: float) -> _Bucket:
         cached = self._buckets.get(bucket) or self._round_buckets.get(bucket)
         if cached is not None:
             return cached
-        out: dict[tuple[str, str], ChannelFigures] = {}
+        figures: dict[tuple[str, str], ChannelFigures] = {}
         fields = self.reader.window(bucket, bucket + self.reader.bucket_s)
         for cid, fig in campaign_figures(fields, (self.cfg.model,)).items():
             for ch, per_model in fig.by_channel.items():
                 e = per_model.get(self.cfg.model)
                 if e is not None:
-                    out[(cid, ch)] = ChannelFigures(e.spend, e.checkouts, e.gmv, e.add_to_carts)
+                    figures[(cid, ch)] = ChannelFigures(e.spend, e.checkouts, e.gmv, e.add_to_carts)
+        lift = (
+            {k: v for k, v in fields.items() if k.startswith(LIFT_PREFIX)} if self.cfg.steer == "lift" else {}
+        )
+        out = _Bucket(figures, lift)
         if bucket + self.reader.bucket_s < now - self.cfg.final_after_s:
             self._buckets[bucket] = out
         else:
             self._round_buckets[bucket] = out  # the five windows of one round share a read
         return out
 
-    def _window(self, start: float, end: float, now: float) -> dict[tuple[str, str], ChannelFigures]:
-        """Figures of the event-time buckets starting in [start, end). Each round re-reads only the
-        buckets that may still change; a 24-hour window costs ~1,440 reads once, then ~65."""
+    def _buckets_of(self, start: float, end: float, now: float) -> list[_Bucket]:
+        """The event-time buckets starting in [start, end). Each round re-reads only the buckets that
+        may still change; a 24-hour window costs ~1,440 reads once, then ~65."""
         size = self.reader.bucket_s
         first = -(-int(start) // size) * size
+        out = [self._bucket(bucket, now) for bucket in range(first, int(end), size)]
+        kept = max(self.cfg.long_window_s, self.cfg.lift.window_s if self.cfg.steer == "lift" else 0.0)
+        horizon = now - 2 * DAY_S - kept
+        for bucket in [b for b in self._buckets if b < horizon]:
+            del self._buckets[bucket]
+        return out
+
+    def _window(self, start: float, end: float, now: float) -> dict[tuple[str, str], ChannelFigures]:
+        """Figures of the event-time buckets starting in [start, end)."""
         sums: dict[tuple[str, str], list[float]] = {}
-        for bucket in range(first, int(end), size):
-            for key, f in self._bucket(bucket, now).items():
+        for b in self._buckets_of(start, end, now):
+            for key, f in b.figures.items():
                 acc = sums.setdefault(key, [0.0, 0.0, 0.0, 0.0])
                 acc[0] += f.spend
                 acc[1] += f.conversions
                 acc[2] += f.gmv
                 acc[3] += f.add_to_carts
-        horizon = now - 2 * DAY_S - self.cfg.long_window_s
-        for bucket in [b for b in self._buckets if b < horizon]:
-            del self._buckets[bucket]
         return {k: ChannelFigures(*v) for k, v in sums.items()}
+
+    def _calibration(self, now: float) -> dict[str, float]:
+        """steer = "lift": each campaign's k over the trailing lift window (lift_steer.calibrations)."""
+        start, end = trailing_window(now, self.cfg.lift)
+        lift: dict[str, int] = {}
+        for b in self._buckets_of(start, end, now):
+            for key, v in b.lift.items():
+                lift[key] = lift.get(key, 0) + v
+        attributed = self._window(start, end, now)
+        cals = calibrations(lift, attributed, [s.campaign_id for s in self.specs], self.cfg.lift)
+        log.info("lift calibration", extra={"k": {cid: round(c.factor, 4) for cid, c in cals.items()}})
+        return factors_of(cals)
 
     def _window_with_lag(self, seconds: float, now: float) -> dict[tuple[str, str], ChannelFigures]:
         """The last `seconds` of figures, with `lagged_spend` over the span shifted back by the lag."""
@@ -241,6 +279,7 @@ class OptimizerService:
             overrides=self.overrides(),
             long_window=self._window(now_event - self.cfg.long_window_s, now_event + 1, now_event),
             windows={w: self._window_with_lag(w, now_event) for w in self.cfg.memory_windows_s},
+            calibration=self._calibration(now_event) if self.cfg.steer == "lift" else {},
         )
         self._report_pace(now_event - day_start, spent_today)
         decided_at = datetime.now(UTC)

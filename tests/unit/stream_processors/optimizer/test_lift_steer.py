@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from stream_processors.lift import GroupFigures, LiftEstimate, lift_field
+from stream_processors.lift import GROUPS, GroupFigures, LiftEstimate, lift_field
 from stream_processors.optimizer.controller import (
     BidOptimizer,
     CampaignSpec,
@@ -70,7 +70,7 @@ def test_k_is_bounded_and_no_evidence_is_no_calibration() -> None:
 def _lift_fields(campaign: str, exposed: tuple[int, int, int], held: tuple[int, int, int]) -> dict[str, int]:
     """(users, gmv, gmv_sq) per group; checkouts left at 0."""
     out: dict[str, int] = {}
-    for group, (users, gmv, sq) in (("exposed", exposed), ("held_out", held)):
+    for group, (users, gmv, sq) in zip(GROUPS, (exposed, held), strict=True):
         out[lift_field(campaign, group, "users")] = users
         out[lift_field(campaign, group, "gmv")] = gmv
         out[lift_field(campaign, group, "gmv_sq")] = sq
