@@ -22,7 +22,11 @@ class FigureStore:
     optimizer reads Redis. One partition: figures are sums, so partitioning would not change them."""
 
     def __init__(
-        self, bucket_s: int, catalogue: Catalogue, campaign_products: Mapping[str, frozenset[str]]
+        self,
+        bucket_s: int,
+        catalogue: Catalogue,
+        campaign_products: Mapping[str, frozenset[str]],
+        lift_window_s: float = 7 * DAY_S,
     ) -> None:
         self.bucket_s = bucket_s
         self.catalogue = catalogue
@@ -33,6 +37,7 @@ class FigureStore:
             bucket_s=bucket_s,
             models=("last",),
             campaign_products=campaign_products,
+            lift_window_s=lift_window_s,
         )
         self.users: dict[str, UserState] = defaultdict(UserState)
         self.state = MemoryState(partitions=1, bucket_s=bucket_s)

@@ -71,7 +71,9 @@ class _PolicyRun:
         )
         products = self.scenario.campaign_products() if cfg.attribution_scope == "product" else {}
         self.store = (
-            FigureStore(int(cfg.round_s), catalogue, products) if self.controller is not None else None
+            FigureStore(int(cfg.round_s), catalogue, products, cfg.lift_window_s)
+            if self.controller is not None
+            else None
         )
         self.ledger = CausalLedger(self.scenario, products) if score_attribution else None
         if policy == "oracle":
