@@ -46,11 +46,11 @@ class Truth(BaseModel):
     repeat_buyer_boost: Annotated[float, Field(ge=1)]
     campaigns: dict[str, dict[str, ChannelTruth]]
     # Organic purchases per user of the campaign's audience per day (no ad involved). Chosen so that
-    # organic GMV is, on the static run of seeds 7/11/13, a realistic share of what last-touch
-    # attribution credits the campaign: about a third for search retargeting and search (people
-    # who search a product mostly meant to buy it), a quarter for brand/splash and cross-border
-    # search, 10-15% for feed and live, under 10% for creator seeding (seeding reaches people who
-    # did not know the product). Campaigns not listed have none.
+    # organic GMV is a realistic share of what last-touch attribution credits the campaign (the
+    # static run of seeds 7/11/13): about a quarter to a third for search and brand/search (people
+    # who search a product mostly meant to buy it), 10-18% for live, feed and cross-border, 5-7%
+    # for creator seeding (it reaches people who did not know the product); truth.json's
+    # _comment_organic has the measured shares. Campaigns not listed have none.
     organic_per_user_day: dict[str, Annotated[float, Field(ge=0)]] = {}
 
 
