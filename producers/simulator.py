@@ -64,6 +64,10 @@ class SimConfig:
     # organic purchases (seeds/truth.json's rates); False for the world before they existed
     organic: bool = True
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.holdout_share < 1.0:
+            raise ValueError(f"holdout_share must be in [0, 1), not {self.holdout_share}")
+
 
 def poisson(rng: random.Random, lam: float) -> int:
     if lam <= 0:

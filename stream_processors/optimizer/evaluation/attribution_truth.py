@@ -21,7 +21,6 @@ from typing import Any
 
 from producers.ground_truth import OrderCause
 from producers.scenario import Scenario
-from producers.simulator import Simulator
 from schemas.events import Checkout, UserAction
 from stream_processors.attribution.journey import EngineConfig, Increments, UserState, apply_events
 from stream_processors.attribution.markov import weights_from_path_counts
@@ -33,16 +32,6 @@ from stream_processors.processor import Catalogue, _in_base_currency
 # the run whose events are attributed with every model: its bids never move, so what it measures
 # is the attribution of the campaign mix, not of one controller's choices
 SCORED_ON = "static"
-
-
-class CauseRecordingSimulator(Simulator):
-    """The simulator; `cause_of_order` is its public record, GroundTruth.orders (checkout event_id ->
-    OrderCause). Kept only so that callers written for the former hook (which overrode the
-    simulator's private _schedule) run unchanged: new code passes `sim.truth.orders`."""
-
-    @property
-    def cause_of_order(self) -> Mapping[str, OrderCause]:
-        return self.truth.orders
 
 
 def campaign_lookbacks(scenario: Scenario) -> dict[str, Lookback]:

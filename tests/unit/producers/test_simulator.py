@@ -153,3 +153,10 @@ def test_first_views_and_true_incremental_gmv_come_from_the_public_record() -> N
     happened = [o for o in sim.truth.orders.values() if o.campaign_id is not None and o.at <= sim.now]
     assert happened and sum(truth.values()) == sum(o.gmv_minor for o in happened)
     assert {cohort for _, cohort in truth} <= {int(at // 3600) * 3600 for at in first.values()}
+
+
+def test_a_holdout_share_outside_0_1_is_refused() -> None:
+    with pytest.raises(ValueError, match="holdout_share"):
+        SimConfig(holdout_share=1.0)
+    with pytest.raises(ValueError, match="holdout_share"):
+        SimConfig(holdout_share=-0.1)
