@@ -135,13 +135,18 @@ def lift_view(
             _move(campaign, _full(latest), held_out, at, conversions, cfg, out)
             episodes[-1] = trimmed(latest)
             return
-    n, g = _live_counted(campaign, at, conversions, cfg) if conversions else (0, 0)
-    row = [at, 1 if held_out else 0, n, g]
-    _emit_user(out, campaign, row, +1, cfg)
+    if conversions:
+        n, g = _live_counted(campaign, at, conversions, cfg)
+        row = [at, 1 if held_out else 0, n, g]
+        _emit_user(out, campaign, row, +1, cfg)
+        row = trimmed(row)
+    else:  # the common case, a user without live conversions: one more user, nothing counted
+        out.add_lift_user(int(at // cfg.bucket_s) * cfg.bucket_s, campaign, held_out, 1)
+        row = [at, 1] if held_out else [at]
     if episodes is None:
-        lift[campaign] = [trimmed(row)]
+        lift[campaign] = [row]
     else:
-        episodes.append(trimmed(row))
+        episodes.append(row)
 
 
 def _move(
@@ -183,6 +188,12 @@ def lift_checkout(
 def prune_lift(lift: Episodes, horizon: float, cfg: EngineConfig) -> None:
     """Drop episodes whose window closed before the horizon: no checkout or view they could count
     can be admitted any more (it would be late), and a later view starts a new episode anyway."""
+    cutoff = horizon - cfg.lift_window_s
+    for episodes in lift.values():
+        if episodes[0][_FIRST] < cutoff:
+            break
+    else:
+        return  # the common case (every user's state passes here): nothing closed yet
     window = cfg.lift_window_s
     for campaign in [c for c, eps in lift.items() if eps[0][_FIRST] + window < horizon]:
         kept = [row for row in lift[campaign] if row[_FIRST] + window >= horizon]
