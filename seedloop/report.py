@@ -78,7 +78,10 @@ def build_report(
         "model": REPORT_MODEL,
         "currency": scenario.fx.base,
         "watermark": watermark,
-        "events_processed": int(t["views"] + t["follows"] + t["add_to_carts"] + t["checkouts"]),
+        # Ghost views (holdout) are processed too, but are no paid views: counted apart.
+        "events_processed": int(
+            t["views"] + t["follows"] + t["add_to_carts"] + t["checkouts"] + fields.get("t|ghost_views", 0)
+        ),
         "dead_letters": sum(v for (topic, _), v in offsets.items() if topic.endswith(".dead_letters")),
         "bid_adjustments": sum(v for (topic, _), v in offsets.items() if topic.endswith(".bid_adjustments")),
         "totals": t,

@@ -42,6 +42,8 @@ def processing_rules(settings: Settings, scenario: Scenario) -> ProcessingRules:
         bucket_s=settings.bucket_s,
         campaign_lookbacks=campaign_lookbacks(scenario),
         retention_s=settings.retention_s,
+        # Without a holdout there is nothing to compare against: no lift state is kept at all.
+        lift_window_s=settings.lift_window_s if settings.holdout_share > 0 else 0.0,
         campaign_products=scenario.campaign_products() if settings.attribution_scope == "product" else {},
     )
     catalogue = Catalogue(scenario.campaign_channels(), scenario.fx.base, scenario.rates_to_base())
@@ -81,6 +83,7 @@ def simulator_of(settings: Settings, scenario: Scenario) -> Simulator:
         seed=settings.seed,
         users=settings.users,
         start_ts=datetime.fromisoformat(settings.sim_start).timestamp(),
+        holdout_share=settings.holdout_share,
     )
     return Simulator(scenario, traffic, AdScheduler(scenario), cfg)
 

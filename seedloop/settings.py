@@ -164,6 +164,13 @@ class Settings(BaseSettings):
             raise ValueError("KAFKA_SASL_USERNAME is required with a SASL security protocol")
         if self.lookback_engaged_s < self.lookback_view_s:
             raise ValueError("the engaged-touch lookback must be at least the plain-view lookback")
+        if self.holdout_share > 0 and self.lift_window_s <= self.allowed_lateness_s + self.max_future_s:
+            # A checkout may arrive this late or this early against its user's first view; a
+            # shorter window could count it on one replay and not on another.
+            raise ValueError(
+                "SEEDLOOP_LIFT_WINDOW_S must exceed SEEDLOOP_ALLOWED_LATENESS_S + SEEDLOOP_MAX_FUTURE_S "
+                "for exact lift figures"
+            )
         return self
 
     # --- derived names ---

@@ -182,5 +182,6 @@ def recount_for(settings: Settings, events: Iterable[UserAction]) -> dict[str, i
         settings.retention_s,
         products,
         settings.partitions,
-        settings.lift_window_s,
+        # as seedloop.runtime.processing_rules: no holdout, no lift state
+        settings.lift_window_s if settings.holdout_share > 0 else 0.0,
     )
