@@ -44,11 +44,11 @@ def test_run_evaluate_smoke(tmp_path: Path) -> None:
     # conversion lift (new keys): the lift-steered run's intervals against the truth, the holdout's
     # cost, and the two modes side by side
     lift = data["lift"]
-    assert lift["holdout_share"] == data["config"]["holdout_share"] == 0.1
+    assert lift["holdout_share"] == data["config"]["holdout_share"] == EvalConfig().holdout_share
     assert set(lift["steer"]) >= {"optimizer", "optimizer_lift", "gmv_at_target_vs_attributed", "calibration"}
     assert set(lift["steer"]["calibration"]) == {c["campaign_id"] for c in p["campaigns"]}
     assert lift["coverage"]["campaign_days"] == len(lift["campaign_days"])
-    assert lift["holdout_cost"]["share_of_gmv"] == pytest.approx(0.1, abs=1e-3)
+    assert lift["holdout_cost"]["share_of_gmv"] == pytest.approx(EvalConfig().holdout_share, abs=1e-3)
 
 
 def test_several_seeds_report_each_and_a_summary(tmp_path: Path) -> None:
@@ -89,7 +89,7 @@ def test_several_seeds_report_each_and_a_summary(tmp_path: Path) -> None:
     assert "attribution against causal truth" in text
     lift = summary["lift"]
     assert set(lift["per_seed"]) == {"3", "4"} and lift["targets"]["lift_at_least_attributed"]["of"] == 2
-    assert "conversion lift (holdout share 0.1)" in text
+    assert f"conversion lift (holdout share {EvalConfig().holdout_share})" in text
 
 
 def test_one_seed_keeps_the_single_json_shape(tmp_path: Path) -> None:
