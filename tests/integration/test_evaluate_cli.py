@@ -18,10 +18,13 @@ def test_evaluate_one_day_shows_progress_and_writes_plots(tmp_path: Path) -> Non
     # stderr is a pipe: one line per finished step (five policy runs, evidence, levers, plots).
     progress = [line for line in out.stderr.splitlines() if line.startswith("seedloop evaluate: ")]
     for step in ("static done", "optimizer done", "oracle done", "optimizer (shocked) done",
-                 "static (shocked) done", "evidence bound done", "lever headroom done", "plots written"):
+                 "static (shocked) done", "optimizer_lift done", "evidence bound done", "lever headroom done",
+                 "plots written"):
         assert any(f"seed 7: {step}" in line for line in progress), (step, out.stderr)
     assert "after never" not in out.stdout
     assert "never settled again" in out.stdout or "settled again after " in out.stdout, out.stdout[-2000:]
+    # the lift section: the lift-steered optimizer beside the attributed one, intervals against the truth
+    assert "conversion lift (holdout share " in out.stdout and "campaign-days" in out.stdout, out.stdout[-2000:]
     assert {p.name for p in tmp_path.glob("*.png")} == {
         f"{run}_{what}.png" for run in ("optimizer", "shock") for what in ("bids", "efficiency", "spend")
     }
