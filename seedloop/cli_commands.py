@@ -20,9 +20,9 @@ from seedloop.settings import Settings
 
 log = logging.getLogger("seedloop.cli")
 
-# Progress messages per seed: 9 policy runs (5 policies, 4 of them shocked too), the evidence bound,
-# the lever headroom (and plots).
-_EVAL_STEPS_PER_SEED = 11
+# Progress messages per seed: 10 policy runs (6 policies, 4 of them shocked too), the evidence
+# bound, the lever headroom (and plots).
+_EVAL_STEPS_PER_SEED = 12
 
 
 def stop_flag() -> Callable[[], bool]:
@@ -244,7 +244,7 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
         progress = _evaluate_progress(err, stack, _EVAL_STEPS_PER_SEED * len(seeds))
         if not err.is_terminal:
             progress(
-                f"{len(seeds)} seed(s) x 9 runs of {args.days:g} simulated day(s), {args.processes} process(es)"
+                f"{len(seeds)} seed(s) x 10 runs of {args.days:g} simulated day(s), {args.processes} process(es)"
             )
         out = run_evaluate_seeds(
             settings.seeds_dir,
@@ -253,7 +253,12 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
             days=args.days,
             seeds=seeds,
             workers=args.processes,
-            cfg=EvalConfig(attribution_scope=settings.attribution_scope, volume=args.volume),
+            cfg=EvalConfig(
+                attribution_scope=settings.attribution_scope,
+                volume=args.volume,
+                holdout_share=args.holdout_share,
+                lift_window_s=settings.lift_window_s,
+            ),
             progress=progress,
         )
     print(format_evaluations(out))

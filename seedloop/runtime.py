@@ -15,6 +15,7 @@ from stream_processors.attribution.journey import EngineConfig
 from stream_processors.attribution.models import Lookback
 from stream_processors.metrics import OptimizerMetrics
 from stream_processors.optimizer.controller import ControlPolicy
+from stream_processors.optimizer.lift_steer import LiftSteerPolicy
 from stream_processors.optimizer.service import OptimizerConfig, OptimizerService
 from stream_processors.processor import Catalogue, ProcessingRules
 from stream_processors.redis_connect import sync_client
@@ -118,5 +119,7 @@ def optimizer_of(
         policy=policy,
         mode=settings.optimizer_mode,
         final_after_s=settings.allowed_lateness_s + 5 * settings.bucket_s,
+        steer=settings.optimizer_steer,
+        lift=LiftSteerPolicy(window_s=settings.lift_window_s),
     )
     return OptimizerService(scenario, reader, client, keys, kafka_config(settings), cfg, metrics)

@@ -126,7 +126,7 @@ class Settings(BaseSettings):
         default=3 * 3600, ge=60, description="wall-clock expiry of the per-minute reach HyperLogLogs"
     )
     holdout_share: float = Field(
-        default=0.1,
+        default=0.05,
         ge=0,
         le=0.5,
         description=(
