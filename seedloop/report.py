@@ -10,7 +10,7 @@ from seedloop.redact import redact_servers
 from seedloop.settings import Settings
 from seedloop.topics import end_offsets
 from stream_processors.attribution.models import MODEL_NAMES
-from stream_processors.figures import campaign_figures, campaign_loyalty, loyalty_rates, totals
+from stream_processors.figures import campaign_figures, campaign_lift, campaign_loyalty, loyalty_rates, totals
 from stream_processors.redis_connect import sync_client
 from stream_processors.store.redis_lua import FigureReader, Keys
 
@@ -30,6 +30,7 @@ def build_report(
     finally:
         client.close()
     loyal = campaign_loyalty(fields)
+    lift = campaign_lift(fields)
     campaigns = []
     for c in scenario.campaigns:
         f = figs.get(c.campaign_id)
@@ -57,6 +58,8 @@ def build_report(
             else {}
         )
         row["loyalty"] = loyalty_rates(loyal.get(c.campaign_id, {}))
+        # All-time cohorts, the same figures as /api/lift?window=all (None without a holdout).
+        row["lift"] = lift.get(c.campaign_id)
         campaigns.append(row)
     t = totals(fields)
     timeout = settings.connect_timeout_s
@@ -99,6 +102,41 @@ def _fmt(value: Any, digits: int = 2) -> str:
     if isinstance(value, float):
         return f"{value:,.{digits}f}"
     return f"{value:,}"
+
+
+def _interval_text(bounds: list[float] | None, digits: int = 2) -> str:
+    return "-" if bounds is None else f"[{_fmt(bounds[0], digits)}, {_fmt(bounds[1], digits)}]"
+
+
+def _lift_lines(campaigns: list[dict[str, Any]]) -> list[str]:
+    """Conversion lift per campaign with a holdout: what its ads caused, not what they were credited."""
+    rows = [c for c in campaigns if c.get("lift")]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "Conversion lift (holdout groups, all-time cohorts; 95% intervals; incremental = caused by the ads):",
+        "",
+        "| campaign | exposed users | held-out users | GMV per exposed user | GMV per held-out user "
+        "| incremental GMV | 95% interval | iROAS | 95% interval |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for c in rows:
+        lift = c["lift"]
+        exposed, held = lift["exposed"], lift["held_out"]
+        cells = [
+            c["campaign_id"],
+            _fmt(exposed["users"]),
+            _fmt(held["users"]),
+            _fmt(exposed["gmv_per_user"]),
+            _fmt(held["gmv_per_user"]),
+            _fmt(lift["incremental_gmv"]),
+            _interval_text(lift["incremental_gmv_ci"]),
+            _fmt(lift["iroas"]),
+            _interval_text(lift["iroas_ci"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def report_markdown(report: dict[str, Any]) -> str:
@@ -151,6 +189,7 @@ def report_markdown(report: dict[str, Any]) -> str:
             *(_fmt(lo.get(k, 0)) for k in ("buyers", "repeat_buyers", "followers", "retained_followers")),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _lift_lines(report["campaigns"])
     t = report["totals"]
     lines += [
         "",
