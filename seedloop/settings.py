@@ -135,7 +135,9 @@ class Settings(BaseSettings):
         ),
     )
     lift_window_s: float = Field(
-        default=7 * 86_400.0, gt=0, description="conversions counted for lift this long after a user's first exposure"
+        default=7 * 86_400.0,
+        gt=0,
+        description="conversions counted for lift this long after a user's first exposure",
     )
 
     # --- optimizer ---
@@ -170,6 +172,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "SEEDLOOP_LIFT_WINDOW_S must exceed SEEDLOOP_ALLOWED_LATENESS_S + SEEDLOOP_MAX_FUTURE_S "
                 "for exact lift figures"
+            )
+        if self.holdout_share > 0 and self.state_ttl_s < self.lift_window_s:
+            # A user state that expires inside the window starts a second episode: the user would
+            # be counted twice, and their cohort bucket could expire under later checkouts.
+            raise ValueError(
+                "SEEDLOOP_STATE_TTL_S must be at least SEEDLOOP_LIFT_WINDOW_S while a holdout is measured"
             )
         return self
 

@@ -20,6 +20,12 @@ def test_a_lift_window_shorter_than_lateness_plus_future_is_refused() -> None:
     )
 
 
+def test_state_that_expires_inside_the_lift_window_is_refused() -> None:
+    with pytest.raises(ValidationError, match="SEEDLOOP_STATE_TTL_S must be at least SEEDLOOP_LIFT_WINDOW_S"):
+        Settings(state_ttl_s=3 * 86_400, lift_window_s=7 * 86_400.0)
+    assert Settings(state_ttl_s=3 * 86_400, holdout_share=0.0).state_ttl_s == 3 * 86_400
+
+
 def test_without_a_holdout_the_engine_keeps_no_lift_state_and_any_window_is_allowed() -> None:
     no_holdout = Settings(holdout_share=0.0, lift_window_s=60.0)
     assert processing_rules(no_holdout, scenario_of(no_holdout)).engine.lift_window_s == 0.0
