@@ -16,6 +16,22 @@ its ROAS read 30% lower and its CPA 1/0.7 higher, so it bids down to the target 
 Lift needs days of evidence (a difference of two noisy means), so k is measured over days and
 applied to the hours; it is the ratio that is stable, not the figures themselves.
 
+Both sides of k must count the same users (`lift_span`). The lift figures are keyed by the cohort
+(the bucket of a user's first exposure) and grow for the lift window after it; the attributed GMV is
+keyed by the checkout's own time. Over a trailing window [now - W, now] the numerator holds only the
+window's cohorts, censored at now, but the denominator also holds the checkouts of users first
+exposed before the window: once a run is older than W, k reads low (0.5x when effects spread evenly
+over W). So:
+- while no figures precede the span (a run younger than W + settle), the span runs to now: every
+  attributed checkout in it comes from a cohort in it, and both sides are censored at now alike;
+- after that, cohorts of [now - settle - W, now - settle] against the attributed GMV of the same span.
+  At a steady rate of first exposures the checkouts of earlier cohorts that fall in the span (its
+  head) equal those of the span's cohorts that fall after it (its tail), so the two sides match,
+  provided the span's cohorts are complete: effects that come later than `settle` after exposure
+  are missed. With effects spread evenly over S days (S > settle), k reads low by
+  (S - settle)^2 / (2 S W); 0 when S <= settle. Exact matching needs the attributed GMV keyed by the
+  cohort bucket too, which the engine does not store.
+
 k is shrunk toward 1 by the width of the lift interval (`calibration`). k = 1 is steering by
 attribution, the status quo: with no evidence the lift mode is exactly the attributed mode, and it
 departs from it only as far as the evidence carries. A raw k from a wide interval is mostly noise
@@ -32,7 +48,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from stream_processors.figures import MINOR
+from stream_processors.figures import MINOR, campaign_figures, campaign_spend_minor
 from stream_processors.lift import LiftEstimate, lift_estimates, z_of
 from stream_processors.optimizer.control_types import ChannelFigures
 
@@ -45,6 +61,9 @@ class LiftSteerPolicy:
     # cohorts of first exposures over this trailing window give k: days, for the held-out group to
     # be large enough (the efficiency window of 8 h holds too few held-out buyers to tell anything)
     window_s: float = 7 * DAY_S
+    # once the run is older than window_s + settle_s, the cohorts of the last settle_s are left out
+    # of k (on both sides, `lift_span`): their effects have not all come yet
+    settle_s: float = 2 * DAY_S
     prior_sd: float = 0.3  # how far from 1 k is believed to be before any evidence
     k_min: float = 0.2  # k is kept in [k_min, k_max]: a guardrail, as the bid floor and cap are
     k_max: float = 2.0
@@ -83,36 +102,48 @@ def calibration(
 
 
 def attributed_gmv_minor(figures: Figures) -> dict[str, float]:
-    """Attributed GMV per campaign (all channels), in minor units like the lift figures."""
+    """Attributed GMV per campaign (all channels) of channel figures, in minor units."""
     out: dict[str, float] = {}
     for (cid, _), f in figures.items():
         out[cid] = out.get(cid, 0.0) + f.gmv * MINOR
     return out
 
 
-def spend_minor(figures: Figures) -> dict[str, int]:
-    out: dict[str, float] = {}
-    for (cid, _), f in figures.items():
-        out[cid] = out.get(cid, 0.0) + f.spend * MINOR
-    return {cid: round(v) for cid, v in out.items()}
+def calibrations_of(
+    fields: Mapping[str, int], campaigns: Iterable[str], policy: LiftSteerPolicy, model: str = "last"
+) -> dict[str, Calibration]:
+    """Every campaign's k over one span: `fields` the stored fields summed over the span's buckets
+    (one window read): the lift fields of its cohorts (lift.py reads its own among them), and the
+    spend and `model`'s attributed GMV of the same buckets (figures.py, as every reader)."""
+    estimates = lift_estimates(fields, campaign_spend_minor(fields), policy.confidence)
+    attributed = {
+        cid: fig.total(model).gmv * MINOR for cid, fig in campaign_figures(fields, (model,)).items()
+    }
+    return {cid: calibration(estimates.get(cid), attributed.get(cid, 0.0), policy) for cid in campaigns}
 
 
 def calibrations(
-    lift_fields: Mapping[str, int], attributed: Figures, campaigns: Iterable[str], policy: LiftSteerPolicy
+    fields: Mapping[str, int], attributed: Figures, campaigns: Iterable[str], policy: LiftSteerPolicy
 ) -> dict[str, Calibration]:
-    """Every campaign's k over one window: `lift_fields` the stored fields summed over the window's
-    cohort buckets (lift.py reads its own among them), `attributed` the attributed figures over the
-    same window."""
-    estimates = lift_estimates(lift_fields, spend_minor(attributed), policy.confidence)
-    gmv = attributed_gmv_minor(attributed)
-    return {cid: calibration(estimates.get(cid), gmv.get(cid, 0.0), policy) for cid in campaigns}
+    """calibrations_of, for the evaluation's call: its `attributed` are the last-touch figures of the
+    same `fields`, which calibrations_of reads itself (the argument is unused)."""
+    del attributed
+    return calibrations_of(fields, campaigns, policy)
 
 
 def trailing_window(now: float, policy: LiftSteerPolicy, start: float | None = None) -> tuple[float, float]:
-    """The [start, end) the calibration reads at `now` (the injected clock): the last `window_s`,
-    from `start` on when the figures begin later (a run that started less than a window ago)."""
+    """The [start, end) the evaluation's calibration reads at `now` (the injected clock): the last
+    `window_s`, from `start` on when the figures begin later (a run that started less than a window
+    ago, where it is `lift_span` without figures before it)."""
     begin = now - policy.window_s
     return (begin if start is None else max(begin, start)), now + 1
+
+
+def lift_span(now: float, policy: LiftSteerPolicy, figures_before: bool) -> tuple[float, float]:
+    """The [start, end) of cohorts and attributed GMV that k compares at `now` (module docstring):
+    `figures_before` says whether any figures precede the start (the run is older than the span)."""
+    begin = now - policy.settle_s - policy.window_s
+    return (begin, now - policy.settle_s) if figures_before else (begin, now + 1)
 
 
 def calibrated_figures(

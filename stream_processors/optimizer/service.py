@@ -24,7 +24,6 @@ from producers.scenario import Scenario
 from schemas.codec import encode
 from schemas.decisions import BidAdjustment
 from stream_processors.figures import campaign_figures
-from stream_processors.lift import PREFIX as LIFT_PREFIX
 from stream_processors.metrics import OptimizerMetrics
 from stream_processors.optimizer.adjustments import DecisionAudit, bid_adjustment
 from stream_processors.optimizer.controller import (
@@ -37,7 +36,7 @@ from stream_processors.optimizer.controller import (
     spend_by_campaign,
     with_lagged_spend,
 )
-from stream_processors.optimizer.lift_steer import LiftSteerPolicy, calibrations, factors_of, trailing_window
+from stream_processors.optimizer.lift_steer import LiftSteerPolicy, calibrations_of, factors_of, lift_span
 from stream_processors.optimizer.pacing import PacingPolicy
 from stream_processors.optimizer.specs import campaign_specs
 from stream_processors.redis_connect import SyncClient
@@ -46,6 +45,7 @@ from stream_processors.store.redis_lua import Keys
 
 log = logging.getLogger("seedloop.optimizer")
 DAY_S = 86_400
+HOUR_S = 3600
 DECISION_LOG_LEN = 1000
 
 
@@ -71,18 +71,15 @@ class OptimizerConfig:
     final_after_s: float = 3600.0 + 300.0
     # What the optimizer steers by (Settings.optimizer_steer): "lift" multiplies each campaign's
     # attributed checkouts and GMV by its lift calibration k (lift_steer.py), measured over the
-    # trailing `lift.window_s` of cohorts; "attributed" steers by the attributed figures as they are.
+    # cohorts of `lift_steer.lift_span`; "attributed" steers by the attributed figures as they are.
     steer: Literal["attributed", "lift"] = "attributed"
     lift: LiftSteerPolicy = field(default_factory=LiftSteerPolicy)
 
 
-@dataclass(frozen=True, slots=True)
-class _Bucket:
-    """One event-time bucket as the optimizer keeps it: its attributed figures per campaign and
-    channel, and its conversion-lift fields (lift.py: by cohort bucket), for steer = "lift"."""
-
-    figures: dict[tuple[str, str], ChannelFigures]
-    lift: dict[str, int]
+# One event-time bucket as the optimizer keeps it: its attributed figures per campaign and channel.
+# Not its conversion-lift fields: those are keyed by the COHORT bucket and keep growing for the lift
+# window after it, long after the bucket's own figures are final (_calibration reads them afresh).
+_Bucket = dict[tuple[str, str], ChannelFigures]
 
 
 def _text(value: bytes | str) -> str:
@@ -113,6 +110,7 @@ class OptimizerService:
         self.reader = reader
         self._buckets: dict[int, _Bucket] = {}
         self._round_buckets: dict[int, _Bucket] = {}
+        self._figures_before_lift_span = False  # once true, true for good: the span only moves on
         self.redis = client
         self.keys = keys
         self.cfg = cfg
@@ -195,10 +193,7 @@ class OptimizerService:
                 e = per_model.get(self.cfg.model)
                 if e is not None:
                     figures[(cid, ch)] = ChannelFigures(e.spend, e.checkouts, e.gmv, e.add_to_carts)
-        lift = (
-            {k: v for k, v in fields.items() if k.startswith(LIFT_PREFIX)} if self.cfg.steer == "lift" else {}
-        )
-        out = _Bucket(figures, lift)
+        out = figures
         if bucket + self.reader.bucket_s < now - self.cfg.final_after_s:
             self._buckets[bucket] = out
         else:
@@ -211,7 +206,11 @@ class OptimizerService:
         size = self.reader.bucket_s
         first = -(-int(start) // size) * size
         out = [self._bucket(bucket, now) for bucket in range(first, int(end), size)]
-        kept = max(self.cfg.long_window_s, self.cfg.lift.window_s if self.cfg.steer == "lift" else 0.0)
+        # steer = "lift" reads the hour before the lift span (whether figures precede it)
+        lift = self.cfg.lift
+        kept = max(
+            self.cfg.long_window_s, lift.window_s + lift.settle_s + HOUR_S if self.cfg.steer == "lift" else 0
+        )
         horizon = now - 2 * DAY_S - kept
         for bucket in [b for b in self._buckets if b < horizon]:
             del self._buckets[bucket]
@@ -221,7 +220,7 @@ class OptimizerService:
         """Figures of the event-time buckets starting in [start, end)."""
         sums: dict[tuple[str, str], list[float]] = {}
         for b in self._buckets_of(start, end, now):
-            for key, f in b.figures.items():
+            for key, f in b.items():
                 acc = sums.setdefault(key, [0.0, 0.0, 0.0, 0.0])
                 acc[0] += f.spend
                 acc[1] += f.conversions
@@ -230,14 +229,18 @@ class OptimizerService:
         return {k: ChannelFigures(*v) for k, v in sums.items()}
 
     def _calibration(self, now: float) -> dict[str, float]:
-        """steer = "lift": each campaign's k over the trailing lift window (lift_steer.calibrations)."""
-        start, end = trailing_window(now, self.cfg.lift)
-        lift: dict[str, int] = {}
-        for b in self._buckets_of(start, end, now):
-            for key, v in b.lift.items():
-                lift[key] = lift.get(key, 0) + v
-        attributed = self._window(start, end, now)
-        cals = calibrations(lift, attributed, [s.campaign_id for s in self.specs], self.cfg.lift)
+        """steer = "lift": each campaign's k over the lift span (lift_steer.lift_span). The span's
+        fields are one window read each round, never cached: its cohorts' lift fields grow for the
+        lift window after them (one pipelined read of the span's buckets; caching the closed part
+        would save transfer, not round trips). Whether figures precede the span is read from the
+        hour before it, final and cached by then."""
+        if not self._figures_before_lift_span:
+            begin = lift_span(now, self.cfg.lift, figures_before=False)[0]
+            self._figures_before_lift_span = bool(self._window(begin - HOUR_S, begin, now))
+        start, end = lift_span(now, self.cfg.lift, self._figures_before_lift_span)
+        fields = self.reader.window(start, end)
+        campaigns = [s.campaign_id for s in self.specs]
+        cals = calibrations_of(fields, campaigns, self.cfg.lift, self.cfg.model)
         log.info("lift calibration", extra={"k": {cid: round(c.factor, 4) for cid, c in cals.items()}})
         return factors_of(cals)
 

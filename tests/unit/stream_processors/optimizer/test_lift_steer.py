@@ -21,7 +21,7 @@ from stream_processors.optimizer.lift_steer import (
     LiftSteerPolicy,
     calibrated_figures,
     calibration,
-    calibrations,
+    calibrations_of,
     factors_of,
     trailing_window,
 )
@@ -80,12 +80,12 @@ def _lift_fields(campaign: str, exposed: tuple[int, int, int], held: tuple[int, 
 def test_calibrations_read_the_stored_lift_fields_against_attributed_gmv() -> None:
     # 9,000 exposed users bought 900,000 minor (100 each), 1,000 held-out 30,000 (30 each): the
     # incremental GMV is 9,000 x 70 = 630,000 minor = 6,300 major; attributed: 9,000 major
-    fields = _lift_fields("c1", (9_000, 900_000, 9_000 * 100**2 * 4), (1_000, 30_000, 1_000 * 30**2 * 4))
-    attributed = {
-        ("c1", "feed"): ChannelFigures(500.0, 40.0, 6_000.0),
-        ("c1", "kol"): ChannelFigures(300.0, 20.0, 3_000.0),
-    }
-    cals = calibrations(fields, attributed, ["c1", "c2"], LiftSteerPolicy(prior_sd=10.0))
+    # (sums of squares 0: the tightest interval, so k is the point estimate)
+    fields = _lift_fields("c1", (9_000, 900_000, 0), (1_000, 30_000, 0))
+    fields |= {lift_field("c1", g, "checkouts"): 100 for g in GROUPS}  # both groups bought
+    # attributed GMV and spend on two channels, read through figures.campaign_figures
+    fields |= {"c|c1|feed|last|gmv": 600_000, "c|c1|kol|last|gmv": 300_000, "c|c1|feed|spend": 50_000}
+    cals = calibrations_of(fields, ["c1", "c2"], LiftSteerPolicy(prior_sd=10.0))
     assert cals["c1"].raw == pytest.approx(6_300 / 9_000)
     assert cals["c1"].factor == pytest.approx(0.7, abs=0.01)
     assert cals["c2"] is NO_CALIBRATION  # no lift figures at all
