@@ -8,9 +8,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from stream_processors.lift import GroupFigures, lift_estimates, lift_groups
+from stream_processors.money import MINOR as MINOR  # re-exported: callers read it here
 
 MICRO = 1_000_000
-MINOR = 100
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:

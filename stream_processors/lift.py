@@ -8,6 +8,11 @@ the squares of each user's counted checkouts and GMV (`checkouts_sq`, `gmv_sq`).
 squares are all a difference of two means needs: the API, the metrics, the dashboard and the
 evaluation read lift through `lift_estimates`, so they cannot disagree.
 
+`gmv_sq` sums each user's `gmv_square` (whole major units, capped), not the square in minor units:
+every stored figure is an int64 Redis hash field (HINCRBY), and a minor-unit square overflows it
+for one valid checkout of ~3e9 minor (the schema allows 1e12) or over ~1e8 ordinary users; the
+apply script then refuses the batch and the partition is stuck for good.
+
 Field names are `x|<campaign>|<group>|<measure>` ("x" for experiment: `l|` is loyalty); only this
 module builds or parses them.
 """
@@ -20,10 +25,39 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Literal
 
+from stream_processors.money import MINOR
+
 Group = Literal["exposed", "held_out"]
 GROUPS: tuple[Group, Group] = ("exposed", "held_out")
 MEASURES = ("users", "checkouts", "checkouts_sq", "gmv", "gmv_sq")
 PREFIX = "x|"
+
+# The estimate needs both groups this large. The interval is a normal approximation of a mean of
+# per-user values that are mostly 0 with a few large purchases: below ~30 users neither that mean
+# is near normal nor the sample variance reliable (one buyer more or less moves it wholly), so an
+# interval would claim a certainty the data does not have.
+MIN_GROUP_USERS = 30
+
+# A user's counted GMV enters `gmv_sq` at most at this (1e8 major units): one user's square is then
+# <= 1e16, so the int64 field holds ~900 users at the cap, or ~1e8 users of 1e5 major units each
+# (~1e14 in all). A user buying more is no shopper the interval is about; the sum `gmv` is not capped.
+GMV_SQ_CAP_MINOR = 10**10
+
+
+def gmv_square(gmv_minor: int) -> int:
+    """One user's term of `gmv_sq`: the square of their counted GMV in whole major units
+    (floor(g / MINOR), g capped at GMV_SQ_CAP_MINOR). The engine keeps the sum exact as a user's
+    GMV moves from g to g' by adding gmv_square(g') - gmv_square(g); the recount sums it directly."""
+    major = min(gmv_minor, GMV_SQ_CAP_MINOR) // MINOR
+    return major * major
+
+
+def gmv_squares_minor(gmv_sq: int, gmv_minor: int) -> int:
+    """The sum over users of g^2 in minor^2 units, back from `gmv_sq`. A user's g = MINOR*f + r
+    (0 <= r < MINOR) has g^2 = MINOR^2 f^2 + 2rg - r^2; 2rg is taken at the middle of its range,
+    MINOR*g, so the sum is off by under MINOR*g per user (1% of g^2 for g = 100 major units, in
+    either direction): negligible for an interval, whose half-width moves by half that share."""
+    return MINOR * MINOR * gmv_sq + MINOR * gmv_minor
 
 
 def lift_field(campaign_id: str, group: Group, measure: str) -> str:
@@ -43,7 +77,7 @@ class GroupFigures:
     checkouts: int = 0
     checkouts_sq: int = 0
     gmv_minor: int = 0
-    gmv_sq: int = 0
+    gmv_sq: int = 0  # sum of gmv_square(user's GMV): major units squared, see gmv_squares_minor
 
     @property
     def checkouts_per_user(self) -> float | None:
@@ -102,14 +136,21 @@ def sample_variance(n: int, total: int, squares: int) -> float:
     return max(0, n * squares - total * total) / (n * (n - 1))
 
 
+Sample = tuple[int, int, int]  # one group's (users, sum, sum of squares) of a per-user value
+
+
 def _difference(
-    n_e: int, sum_e: int, sq_e: int, n_h: int, sum_h: int, sq_h: int, z: float
+    exposed: Sample, held_out: Sample, exposed_bought: bool, held_out_bought: bool, z: float
 ) -> tuple[float, tuple[float, float]]:
-    """n_E * (mean_E - mean_H) and its normal-approximation interval (independent groups)."""
+    """n_E * (mean_E - mean_H) and its normal-approximation interval (independent groups).
+    A group without a counted checkout has sample variance 0, yet the data cannot tell its rate is
+    0 (20 held-out users without a buyer are no proof that nobody would buy): it takes the other
+    group's variance instead, a conservative floor, so its uncertainty stays in the interval."""
+    (n_e, sum_e, _), (n_h, sum_h, _) = exposed, held_out
+    var_e, var_h = sample_variance(*exposed), sample_variance(*held_out)
+    var_e, var_h = (var_e if exposed_bought else var_h), (var_h if held_out_bought else var_e)
     diff = n_e * (sum_e / n_e - sum_h / n_h)
-    half = (
-        z * n_e * math.sqrt(sample_variance(n_e, sum_e, sq_e) / n_e + sample_variance(n_h, sum_h, sq_h) / n_h)
-    )
+    half = z * n_e * math.sqrt(var_e / n_e + var_h / n_h)
     return diff, (diff - half, diff + half)
 
 
@@ -122,21 +163,27 @@ def z_of(confidence: float) -> float:
 def lift_estimates(
     fields: Mapping[str, int], spend_minor: Mapping[str, int], confidence: float = 0.95
 ) -> dict[str, LiftEstimate]:
-    """Per campaign with at least 2 users in each group: incremental checkouts and GMV (what the
-    exposed group bought beyond what it would have at the held-out group's per-user rate) with
-    `confidence` intervals, and iROAS over `spend_minor` (campaign -> spend over the window; the
-    interval divides the GMV interval by it, spend being known exactly). Campaigns with fewer
-    users in a group are left out: no variance, no interval."""
+    """Per campaign with at least MIN_GROUP_USERS users in each group: incremental checkouts and
+    GMV (what the exposed group bought beyond what it would have at the held-out group's per-user
+    rate) with `confidence` intervals, and iROAS over `spend_minor` (campaign -> spend over the
+    window; the interval divides the GMV interval by it, spend being known exactly). Campaigns with
+    fewer users in a group are left out: no interval could be trusted."""
     z = z_of(confidence)
     out: dict[str, LiftEstimate] = {}
     for campaign, groups in lift_groups(fields).items():
         e, h = groups["exposed"], groups["held_out"]
-        if e.users < 2 or h.users < 2:
+        if e.users < MIN_GROUP_USERS or h.users < MIN_GROUP_USERS:
             continue
+        bought = (e.checkouts > 0, h.checkouts > 0)
         checkouts, checkouts_ci = _difference(
-            e.users, e.checkouts, e.checkouts_sq, h.users, h.checkouts, h.checkouts_sq, z
+            (e.users, e.checkouts, e.checkouts_sq), (h.users, h.checkouts, h.checkouts_sq), *bought, z
         )
-        gmv, gmv_ci = _difference(e.users, e.gmv_minor, e.gmv_sq, h.users, h.gmv_minor, h.gmv_sq, z)
+        gmv, gmv_ci = _difference(
+            (e.users, e.gmv_minor, gmv_squares_minor(e.gmv_sq, e.gmv_minor)),
+            (h.users, h.gmv_minor, gmv_squares_minor(h.gmv_sq, h.gmv_minor)),
+            *bought,
+            z,
+        )
         spend = int(spend_minor.get(campaign, 0))
         out[campaign] = LiftEstimate(
             campaign_id=campaign,
