@@ -22,7 +22,7 @@ from producers.scenario import load_scenario
 from schemas.events import AddToCart, Checkout, Follow, UserAction, View
 from seedloop.settings import Settings
 from stream_processors.attribution.models import MODEL_NAMES, Lookback, Touch, allocate
-from stream_processors.lift import group_of, lift_field
+from stream_processors.lift import gmv_square, group_of, lift_field
 
 MICRO = 1_000_000
 KIND = {"follow": "follows", "add_to_cart": "add_to_carts", "checkout": "checkouts"}
@@ -134,10 +134,13 @@ def _recount_lift(
 ) -> None:
     """One user's lift cohorts, in event time: per campaign, an episode starts at the first view
     (ghost or not, whose flag is the group), the next at the first view after its window closes;
-    each counts the checkouts of the campaign's products dated inside its window."""
+    each counts the checkouts of the campaign's products dated inside its window. `gmv_sq` sums
+    gmv_square (capped whole major units), the stored field's definition (stream_processors/lift.py)."""
     checkouts = [e for e in user_events if isinstance(e, Checkout)]
     by_campaign: dict[str, list[View]] = defaultdict(list)
-    for v in sorted(views, key=lambda v: (v.event_ts, v.event_id)):
+    # At one instant a ghost view comes first: a tie of a real and a ghost first view puts the user
+    # in the holdout group (the engine's rule, stream_processors/attribution/lift_cohorts.py).
+    for v in sorted(views, key=lambda v: (v.event_ts, not v.held_out, v.event_id)):
         by_campaign[v.campaign_id].append(v)
     for campaign, seen in by_campaign.items():
         starts: list[View] = []
@@ -159,7 +162,7 @@ def _recount_lift(
                 ("checkouts", n),
                 ("checkouts_sq", n * n),
                 ("gmv", g),
-                ("gmv_sq", g * g),
+                ("gmv_sq", gmv_square(g)),
             ):
                 out[lift_field(campaign, group, measure)] += amount
 

@@ -14,8 +14,12 @@ who never bought costs `"c1":[[1764590000.5]]` (issue 18: bytes per user matter)
 objects: a view, the common event, reads only `first_at` of the latest episode.
 
 Figures (integer increments at the episode's cohort bucket, windowed and all-time): `users`, and
-per user's counted checkouts n and GMV g the sums n, n^2, g, g^2, kept exactly as a user's figures
-change ((n+1)^2 - n^2 = 2n+1), so the estimator gets each group's sample variance.
+per user's counted checkouts n and GMV g the sums n, n^2, g and gmv_square(g) (g's square in
+capped whole major units, lift.py: a minor-unit square overflows the int64 store), kept exactly as
+a user's figures change ((n+1)^2 - n^2 = 2n+1), so the estimator gets each group's sample variance.
+
+Ties: a real and a ghost view at the same instant, both first, would make the group depend on
+arrival order; the ghost view wins (as in tests/recount.py), whichever arrives first.
 
 Order-independence (figures equal an event-time recount): a checkout arriving out of order is
 counted by the episode whose window holds it; a view dated before the latest episode's start (and
@@ -33,7 +37,7 @@ from collections.abc import Sequence
 
 from stream_processors.attribution.increments import Increments
 from stream_processors.attribution.user_state import ConversionRecord, EngineConfig, bucket_of
-from stream_processors.lift import group_of, lift_field
+from stream_processors.lift import gmv_square, group_of, lift_field
 
 # campaign -> episodes, oldest first: [first_at, held_out, checkouts, gmv_minor], trailing zeros left out
 Episodes = dict[str, list[list[float]]]
@@ -73,12 +77,13 @@ def _emit_user(out: Increments, campaign: str, row: list[float], sign: int, cfg:
     out.add_windowed(bucket, lift_field(campaign, group, "checkouts"), sign * n)
     out.add_windowed(bucket, lift_field(campaign, group, "checkouts_sq"), sign * n * n)
     out.add_windowed(bucket, lift_field(campaign, group, "gmv"), sign * g)
-    out.add_windowed(bucket, lift_field(campaign, group, "gmv_sq"), sign * g * g)
+    out.add_windowed(bucket, lift_field(campaign, group, "gmv_sq"), sign * gmv_square(g))
 
 
 def _count(out: Increments, campaign: str, row: list[float], value_minor: int, cfg: EngineConfig) -> None:
     """One more counted checkout of `value_minor` for the episode `row`: its sums and squares move
-    by the exact difference ((n+1)^2 - n^2 = 2n+1, (g+v)^2 - g^2 = 2gv + v^2)."""
+    by the exact difference ((n+1)^2 - n^2 = 2n+1, gmv_square(g + v) - gmv_square(g)), each an
+    int64 (<= 1e12 and <= 1e16 by the schema's bound and the square's cap)."""
     row = _full(row)
     n, g = int(row[_CHECKOUTS]), int(row[_GMV])
     bucket = bucket_of(row[_FIRST], cfg.bucket_s)
@@ -87,7 +92,7 @@ def _count(out: Increments, campaign: str, row: list[float], value_minor: int, c
     out.add_windowed(bucket, lift_field(campaign, group, "checkouts_sq"), 2 * n + 1)
     out.add_windowed(bucket, lift_field(campaign, group, "gmv"), value_minor)
     out.add_windowed(
-        bucket, lift_field(campaign, group, "gmv_sq"), 2 * g * value_minor + value_minor * value_minor
+        bucket, lift_field(campaign, group, "gmv_sq"), gmv_square(g + value_minor) - gmv_square(g)
     )
     row[_CHECKOUTS], row[_GMV] = n + 1, g + value_minor
 
@@ -127,10 +132,12 @@ def lift_view(
         latest = episodes[-1]
         first = latest[_FIRST]
         if first <= at <= first + cfg.lift_window_s:
+            _tie(campaign, episodes, -1, held_out, at, conversions, cfg, out)
             return  # the common case: a later view of the current episode
         if at < first:
             before = episodes[-2] if len(episodes) > 1 else None
             if before is not None and at <= before[_FIRST] + cfg.lift_window_s:
+                _tie(campaign, episodes, -2, held_out, at, conversions, cfg, out)
                 return  # a later view of the previous episode (its start is earlier still, see docstring)
             _move(campaign, _full(latest), held_out, at, conversions, cfg, out)
             episodes[-1] = trimmed(latest)
@@ -147,6 +154,26 @@ def lift_view(
         lift[campaign] = [row]
     else:
         episodes.append(row)
+
+
+def _tie(
+    campaign: str,
+    episodes: list[list[float]],
+    i: int,
+    held_out: bool,
+    at: float,
+    conversions: Sequence[ConversionRecord],
+    cfg: EngineConfig,
+    out: Increments,
+) -> None:
+    """A view of episode `i`'s window: only a ghost view at the episode's very start changes it
+    (to held out), so that of a real and a ghost first view at one instant the ghost one sets the
+    group whichever arrived first. The window and cohort stay; the user changes group."""
+    row = episodes[i]
+    if not held_out or at != row[_FIRST] or (len(row) > 1 and row[_HELD]):
+        return
+    _move(campaign, _full(row), held_out, at, conversions, cfg, out)
+    episodes[i] = trimmed(row)
 
 
 def _move(
