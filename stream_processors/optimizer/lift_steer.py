@@ -64,6 +64,10 @@ class LiftSteerPolicy:
     # once the run is older than window_s + settle_s, the cohorts of the last settle_s are left out
     # of k (on both sides, `lift_span`): their effects have not all come yet
     settle_s: float = 2 * DAY_S
+    # k is measured over days: it is read afresh once per this much event time, not every round
+    # (the span's read is (window_s + settle_s) / bucket_s buckets of every partition: ~52,000
+    # hashes at 60 s buckets and 4 partitions, too many for a round every 5 s)
+    refresh_s: float = 900.0
     prior_sd: float = 0.3  # how far from 1 k is believed to be before any evidence
     k_min: float = 0.2  # k is kept in [k_min, k_max]: a guardrail, as the bid floor and cap are
     k_max: float = 2.0

@@ -111,6 +111,7 @@ class OptimizerService:
         self._buckets: dict[int, _Bucket] = {}
         self._round_buckets: dict[int, _Bucket] = {}
         self._figures_before_lift_span = False  # once true, true for good: the span only moves on
+        self._lift_factors: tuple[float, dict[str, float]] | None = None  # (read at, k) of _calibration
         self.redis = client
         self.keys = keys
         self.cfg = cfg
@@ -229,6 +230,12 @@ class OptimizerService:
         return {k: ChannelFigures(*v) for k, v in sums.items()}
 
     def _calibration(self, now: float) -> dict[str, float]:
+        """steer = "lift": each campaign's k, read afresh once per `lift.refresh_s` of event time."""
+        if self._lift_factors is None or not 0 <= now - self._lift_factors[0] < self.cfg.lift.refresh_s:
+            self._lift_factors = (now, self._read_calibration(now))
+        return self._lift_factors[1]
+
+    def _read_calibration(self, now: float) -> dict[str, float]:
         """steer = "lift": each campaign's k over the lift span (lift_steer.lift_span). The span's
         fields are one window read each round, never cached: its cohorts' lift fields grow for the
         lift window after them (one pipelined read of the span's buckets; caching the closed part

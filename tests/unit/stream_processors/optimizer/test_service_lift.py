@@ -95,9 +95,11 @@ def test_a_cohorts_lift_fields_are_read_afresh_as_its_checkouts_arrive() -> None
     assert svc._calibration(NOW)[cid] == pytest.approx(0.2)
     # the cohort's later checkouts arrive: the exposed group's GMV grows to 100 per user (k 0.7)
     reader.by_bucket[cohort] = _campaign_fields(cid, 9_000, (9_000, 900_000, 0), (1_000, 30_000, 0))
-    fresh = _service(reader, "lift", 2 * DAY)._calibration(NOW + 60)[cid]
+    fresh = _service(reader, "lift", 2 * DAY)._calibration(NOW + 900)[cid]
     assert fresh == pytest.approx(0.7, abs=0.01)
-    assert svc._calibration(NOW + 60)[cid] == fresh
+    # k is read afresh once per refresh_s (900 s) of event time: until then the round reuses it
+    assert svc._calibration(NOW + 60)[cid] == pytest.approx(0.2)
+    assert svc._calibration(NOW + 900)[cid] == fresh
 
 
 def _steady_state(run_days: int, spread_days: int, true_k: float) -> _Buckets:
