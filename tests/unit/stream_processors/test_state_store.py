@@ -196,10 +196,19 @@ def test_a_crash_between_plan_and_apply_leaves_nothing(with_store: StoreRun) -> 
         replanned = await apply_batch(store, MESSAGES, epoch)  # the restart applies it once
         assert len(replanned.applied) == len(batch.events)
         assert (await apply_batch(store, MESSAGES, epoch)).applied == []
-        return (await store.totals())["t|views"]
+        totals = await store.totals()
+        return totals["t|views"] + totals.get("t|ghost_views", 0)
 
+    # shown and ghost (holdout) views: every view message counted once
     views = with_store(body)
     assert views == sum(1 for m in MESSAGES if TOPICS[m.topic] == "view")
+
+
+def _nonzero(fields: dict[str, int]) -> dict[str, int]:
+    """Figures as the readers see them: a field back at 0 reads as one never written. Two batches
+    can leave one: a follow counted unattributed by the first batch is credited by the second,
+    which brings its view (the view topic behind the follow topic), and `u|follows` returns to 0."""
+    return {k: v for k, v in fields.items() if v}
 
 
 def test_two_batches_in_order_equal_one(with_store: StoreRun) -> None:
@@ -211,11 +220,11 @@ def test_two_batches_in_order_equal_one(with_store: StoreRun) -> None:
         with pytest.raises(OffsetConflict):
             await store.apply(early, epoch)
         await apply_batch(store, second, epoch)
-        return await store.totals()
+        return _nonzero(await store.totals())
 
     async def whole(store: PartitionStateStore) -> dict[str, int]:
         await apply_batch(store, MESSAGES, await store.claim(0))
-        return await store.totals()
+        return _nonzero(await store.totals())
 
     assert with_store(body) == with_store(whole)
 
