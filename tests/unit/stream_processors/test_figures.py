@@ -130,26 +130,27 @@ def test_campaign_lift_in_currency_units_with_and_without_an_estimate() -> None:
 
     def group(campaign: str, g: str, checkouts: list[int], gmv: list[int]) -> dict[str, int]:
         sums = {"users": len(checkouts), "checkouts": sum(checkouts), "gmv": sum(gmv)}
-        sums |= {"checkouts_sq": sum(n * n for n in checkouts), "gmv_sq": sum(v * v for v in gmv)}
+        sums |= {"checkouts_sq": sum(n * n for n in checkouts), "gmv_sq": sum((v // 100) ** 2 for v in gmv)}
         return {lift_field(campaign, g, m): v for m, v in sums.items()}  # type: ignore[arg-type]
 
     fields = {
         **FIELDS,
-        **group("a", "exposed", [0, 1, 2, 1], [0, 1000, 2500, 500]),
-        **group("a", "held_out", [0, 1, 0], [0, 800, 0]),
+        # 40 and 30 users (an estimate needs lift.MIN_GROUP_USERS in each group)
+        **group("a", "exposed", [1, 2, 1] + [0] * 37, [1000, 2500, 500] + [0] * 37),
+        **group("a", "held_out", [1] + [0] * 29, [800] + [0] * 29),
         **group("b", "exposed", [1, 0], [300, 0]),  # no held-out user yet: no estimate
     }
     assert campaign_spend_minor(fields) == {"a": 600, "b": 300, "c": 300}
     lift = campaign_lift(fields)
     a = lift["a"]
     assert a["exposed"] == {
-        "users": 4,
+        "users": 40,
         "checkouts": 4,
         "gmv": 40.0,
-        "checkouts_per_user": 1.0,
-        "gmv_per_user": 10.0,
+        "checkouts_per_user": 0.1,
+        "gmv_per_user": 1.0,
     }
-    assert a["held_out"]["gmv_per_user"] == round(8 / 3, 6) and a["spend"] == 6.0
+    assert a["held_out"]["gmv_per_user"] == round(8 / 30, 6) and a["spend"] == 6.0
     est = lift_estimates(fields, {"a": 600})["a"]
     assert a["incremental_gmv"] == round(est.incremental_gmv_minor / 100, 6) == round(29.333333, 6)
     assert a["incremental_gmv_ci"] == [round(b / 100, 6) for b in est.incremental_gmv_ci]

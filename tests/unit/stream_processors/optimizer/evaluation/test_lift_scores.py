@@ -43,21 +43,25 @@ def _truth() -> GroundTruth:
     return truth
 
 
-def _fields(users: tuple[int, int], gmv: tuple[int, int], squares: tuple[int, int]) -> dict[str, int]:
+def _fields(
+    users: tuple[int, int], gmv: tuple[int, int], squares: tuple[int, int], checkouts: tuple[int, int] = (0, 0)
+) -> dict[str, int]:
     out: dict[str, int] = {}
     for i, group in enumerate(GROUPS):
         out[lift_field("c1", group, "users")] = users[i]
+        out[lift_field("c1", group, "checkouts")] = checkouts[i]
         out[lift_field("c1", group, "gmv")] = gmv[i]
         out[lift_field("c1", group, "gmv_sq")] = squares[i]
     return out
 
 
 def test_each_campaign_day_interval_is_set_against_the_truth_of_its_cohort() -> None:
-    # day D: 3 exposed users bought 7,000 minor (6,000 + 1,000 by one user: square 49e6), 3 held-out
-    # nothing: estimate 70.00 +- 1.96 * 3 * sqrt(var/3); truth 60.00 (the organic 10.00 is not caused)
+    # day D: of 30 exposed users one bought 7,000 minor in two orders (6,000 + 1,000: 70 whole units,
+    # square 4,900), 30 held-out users nothing: estimate 70.00; truth 60.00 (the organic 10.00 is not
+    # caused); the held-out group has no buyer, so it takes the exposed group's variance
     by_day: Mapping[float, dict[str, int]] = {
-        D: _fields((3, 3), (7_000, 0), (49_000_000, 0)),
-        D + DAY_S: _fields((1, 1), (3_000, 0), (9_000_000, 0)),  # too few users: no estimate
+        D: _fields((30, 30), (7_000, 0), (4_900, 0), (2, 0)),
+        D + DAY_S: _fields((1, 1), (3_000, 0), (900, 0), (1, 0)),  # too few users: no estimate
     }
     rows = campaign_days(
         lambda start, end: by_day.get(start, {}),
@@ -73,7 +77,7 @@ def test_each_campaign_day_interval_is_set_against_the_truth_of_its_cohort() -> 
     assert (row["campaign_id"], row["day"], row["true"], row["estimate"]) == ("c1", int(D), 60.0, 70.0)
     lo, hi = row["ci"]
     assert lo < 60.0 < hi and row["covered"]
-    assert (row["exposed_users"], row["held_out_users"]) == (3, 3)
+    assert (row["exposed_users"], row["held_out_users"]) == (30, 30)
 
 
 def test_coverage_counts_covered_days_and_width_relative_to_the_truth() -> None:
