@@ -10,7 +10,14 @@ from seedloop.redact import redact_servers
 from seedloop.settings import Settings
 from seedloop.topics import end_offsets
 from stream_processors.attribution.models import MODEL_NAMES
-from stream_processors.figures import campaign_figures, campaign_lift, campaign_loyalty, loyalty_rates, totals
+from stream_processors.figures import (
+    campaign_figures,
+    campaign_lift,
+    campaign_loyalty,
+    events_processed,
+    loyalty_rates,
+    totals,
+)
 from stream_processors.redis_connect import sync_client
 from stream_processors.store.redis_lua import FigureReader, Keys
 
@@ -81,10 +88,7 @@ def build_report(
         "model": REPORT_MODEL,
         "currency": scenario.fx.base,
         "watermark": watermark,
-        # Ghost views (holdout) are processed too, but are no paid views: counted apart.
-        "events_processed": int(
-            t["views"] + t["follows"] + t["add_to_carts"] + t["checkouts"] + fields.get("t|ghost_views", 0)
-        ),
+        "events_processed": events_processed(fields),
         "dead_letters": sum(v for (topic, _), v in offsets.items() if topic.endswith(".dead_letters")),
         "bid_adjustments": sum(v for (topic, _), v in offsets.items() if topic.endswith(".bid_adjustments")),
         "totals": t,

@@ -23,7 +23,7 @@ from seedloop.demo import WorkerPool
 from seedloop.embedded import EmbeddedStack
 from seedloop.settings import Settings
 from seedloop.topics import ACTIONS, caught_up, end_offsets, ensure_topics
-from stream_processors.figures import totals
+from stream_processors.figures import events_processed
 from stream_processors.redis_connect import sync_client
 from stream_processors.store.redis_lua import FigureReader, Keys
 
@@ -125,8 +125,7 @@ def _soak(settings: Settings, pool: WorkerPool, duration_s: float, sample_s: flo
     while not caught_up(settings, reader) and time.monotonic() < deadline:
         time.sleep(1)
     take("caught up")
-    applied = totals(reader.totals())
-    processed = int(applied["views"] + applied["follows"] + applied["add_to_carts"] + applied["checkouts"])
+    processed = events_processed(reader.totals())
     dead = sum(end_offsets(settings, [settings.topic("dead_letters")]).values())
     return {
         "duration_s": duration_s,

@@ -138,6 +138,15 @@ def totals(fields: Mapping[str, int]) -> dict[str, float | int]:
     }
 
 
+def events_processed(fields: Mapping[str, int]) -> int:
+    """Every event the pipeline applied: the four actions' counts, and the ghost views (holdout),
+    which are processed but counted apart from the paid views."""
+    return sum(
+        fields.get(f"t|{name}", 0)
+        for name in ("views", "follows", "add_to_carts", "checkouts", "ghost_views")
+    )
+
+
 # --------------------------------------------------------------------------- bounded labels
 OTHER = "other"
 

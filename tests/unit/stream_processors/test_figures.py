@@ -12,6 +12,7 @@ from stream_processors.figures import (
     creator_figures,
     creator_followers,
     creator_spend,
+    events_processed,
     fold_campaigns,
     fold_creators,
     label_of,
@@ -160,3 +161,9 @@ def test_campaign_lift_in_currency_units_with_and_without_an_estimate() -> None:
     assert b["exposed"]["users"] == 2 and b["held_out"]["users"] == 0
     assert b["held_out"]["checkouts_per_user"] is None
     assert b["incremental_gmv"] is None and b["iroas_ci"] is None
+
+
+def test_events_processed_counts_every_action_and_the_ghost_views() -> None:
+    fields = {"t|views": 90, "t|ghost_views": 5, "t|follows": 3, "t|add_to_carts": 2, "t|checkouts": 1, "t|gmv": 700}
+    assert events_processed(fields) == 101
+    assert events_processed({}) == 0
