@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import pytest
 import redis.asyncio as aioredis
 
 from schemas.codec import encode
 from schemas.events import Checkout, UserAction, View
 from seedloop import runtime
-from seedloop.embedded import redis_process
 from seedloop.settings import Settings
 from stream_processors.lift import lift_field, lift_groups
 from stream_processors.processor import RawMessage, decode_batch, plan_batch
@@ -33,16 +30,6 @@ TOPICS = {SETTINGS.topic(a): a for a in ("view", "follow", "add_to_cart", "check
 T0 = datetime(2026, 11, 11, tzinfo=UTC)
 BIG = 10**12  # schemas.events.MinorUnits' bound
 INT64_MAX = 2**63 - 1
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    server = redis_process()
-    server.start()
-    try:
-        yield f"redis://127.0.0.1:{server.port}/0"
-    finally:
-        server.stop()
 
 
 def events() -> list[UserAction]:

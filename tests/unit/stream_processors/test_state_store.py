@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -19,7 +19,6 @@ from confluent_kafka import murmur2
 
 from schemas.codec import encode
 from seedloop import runtime
-from seedloop.embedded import redis_process
 from seedloop.settings import Settings
 from stream_processors.processor import (
     DecodedBatch,
@@ -96,16 +95,6 @@ async def snapshot(store: PartitionStateStore, batch: DecodedBatch) -> dict[str,
         "paths": await store.journey_paths(),
         "reach": await store.reach([0], buckets, channels),
     }
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    server = redis_process()
-    server.start()
-    try:
-        yield f"redis://127.0.0.1:{server.port}/0"
-    finally:
-        server.stop()
 
 
 StoreRun = Callable[[Callable[[PartitionStateStore], Any]], Any]
