@@ -148,7 +148,7 @@ def lift_view(
         _emit_user(out, campaign, row, +1, cfg)
         row = trimmed(row)
     else:  # the common case, a user without live conversions: one more user, nothing counted
-        out.add_lift_user(int(at // cfg.bucket_s) * cfg.bucket_s, campaign, held_out, 1)
+        out.add_lift_user(bucket_of(at, cfg.bucket_s), campaign, held_out, 1)
         row = [at, 1] if held_out else [at]
     if episodes is None:
         lift[campaign] = [row]

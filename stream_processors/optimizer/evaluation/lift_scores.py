@@ -17,6 +17,7 @@ evaluation's runs at different shares measure what is really lost)."""
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -41,7 +42,9 @@ def campaign_days(
 ) -> list[dict[str, Any]]:
     """One row per campaign and day of [start, end) that has an estimate: the estimate and its
     interval (GMV in major units of the base currency), the truth, whether it is covered."""
-    truth_by = true_incremental_gmv(truth, bucket_s, lift_window_s, end)
+    truth_by_day: dict[tuple[str, float], int] = defaultdict(int)
+    for (cid, bucket), gmv in true_incremental_gmv(truth, bucket_s, lift_window_s, end).items():
+        truth_by_day[(cid, math.floor(bucket / DAY_S) * DAY_S)] += gmv
     ids = list(campaigns)
     rows: list[dict[str, Any]] = []
     day = math.floor(start / DAY_S) * DAY_S
@@ -51,7 +54,7 @@ def campaign_days(
             est = estimates.get(cid)
             if est is None:
                 continue
-            true = sum(v for (c, b), v in truth_by.items() if c == cid and day <= b < day + DAY_S) / MINOR
+            true = truth_by_day.get((cid, day), 0) / MINOR
             lo, hi = (v / MINOR for v in est.incremental_gmv_ci)
             rows.append(
                 {
@@ -99,7 +102,10 @@ def holdout_cost(truth: GroundTruth, share: float) -> dict[str, Any]:
     """The GMV the held-out users would have bought had they seen the ads: h / (1 - h) times what the
     exposed users' ads caused (the caused GMV, base currency), and its share of the GMV with it."""
     caused = sum(truth.caused_gmv_minor.values()) / MINOR
-    lost = caused * share / (1.0 - share) if share < 1.0 else 0.0
+    return _cost(share, caused, caused * share / (1.0 - share) if share < 1.0 else 0.0)
+
+
+def _cost(share: float | None, caused: float, lost: float) -> dict[str, Any]:
     return {
         "holdout_share": share,
         "caused_gmv": round(caused, 2),
@@ -134,10 +140,5 @@ def pooled(blocks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     shares = {b["holdout_cost"]["holdout_share"] for b in blocks}
     return {
         "coverage": coverage(rows),
-        "holdout_cost": {
-            "holdout_share": shares.pop() if len(shares) == 1 else None,
-            "caused_gmv": round(caused, 2),
-            "gmv_lost": round(lost, 2),
-            "share_of_gmv": round(lost / (caused + lost), 4) if caused + lost > 0 else None,
-        },
+        "holdout_cost": _cost(shares.pop() if len(shares) == 1 else None, caused, lost),
     }
